@@ -1,0 +1,58 @@
+# Every target sets up what it needs on a fresh clone: `make run`, `make test`, `make bench`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# The portable subset (and, later, the ForexConnect SDK) runs on Python 3.7 when the machine has
+# one: pyenv's build or python3.7 on PATH. Found, never hard-coded.
+PY37 ?= $(shell for c in "$$(pyenv root 2>/dev/null)"/versions/3.7*/bin/python3.7 "$$(command -v python3.7)"; do \
+	if [ -x "$$c" ] && "$$c" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 7))' 2>/dev/null; then echo "$$c"; break; fi; done)
+VENV37 := .venv37
+STAMP37 := $(VENV37)/.installed
+
+.PHONY: help run test lint bench venv venv37 clean
+
+help:
+	@echo "make run    start the host on the embedded defaults"
+	@echo "make test   lint, type-check and run the test suite"
+	@echo "make bench  run the benchmarks (prints ratios against same-run baselines)"
+
+$(STAMP): setup.cfg pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "the host needs Python 3.10+, $(PYTHON) is " + sys.version.split()[0])'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $@
+
+venv: $(STAMP)
+
+$(STAMP37): Makefile
+	@if [ -z "$(PY37)" ]; then \
+		echo "!! no Python 3.7 interpreter on this machine: the 3.7 tests will be SKIPPED"; \
+	else \
+		set -e; rm -rf $(VENV37); "$(PY37)" -m venv $(VENV37); \
+		$(VENV37)/bin/pip install --quiet --disable-pip-version-check 'pyzmq<27' 'msgpack<1.1'; \
+		touch $@; \
+	fi
+
+venv37: $(STAMP37)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: $(STAMP) venv37 lint
+	$(BIN)/pytest
+
+run: $(STAMP)
+	$(BIN)/fxcm host
+
+bench: $(STAMP)
+	$(BIN)/python -m tests.bench
+
+clean:
+	rm -rf $(VENV) $(VENV37) .pytest_cache .mypy_cache .ruff_cache *.egg-info

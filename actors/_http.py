@@ -1,0 +1,134 @@
+"""The host's HTTP port: ``/metrics`` (Prometheus), ``/livez``, ``/readyz``, ``/status`` (JSON).
+
+Metrics are read from the router's stats snapshot (refreshed by the router thread four times a
+second) and the supervisor's view, at scrape time, by a custom collector: nothing on the hot
+path updates a metric object.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+log = logging.getLogger("fxcm.http")
+
+StatusSource = Callable[[], dict[str, Any]]
+
+# Router counters exported as <name>_total, with their help text.
+_ROUTER_COUNTERS = {
+    "published": ("fxcm_bus_published_messages", "PUB messages routed"),
+    "sent": ("fxcm_bus_sent_messages", "SEND messages routed"),
+    "malformed": ("fxcm_bus_malformed_frames", "Malformed frame sets dropped by the router"),
+    "unknown_peer": ("fxcm_bus_unknown_peer_messages",
+                     "Messages from peers that had not said HELLO (answered with RESET)"),
+    "unrouted": ("fxcm_bus_unrouted_messages", "Published messages no one subscribed to"),
+    "unroutable": ("fxcm_bus_unroutable_messages", "Sends to an actor name that does not exist"),
+    "tap_copies": ("fxcm_bus_tap_copies", "Messages copied to the tap"),
+    "tap_dropped": ("fxcm_bus_tap_dropped", "Tap copies dropped because the tap was slow"),
+    "send_failures": ("fxcm_bus_send_failures", "Router sends that failed"),
+    "internal_errors": ("fxcm_bus_internal_errors", "Router bugs caught and survived"),
+    "replies_undeliverable": ("fxcm_bus_replies_undeliverable",
+                              "Replies whose requester was gone"),
+}
+
+# Per-actor router figures: key -> (metric name, help, counter?).
+_ACTOR_FIGURES = {
+    "depth": ("fxcm_bus_mailbox_messages", "Messages in the actor's mailboxes (incl. inflight)",
+              False),
+    "peak": ("fxcm_bus_mailbox_peak_messages", "Highest mailbox depth seen", False),
+    "inflight": ("fxcm_bus_inflight_messages", "Delivered, not yet acked", False),
+    "delivered": ("fxcm_bus_delivered_messages", "Deliveries to the actor", True),
+    "redelivered": ("fxcm_bus_redelivered_messages", "Redeliveries after a crash", True),
+    "dead_letters": ("fxcm_bus_dead_letters", "Messages moved to the dead-letter ring", True),
+    "backpressure_events": ("fxcm_bus_backpressure_events",
+                            "Times the actor was held back by a full lossless mailbox", True),
+}
+
+
+class BusCollector(Collector):
+    def __init__(self, status: StatusSource) -> None:
+        self._status = status
+
+    def collect(self) -> Iterator[Metric]:
+        status = self._status()
+        router = status.get("router", {})
+        for key, (name, text) in _ROUTER_COUNTERS.items():
+            yield CounterMetricFamily(name, text, value=float(router.get(key, 0)))
+        actors: dict[str, Any] = status.get("actors", {})
+        for key, (name, text, is_counter) in _ACTOR_FIGURES.items():
+            family: CounterMetricFamily | GaugeMetricFamily = (
+                CounterMetricFamily(name, text, labels=["actor"]) if is_counter
+                else GaugeMetricFamily(name, text, labels=["actor"]))
+            for actor, figures in actors.items():
+                family.add_metric([actor], float(figures.get(key, 0)))
+            yield family
+        up = GaugeMetricFamily("fxcm_actor_up", "1 when the actor is running", labels=["actor"])
+        restarts = CounterMetricFamily("fxcm_actor_restarts", "Restarts by the supervisor",
+                                       labels=["actor"])
+        for actor, figures in actors.items():
+            up.add_metric([actor], 1.0 if figures.get("state") == "running" else 0.0)
+            restarts.add_metric([actor], float(figures.get("restarts", 0)))
+        yield up
+        yield restarts
+
+
+class HttpServer:
+    """Serves the host's endpoints on one port in a background thread."""
+
+    def __init__(self, host: str, port: int, status: StatusSource,
+                 live: Callable[[], bool], ready: Callable[[], tuple[bool, list[str]]]) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(BusCollector(status))
+        registry = self.registry
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # the stdlib names it
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    self._reply(200, generate_latest(registry),
+                                "text/plain; version=0.0.4; charset=utf-8")
+                elif path == "/livez":
+                    ok = live()
+                    self._json(200 if ok else 503, {"live": ok})
+                elif path == "/readyz":
+                    ok, missing = ready()
+                    self._json(200 if ok else 503, {"ready": ok, "not_running": missing})
+                elif path == "/status":
+                    self._json(200, status())
+                else:
+                    self._json(404, {"error": "no such endpoint",
+                                     "endpoints": ["/metrics", "/livez", "/readyz", "/status"]})
+
+            def _json(self, code: int, body: Any) -> None:
+                self._reply(code, json.dumps(body, default=str).encode(), "application/json")
+
+            def _reply(self, code: int, body: bytes, content_type: str) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                log.debug("%s " + format, self.address_string(), *args)
+
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, name="http",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -1,0 +1,176 @@
+"""Run one actor in this process, attached to a host's router over ipc.
+
+Used by the host for actors placed ``process`` (possibly on another interpreter, e.g. the
+Python 3.7 one the ForexConnect SDK needs) and by ``fxcm attach``::
+
+    python -m actors.child --run-dir /tmp/fxcm-1000 --name extra examples.echo:Echo
+
+The bus settings (endpoint, bounds, prefetch, timeouts) come from ``<run_dir>/bus.json``, which
+the host writes at start, so an attached actor uses the same explicit bounds as the host's own.
+SIGTERM/SIGINT stop the actor in order. With ``--restart`` (attach mode) a crashed actor is
+restarted here with backoff, and a host that is not there yet, or restarts, is waited for.
+
+Portable: runs on Python 3.7 too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Any, Dict, List, Optional, Type
+
+import zmq
+
+from actors.base import Actor, RunOptions
+from bus import Backoff
+from protocol.errors import ConfigError, ConnectorError, EndpointError
+
+log = logging.getLogger("fxcm.child")
+
+BUS_FILE = "bus.json"
+
+
+def load_class(path: str) -> Type[Actor]:
+    """Import ``module:Class`` and check that it is an Actor."""
+    module_name, _, class_name = path.partition(":")
+    if not module_name or not class_name:
+        raise ConfigError("actor class must be 'module:Class', got {!r}".format(path))
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError("cannot import {!r}: {}".format(module_name, exc)) from exc
+    cls = getattr(module, class_name, None)
+    if not isinstance(cls, type) or not issubclass(cls, Actor):
+        raise ConfigError("{!r} is not an Actor subclass".format(path))
+    return cls
+
+
+def read_bus_file(run_dir: str) -> Dict[str, Any]:
+    """The host's published bus settings; EndpointError while no host has written them."""
+    path = os.path.join(run_dir, BUS_FILE)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        raise EndpointError("no host runs in {} (no {})".format(run_dir, BUS_FILE)) from None
+    except ValueError as exc:
+        raise EndpointError("{} is not valid JSON: {}".format(path, exc)) from exc
+    if not isinstance(data, dict):
+        raise EndpointError("{} must hold an object".format(path))
+    return data
+
+
+def options_from_bus_file(bus: Dict[str, Any], placement: str,
+                          overrides: Optional[Dict[str, Any]] = None) -> RunOptions:
+    values = dict(bus)
+    values.update(overrides or {})
+    return RunOptions(
+        endpoint=values["endpoint"],
+        mailbox_bound=int(values["mailbox_bound"]),
+        prefetch=int(values["prefetch"]),
+        send_timeout=float(values["send_timeout_seconds"]),
+        checkpoint_every=int(values["checkpoint_every"]),
+        status_interval=float(values["status_interval_seconds"]),
+        mailbox_bounds=values.get("mailbox_bounds") or {},
+        context=zmq.Context.instance(),
+        connect_timeout=float(values.get("connect_timeout_seconds", 10.0)),
+        placement=placement,
+    )
+
+
+def run_child(run_dir: str, name: str, class_path: str, settings: Dict[str, Any],
+              overrides: Dict[str, Any], restart: bool, placement: str) -> int:
+    """Run the actor until stopped; returns the process exit code."""
+    cls = load_class(class_path)
+    stop_requested: List[bool] = []
+    current: List[Actor] = []
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop_requested.append(True)
+        for actor in current:
+            actor.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    backoff = Backoff(0.2, 5.0)
+    failures = 0
+    while not stop_requested:
+        try:
+            options = options_from_bus_file(read_bus_file(run_dir), placement, overrides)
+        except EndpointError as exc:
+            if not restart:
+                log.error("%s: %s", name, exc)
+                return 2
+            failures += 1
+            delay = backoff.compute(failures)
+            log.warning("%s: %s; retrying in %.1f s", name, exc, delay)
+            time.sleep(delay)
+            continue
+        actor = cls(name, settings)
+        current[:] = [actor]
+        try:
+            actor.run(options)
+            return 0
+        except ConnectorError as exc:
+            failures += 1
+            log.error("%s: %s", name, exc)
+        except Exception:
+            failures += 1
+            log.exception("%s crashed", name)
+        finally:
+            actor.close()
+        if not restart:
+            return 1
+        delay = backoff.compute(failures)
+        log.warning("%s: restarting in %.1f s (failure %d)", name, delay, failures)
+        time.sleep(delay)
+    return 0
+
+
+def build_parser(prog: str = "python -m actors.child") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    parser.add_argument("--run-dir", required=True, help="the host's run dir")
+    parser.add_argument("--name", help="actor name on the bus (default: the class name)")
+    parser.add_argument("--settings", default="{}", help="actor settings as a JSON object")
+    parser.add_argument("--options", default="{}",
+                        help="overrides of the bus settings for this actor, as JSON")
+    parser.add_argument("--restart", action="store_true",
+                        help="restart after a crash and wait for a missing host (attach mode)")
+    parser.add_argument("--placement", default="process", help=argparse.SUPPRESS)
+    parser.add_argument("--log-level", default=os.environ.get("FXCM_LOG_LEVEL", "INFO"))
+    parser.add_argument("actor_class", metavar="module:Class")
+    return parser
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
+        format="%(asctime)s %(levelname)-7s %(name)s[%(process)d]: %(message)s")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level)
+    try:
+        settings = json.loads(args.settings)
+        overrides = json.loads(args.options)
+    except ValueError as exc:
+        log.error("--settings and --options must be JSON objects: %s", exc)
+        return 2
+    name = args.name or args.actor_class.partition(":")[2]
+    try:
+        return run_child(args.run_dir, name, args.actor_class, settings, overrides,
+                         args.restart, args.placement)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

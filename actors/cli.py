@@ -1,0 +1,246 @@
+"""The ``fxcm`` command: host, tap, attach, status."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import zmq
+
+from protocol import wire
+from protocol.errors import ConnectorError, ProtocolError
+from protocol.messages import from_wire
+
+log = logging.getLogger("fxcm")
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
+        format="%(asctime)s.%(msecs)03d %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S")
+
+
+def _run_dir(args: argparse.Namespace) -> str:
+    if args.run_dir:
+        return str(args.run_dir)
+    from config.settings import default_run_dir
+    return os.environ.get("FXCM_RUN_DIR") or default_run_dir()
+
+
+# -- host ------------------------------------------------------------------------------------
+
+def cmd_host(args: argparse.Namespace) -> int:
+    import config
+    from actors.host import Host
+
+    try:
+        settings = config.load(args.config, overrides={"run_dir": args.run_dir})
+    except ConnectorError as exc:
+        configure_logging("INFO")
+        log.error("%s", exc)
+        return 2
+    configure_logging(settings.log_level)
+    try:
+        return Host(settings).run()
+    except ConnectorError as exc:
+        log.error("%s", exc)
+        return 2
+
+
+# -- tap -------------------------------------------------------------------------------------
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, bytes):
+        return value.hex()
+    return value
+
+
+def decode_tap_message(frames: list[bytes]) -> dict[str, Any]:
+    """One tap copy as a map: topic, kind, type, sender, seq, ts and the decoded body."""
+    if len(frames) != 4:
+        raise ProtocolError("a tap message has 4 frames, got {}".format(len(frames)))
+    topic, kind, header_bytes, body_bytes = frames
+    header = wire.decode_header(header_bytes)
+    body = wire.unpack(body_bytes)
+    try:
+        body = from_wire(header.type, body)
+    except ProtocolError:
+        pass  # show what is on the wire even when it does not match its declared type
+    return {
+        "topic": topic.decode("utf-8", "replace"),
+        "kind": kind.decode("utf-8", "replace"),
+        "type": header.type,
+        "sender": header.sender,
+        "seq": header.seq,
+        "ts": header.ts,
+        "body": _jsonable(body),
+    }
+
+
+def cmd_tap(args: argparse.Namespace) -> int:
+    from bus import ipc_endpoint
+
+    configure_logging("WARNING")
+    endpoint = ipc_endpoint(_run_dir(args), "tap.sock")
+    sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.SUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    for topic in args.topic or [""]:
+        sock.setsockopt(zmq.SUBSCRIBE, topic.encode("utf-8"))
+    if not args.json:
+        print("tapping {} (topics: {}); Ctrl-C to stop".format(
+            endpoint, ", ".join(args.topic) if args.topic else "all"), file=sys.stderr)
+    seen = 0
+    try:
+        while args.count is None or seen < args.count:
+            frames = sock.recv_multipart()
+            try:
+                message = decode_tap_message(frames)
+            except ProtocolError as exc:
+                print("undecodable tap message: {}".format(exc), file=sys.stderr)
+                continue
+            seen += 1
+            if args.json:
+                print(json.dumps(message, ensure_ascii=False), flush=True)
+            else:
+                stamp = time.strftime("%H:%M:%S", time.localtime(message["ts"] / 1e9))
+                print("{}.{:03d} {:<5} {:<28} {}#{} {}".format(
+                    stamp, int(message["ts"] / 1e6) % 1000, message["kind"], message["topic"],
+                    message["sender"], message["seq"],
+                    json.dumps(message["body"], ensure_ascii=False)), flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sock.close(0)
+    return 0
+
+
+# -- attach ----------------------------------------------------------------------------------
+
+def cmd_attach(args: argparse.Namespace) -> int:
+    from actors import child
+
+    argv = ["--run-dir", _run_dir(args), "--restart", "--placement", "attached",
+            "--log-level", args.log_level]
+    if args.name:
+        argv += ["--name", args.name]
+    if args.settings:
+        argv += ["--settings", args.settings]
+    return child.main(argv + [args.actor_class])
+
+
+# -- status ----------------------------------------------------------------------------------
+
+def fetch_status(run_dir: str, timeout: float = 5.0) -> dict[str, Any]:
+    from actors.host import merge_status
+    from bus import ControlChannel, ipc_endpoint
+
+    channel = ControlChannel(ipc_endpoint(run_dir, "bus.sock"))
+    try:
+        result = channel.call({"op": "status"}, timeout=timeout)
+    finally:
+        channel.close()
+    return merge_status(result.get("status", {}))
+
+
+def format_status(status: dict[str, Any]) -> str:
+    host = status.get("host") or {}
+    router = status.get("router", {})
+    lines = ["host pid {}  version {}  run dir {}".format(
+        host.get("pid", "?"), host.get("version", "?"), host.get("run_dir", "?"))]
+    columns = ("actor", "state", "placement", "pid", "depth", "peak", "restarts", "dead",
+               "backpressure")
+    rows = [columns]
+    for name, actor in sorted(status.get("actors", {}).items()):
+        rows.append((name, str(actor.get("state", "?")), str(actor.get("placement", "?")),
+                     str(actor.get("pid") or "-"), str(actor.get("depth", 0)),
+                     str(actor.get("peak", 0)), str(actor.get("restarts", 0)),
+                     str(actor.get("dead_letters", 0)),
+                     str(actor.get("backpressure_events", 0))))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
+    for row in rows:
+        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    lines.append("router: published {published}, sent {sent}, malformed {malformed}, "
+                 "dead letters {dead_letters}, tap copies {tap_copies} (dropped {tap_dropped}), "
+                 "unrouted {unrouted}".format(**{k: router.get(k, 0) for k in (
+                     "published", "sent", "malformed", "dead_letters", "tap_copies",
+                     "tap_dropped", "unrouted")}))
+    for letter in status.get("dead_letters", [])[-5:]:
+        lines.append("dead letter: {actor} {topic}: {reason}".format(**letter))
+    return "\n".join(lines)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    configure_logging("WARNING")
+    run_dir = _run_dir(args)
+    if not os.path.exists(os.path.join(run_dir, "bus.json")):
+        print("no host runs in {}".format(run_dir), file=sys.stderr)
+        return 1
+    try:
+        status = fetch_status(run_dir, args.timeout)
+    except ConnectorError as exc:
+        print("no answer from the host in {}: {}".format(run_dir, exc), file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(status, indent=2, default=str))
+    else:
+        print(format_status(status))
+    return 0
+
+
+# -- entry -----------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fxcm", description="FXCM market-data connector")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    host = commands.add_parser("host", help="run the actor host")
+    host.add_argument("--config", help="JSON settings file (over the shipped defaults)")
+    host.add_argument("--run-dir", help="directory for the bus sockets and the lock")
+    host.set_defaults(func=cmd_host)
+
+    tap = commands.add_parser("tap", help="print the bus traffic live")
+    tap.add_argument("--run-dir")
+    tap.add_argument("--topic", action="append", help="topic prefix (repeatable; default all)")
+    tap.add_argument("--count", type=int, help="exit after this many messages")
+    tap.add_argument("--json", action="store_true", help="one JSON object per line")
+    tap.set_defaults(func=cmd_tap)
+
+    attach = commands.add_parser("attach", help="run an actor in this process, attached over ipc")
+    attach.add_argument("--run-dir")
+    attach.add_argument("--name", help="actor name (default: the class name)")
+    attach.add_argument("--settings", help="actor settings as a JSON object")
+    attach.add_argument("--log-level", default="INFO")
+    attach.add_argument("actor_class", metavar="module:Class")
+    attach.set_defaults(func=cmd_attach)
+
+    status = commands.add_parser("status", help="show the actors and the bus")
+    status.add_argument("--run-dir")
+    status.add_argument("--json", action="store_true")
+    status.add_argument("--timeout", type=float, default=5.0)
+    status.set_defaults(func=cmd_status)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,456 @@
+"""The actor host: router, supervisor, HTTP endpoints (DESIGN.md sections 4-5).
+
+``Host(settings).run()`` takes the run dir (a lock: a second host on it is refused), starts the
+router, writes ``bus.json`` for processes that attach, starts the configured actors in order
+(each one connected before the next starts, so subscribers exist before their producers), and
+supervises them until SIGINT/SIGTERM or escalation. Shutdown goes in reverse order: each actor's
+lossless mailboxes drain (within ``shutdown.drain_seconds`` overall) before it is stopped, with
+its own stop timeout, after which a child process is killed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from typing import IO, Any
+
+import zmq
+
+from actors._http import HttpServer
+from actors._supervisor import Exit, ProcessRunner, RestartIntensity, Runner, ThreadRunner
+from actors.base import RunOptions
+from bus import Backoff, ControlChannel, Router, RouterSettings, ipc_endpoint
+from config import ActorSpec, Settings
+from protocol.errors import ConfigError, ConnectorError, RequestTimeout
+
+log = logging.getLogger("fxcm.host")
+
+VERSION = "0.1.0"
+
+STARTING = "starting"
+RUNNING = "running"
+RESTARTING = "restarting"
+STOPPING = "stopping"
+STOPPED = "stopped"
+
+
+class RunDirBusy(ConfigError):
+    """Another host holds the run dir."""
+
+
+@dataclass
+class _Slot:
+    """The supervisor's record of one configured actor."""
+
+    spec: ActorSpec
+    runner: Runner | None = None
+    generation: int = 0
+    state: str = STOPPED
+    restarts: int = 0
+    failures: int = 0  # consecutive, for the backoff
+    last_exit: str = ""
+    next_start: float | None = None
+    started_at: float = 0.0
+    connects_before: int = 0
+
+    def view(self) -> dict[str, Any]:
+        runner = self.runner
+        return {
+            "state": self.state,
+            "placement": self.spec.placement,
+            "pid": runner.pid if runner is not None and self.state != STOPPED else 0,
+            "restarts": self.restarts,
+            "last_exit": self.last_exit,
+            "required": self.spec.required,
+            "next_restart_in": (max(0.0, self.next_start - time.monotonic())
+                                if self.next_start is not None else None),
+        }
+
+
+def merge_status(router_status: dict[str, Any]) -> dict[str, Any]:
+    """Join the router's per-actor figures with the supervisor's view it carries."""
+    host = router_status.get("host") or {}
+    slots: dict[str, Any] = host.get("actors", {})
+    actors: dict[str, Any] = {}
+    for name, figures in router_status.get("actors", {}).items():
+        view = dict(figures)
+        if name in slots:
+            view.update(slots[name])
+        else:
+            view.update({"state": "running" if figures.get("connected") else "detached",
+                         "placement": "attached", "restarts": 0, "required": False})
+        actors[name] = view
+    for name, slot in slots.items():
+        actors.setdefault(name, dict(slot))
+    result = dict(router_status)
+    result["actors"] = actors
+    return result
+
+
+class Host:
+    def __init__(self, settings: Settings, context: zmq.Context | None = None) -> None:
+        self.settings = settings
+        self.context = context or zmq.Context.instance()
+        self.run_dir = os.path.abspath(settings.run_dir)
+        self._slots = [_Slot(spec) for spec in settings.actors]
+        self._events: queue.Queue[Exit] = queue.Queue()
+        self._stop = threading.Event()
+        self._intensity = RestartIntensity(settings.supervisor.max_restarts,
+                                           settings.supervisor.restart_window_seconds)
+        self._backoff = Backoff(settings.supervisor.backoff_base_seconds,
+                                settings.supervisor.backoff_cap_seconds,
+                                settings.supervisor.backoff_jitter)
+        self._lock_file: IO[str] | None = None
+        self.router: Router | None = None
+        self.http: HttpServer | None = None
+        self._control: ControlChannel | None = None
+        self.escalated = False
+
+    # -- public ------------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> int:
+        """Run until stopped; returns the exit code (0, or 1 after escalation)."""
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, lambda signum, frame: self.request_stop())
+        self._take_run_dir()
+        try:
+            self._start_router()
+            self._banner()
+            self._start_all()
+            self._supervise()
+            self._shutdown()
+        finally:
+            self._close()
+        return 1 if self.escalated else 0
+
+    def status(self) -> dict[str, Any]:
+        router = self.router
+        snapshot = dict(router.stats_snapshot) if router is not None else {}
+        snapshot["host"] = self._host_info()
+        return merge_status(snapshot)
+
+    def is_live(self) -> bool:
+        router = self.router
+        return (router is not None and router.is_alive()
+                and time.monotonic() - router.last_turn < 2.0)
+
+    def readiness(self) -> tuple[bool, list[str]]:
+        missing = [slot.spec.name for slot in self._slots
+                   if slot.spec.required and slot.state != RUNNING]
+        return not missing, missing
+
+    # -- start -------------------------------------------------------------------------------
+
+    def _take_run_dir(self) -> None:
+        os.makedirs(self.run_dir, mode=0o700, exist_ok=True)
+        os.chmod(self.run_dir, 0o700)
+        path = os.path.join(self.run_dir, "host.lock")
+        handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the run
+        os.chmod(path, 0o600)
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            handle.close()
+            raise RunDirBusy("run_dir: {} is in use by another host (pid {}); stop it or choose "
+                             "another --run-dir".format(self.run_dir, holder)) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._lock_file = handle
+
+    def _start_router(self) -> None:
+        bus = self.settings.bus
+        self.router = Router(
+            RouterSettings(
+                run_dir=self.run_dir, credit_window=bus.credit_window, prefetch=bus.prefetch,
+                direct_bound=bus.direct_bound, max_redeliveries=bus.max_redeliveries,
+                dead_letter_capacity=bus.dead_letter_capacity,
+                ping_interval=bus.ping_interval_seconds, liveness_misses=bus.liveness_misses,
+                tap_hwm=bus.tap_hwm),
+            self.context, declared=tuple(slot.spec.name for slot in self._slots))
+        self.router.start()
+        self._control = ControlChannel(self.router.settings.inproc_endpoint, self.context)
+        self._write_json("bus.json", {
+            "endpoint": ipc_endpoint(self.run_dir, "bus.sock"),
+            "tap_endpoint": ipc_endpoint(self.run_dir, "tap.sock"),
+            "mailbox_bound": bus.mailbox_bound,
+            "prefetch": bus.prefetch,
+            "send_timeout_seconds": bus.send_timeout_seconds,
+            "checkpoint_every": bus.checkpoint_every,
+            "status_interval_seconds": bus.status_interval_seconds,
+            "host_pid": os.getpid(),
+        })
+        http = self.settings.http
+        if http.enabled:
+            try:
+                self.http = HttpServer(http.host, http.port, self.status, self.is_live,
+                                       self.readiness)
+            except OSError as exc:
+                raise ConfigError("http.port: cannot listen on {}:{}: {}".format(
+                    http.host, http.port, exc.strerror)) from exc
+            self.http.start()
+        self._write_json("host.json", {
+            "pid": os.getpid(), "version": VERSION,
+            "http_port": self.http.port if self.http is not None else None,
+            "started_at": time.time(),
+        })
+
+    def _write_json(self, name: str, data: dict[str, Any]) -> None:
+        path = os.path.join(self.run_dir, name)
+        temporary = path + ".tmp"
+        with open(temporary, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2)
+        os.chmod(temporary, 0o600)
+        os.replace(temporary, path)
+
+    def _banner(self) -> None:
+        router = self.router
+        assert router is not None
+        lines = ["fxcm host {} (pid {})".format(VERSION, os.getpid()),
+                 "  run dir   {}".format(self.run_dir),
+                 "  bus       {}  (and {})".format(router.settings.bus_endpoint,
+                                                   router.settings.inproc_endpoint),
+                 "  tap       {}  -> fxcm tap --run-dir {}".format(
+                     router.settings.tap_endpoint, self.run_dir)]
+        if self.http is not None:
+            base = "http://{}:{}".format(self.settings.http.host, self.http.port)
+            lines.append("  metrics   {}/metrics   health {}/livez {}/readyz".format(
+                base, base, base))
+        if self._slots:
+            lines.append("  actors    " + ", ".join(
+                "{} ({})".format(slot.spec.name, slot.spec.placement) for slot in self._slots))
+        else:
+            lines.append("  actors    none configured")
+        for line in lines:
+            log.info("%s", line)
+
+    def _runner(self, slot: _Slot) -> Runner:
+        spec = self.settings.bus
+        overrides: dict[str, object] = {"mailbox_bounds": slot.spec.mailbox_bounds}
+        if slot.spec.prefetch:
+            overrides["prefetch"] = slot.spec.prefetch
+        if slot.spec.placement == "process":
+            return ProcessRunner(slot.spec, slot.generation, self._events, self.run_dir,
+                                 self.settings.log_level, overrides)
+        options = RunOptions(
+            endpoint=self.router.settings.inproc_endpoint if self.router else "inproc://bus",
+            mailbox_bound=spec.mailbox_bound, prefetch=slot.spec.prefetch or spec.prefetch,
+            send_timeout=spec.send_timeout_seconds, checkpoint_every=spec.checkpoint_every,
+            status_interval=spec.status_interval_seconds,
+            mailbox_bounds=slot.spec.mailbox_bounds, context=self.context,
+            connect_timeout=self.settings.supervisor.start_timeout_seconds, placement="thread")
+        return ThreadRunner(slot.spec, slot.generation, self._events, options)
+
+    def _launch(self, slot: _Slot) -> None:
+        slot.generation += 1
+        slot.next_start = None
+        slot.connects_before = self._connects(slot.spec.name)
+        slot.state = STARTING
+        slot.started_at = time.monotonic()
+        try:
+            slot.runner = self._runner(slot)
+            slot.runner.start()
+        except ConnectorError as exc:
+            # A bad class path or interpreter: counts as a crash, so it is retried and, if it
+            # keeps failing, escalates instead of spinning.
+            slot.runner = None
+            self._events.put(Exit(slot.spec.name, slot.generation, False, str(exc)))
+
+    def _start_all(self) -> None:
+        timeout = self.settings.supervisor.start_timeout_seconds
+        for slot in self._slots:
+            if self._stop.is_set():
+                return
+            self._launch(slot)
+            deadline = time.monotonic() + timeout
+            while slot.state == STARTING and time.monotonic() < deadline \
+                    and not self._stop.is_set():
+                self._handle_events(0.02)
+                self._refresh_states()
+                if self.escalated:
+                    return
+            if slot.state == STARTING:
+                log.warning("%s did not connect within %.0f s; starting the next actor",
+                            slot.spec.name, timeout)
+        self._publish_host_info()
+
+    # -- supervise ---------------------------------------------------------------------------
+
+    def _supervise(self) -> None:
+        next_info = 0.0
+        while not self._stop.is_set() and not self.escalated:
+            self._handle_events(0.1)
+            now = time.monotonic()
+            for slot in self._slots:
+                if slot.state == RESTARTING and slot.next_start is not None \
+                        and now >= slot.next_start:
+                    self._launch(slot)
+            self._refresh_states()
+            if now >= next_info:
+                next_info = now + 1.0
+                self._publish_host_info()
+
+    def _handle_events(self, timeout: float) -> None:
+        try:
+            event = self._events.get(timeout=timeout)
+        except queue.Empty:
+            return
+        while True:
+            self._on_exit(event)
+            try:
+                event = self._events.get_nowait()
+            except queue.Empty:
+                return
+
+    def _on_exit(self, event: Exit) -> None:
+        slot = next(s for s in self._slots if s.spec.name == event.name)
+        if event.generation != slot.generation or slot.state in (STOPPING, STOPPED):
+            return
+        if event.requested and not event.error:
+            slot.state = STOPPED
+            return
+        self._tell_router_dead(slot.spec.name, event.error)
+        now = time.monotonic()
+        ran_for = now - slot.started_at
+        slot.failures = 1 if ran_for >= self.settings.supervisor.restart_window_seconds \
+            else slot.failures + 1
+        slot.last_exit = event.error or "exited"
+        slot.restarts += 1
+        if self._intensity.record(now):
+            log.error("restart intensity exceeded: more than %d restarts in %.0f s (last: %s %s);"
+                      " stopping the host", self.settings.supervisor.max_restarts,
+                      self.settings.supervisor.restart_window_seconds, slot.spec.name,
+                      slot.last_exit)
+            slot.state = STOPPED
+            self.escalated = True
+            return
+        delay = self._backoff.compute(slot.failures)
+        slot.state = RESTARTING
+        slot.next_start = now + delay
+        log.warning("%s %s; restart %d in %.2f s", slot.spec.name, slot.last_exit,
+                    slot.restarts, delay)
+        self._publish_host_info()
+
+    def _tell_router_dead(self, name: str, reason: str) -> None:
+        """A child that died without BYE: its unacked messages are requeued now, not after the
+        liveness timeout."""
+        if self._control is None:
+            return
+        try:
+            self._control.call({"op": "dead", "name": name, "reason": reason}, timeout=2.0)
+        except RequestTimeout:
+            log.warning("router did not confirm the death of %s", name)
+
+    def _connects(self, name: str) -> int:
+        status = self._router_status()
+        figures = status.get("actors", {}).get(name, {})
+        return int(figures.get("connects", 0))
+
+    def _router_status(self) -> dict[str, Any]:
+        if self._control is None:
+            return {}
+        try:
+            result = self._control.call({"op": "status"}, timeout=2.0)
+        except RequestTimeout:
+            return {}
+        status: dict[str, Any] = result.get("status", {})
+        return status
+
+    def _refresh_states(self) -> None:
+        starting = [slot for slot in self._slots if slot.state == STARTING]
+        if not starting:
+            return
+        actors = self._router_status().get("actors", {})
+        for slot in starting:
+            figures = actors.get(slot.spec.name, {})
+            if figures.get("connected") and figures.get("connects", 0) > slot.connects_before:
+                slot.state = RUNNING
+                self._publish_host_info()
+
+    def _host_info(self) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "version": VERSION,
+            "run_dir": self.run_dir,
+            "escalated": self.escalated,
+            "stopping": self._stop.is_set(),
+            "restarts_in_window": self._intensity.recent(time.monotonic()),
+            "actors": {slot.spec.name: slot.view() for slot in self._slots},
+        }
+
+    def _publish_host_info(self) -> None:
+        if self._control is None:
+            return
+        try:
+            self._control.call({"op": "host", "info": self._host_info()}, timeout=2.0)
+        except RequestTimeout:
+            log.warning("router did not take the host status")
+
+    # -- stop --------------------------------------------------------------------------------
+
+    def _shutdown(self) -> None:
+        log.info("stopping: %s", "restart intensity exceeded" if self.escalated
+                 else "signal received")
+        deadline = time.monotonic() + self.settings.drain_seconds
+        for slot in reversed(self._slots):
+            runner = slot.runner
+            if runner is None or slot.state in (STOPPED, RESTARTING):
+                slot.state = STOPPED
+                continue
+            self._drain(slot.spec.name, deadline)
+            slot.state = STOPPING
+            self._publish_host_info()
+            runner.request_stop()
+            if not runner.join(slot.spec.stop_timeout_seconds):
+                log.warning("%s did not stop within %.1f s; killing it", slot.spec.name,
+                            slot.spec.stop_timeout_seconds)
+                runner.kill()
+                if not runner.join(1.0):
+                    log.error("%s could not be stopped (a thread cannot be killed)",
+                              slot.spec.name)
+            slot.state = STOPPED
+        self._publish_host_info()
+
+    def _drain(self, name: str, deadline: float) -> None:
+        """Wait until the actor has handled and acked everything waiting for it."""
+        while True:
+            figures = self._router_status().get("actors", {}).get(name, {})
+            depth = int(figures.get("depth", 0))
+            if depth == 0 or not figures.get("connected"):
+                if depth:
+                    log.warning("%s is gone with %d messages in its mailboxes", name, depth)
+                return
+            if time.monotonic() >= deadline:
+                log.warning("drain time is up: %s still has %d messages", name, depth)
+                return
+            time.sleep(0.02)  # the stop event is already set; poll the router's figures
+
+    def _close(self) -> None:
+        if self.http is not None:
+            self.http.stop()
+        if self._control is not None:
+            self._control.close()
+        if self.router is not None:
+            self.router.stop()
+        for name in ("bus.json", "host.json"):
+            try:
+                os.unlink(os.path.join(self.run_dir, name))
+            except FileNotFoundError:
+                pass
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None

@@ -1,0 +1,497 @@
+"""The actor side of the bus: one DEALER connection to the router.
+
+A ``BusClient`` belongs to one thread (ZeroMQ sockets are not thread-safe). It says HELLO,
+keeps count of its send credit, buffers deliveries until the actor handles them, acks them
+(cumulatively, optionally with a checkpoint), answers PINGs and, over ipc, notices a silent
+router and reconnects with backoff.
+
+Portable: runs on Python 3.7 too.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import random
+import time
+from collections import deque
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+
+import zmq
+
+from protocol import wire
+from protocol.errors import BackpressureError, EndpointError, ProtocolError, RequestTimeout
+from protocol.messages import from_wire, to_wire, wire_name
+
+log = logging.getLogger("fxcm.bus")
+
+
+class Subscription(object):
+    """A topic prefix an actor receives, with the policy of its mailbox and its bound."""
+
+    __slots__ = ("topic", "policy", "bound")
+
+    def __init__(self, topic: str, policy: str, bound: int) -> None:
+        self.topic = topic
+        self.policy = policy
+        self.bound = bound
+
+    def to_wire(self) -> List[Any]:
+        return [self.topic, self.policy, self.bound]
+
+    def __repr__(self) -> str:
+        return "Subscription({!r}, {!r}, bound={})".format(self.topic, self.policy, self.bound)
+
+
+class Delivery(object):
+    """One message handed to this actor: raw frames, decoded on demand."""
+
+    __slots__ = ("delivery_id", "attempt", "topic", "header_bytes", "body_bytes", "_header")
+
+    def __init__(self, delivery_id: int, attempt: int, topic: bytes, header: bytes,
+                 body: bytes) -> None:
+        self.delivery_id = delivery_id
+        self.attempt = attempt
+        self.topic = topic
+        self.header_bytes = header
+        self.body_bytes = body
+        self._header: Optional[wire.Header] = None
+
+    @property
+    def redelivered(self) -> bool:
+        return self.attempt > 1
+
+    @property
+    def header(self) -> wire.Header:
+        if self._header is None:
+            self._header = wire.decode_header(self.header_bytes)
+        return self._header
+
+    @property
+    def type(self) -> str:
+        declared = self.header.type
+        return declared if declared is not None else self.topic.decode("utf-8", "replace")
+
+    def body(self) -> Any:
+        """The decoded body; a registered message type comes back as its class."""
+        return from_wire(self.header.type, wire.unpack(self.body_bytes))
+
+
+class Backoff(object):
+    """Exponential backoff with a cap and full jitter; ``compute(failures)`` in seconds."""
+
+    def __init__(self, base_seconds: float, cap_seconds: float, jitter: float = 0.2,
+                 rng: Optional[random.Random] = None) -> None:
+        self.base_seconds = base_seconds
+        self.cap_seconds = cap_seconds
+        self.jitter = jitter
+        self.rng = rng or random.Random()
+
+    def compute(self, failures: int) -> float:
+        if failures <= 0:
+            return 0.0
+        delay = min(self.cap_seconds, self.base_seconds * (2 ** min(failures - 1, 32)))
+        spread = delay * self.jitter
+        return max(0.0, delay + self.rng.uniform(-spread, spread))
+
+
+class BusClient(object):
+    """One actor's connection to the router. Not thread-safe: use it from one thread."""
+
+    def __init__(self, name: str, endpoint: str, context: Optional[zmq.Context] = None,
+                 subscriptions: Tuple[Subscription, ...] = (), prefetch: int = 64,
+                 ack_mode: str = "auto", meta: Optional[Dict[str, Any]] = None,
+                 reconnect: Optional[Backoff] = None) -> None:
+        self.name = name
+        self.endpoint = endpoint
+        self.context = context or zmq.Context.instance()
+        self.subscriptions = subscriptions
+        self.prefetch = prefetch
+        self.ack_mode = ack_mode
+        self.transport = "inproc" if endpoint.startswith("inproc://") else "ipc"
+        self.meta = dict(meta or {})
+        self.reconnect_backoff = reconnect or Backoff(0.1, 5.0)
+        self.sock: Optional[zmq.Socket] = None
+        self.credit = 0
+        self.buffer: Deque[Delivery] = deque()
+        self.welcome: Dict[str, Any] = {}
+        self.on_welcome: Optional[Callable[[Dict[str, Any]], None]] = None
+        self._seq = itertools.count(1)
+        self._corr = itertools.count(1)
+        self._awaiting: Optional[str] = None
+        self._reply: Optional[Tuple[wire.Header, bytes]] = None
+        self._ctrl_results: Deque[Any] = deque()
+        self._last_recv = 0.0
+        self._liveness = 3.0
+        self._last_handled = 0  # highest delivery id handled
+        self._last_acked = 0
+        self._handled_since_ack = 0
+        self.stats: Dict[str, Any] = {
+            "sent": 0, "published": 0, "received": 0, "acked": 0, "checkpoints": 0,
+            "blocked": 0, "blocked_seconds": 0.0, "backpressure_timeouts": 0,
+            "late_replies": 0, "resets": 0, "reconnects": 0, "malformed": 0,
+        }
+
+    # -- connection ------------------------------------------------------------------------
+
+    def connect(self, timeout: float = 10.0) -> Dict[str, Any]:
+        """Open the socket, say HELLO and wait for WELCOME; returns the WELCOME info."""
+        deadline = time.monotonic() + timeout
+        failures = 0
+        while True:
+            self._open()
+            try:
+                return self._hello(min(2.0, max(0.05, deadline - time.monotonic())))
+            except EndpointError:
+                failures += 1
+                if time.monotonic() >= deadline:
+                    self.close()
+                    raise EndpointError("{}: no WELCOME from the router at {} within {} s"
+                                        .format(self.name, self.endpoint, timeout)) from None
+                time.sleep(min(self.reconnect_backoff.compute(failures),
+                               max(0.0, deadline - time.monotonic())))
+
+    def _open(self) -> None:
+        if self.sock is not None:
+            self.sock.close(0)
+        sock = self.context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, 0)
+        sock.setsockopt(zmq.RCVHWM, 0)
+        try:
+            sock.connect(self.endpoint)
+        except zmq.ZMQError as exc:
+            sock.close(0)
+            raise EndpointError("{}: cannot connect to {}: {}".format(
+                self.name, self.endpoint, exc)) from exc
+        self.sock = sock
+        self.buffer.clear()
+        self._last_handled = 0
+        self._last_acked = 0
+        self._handled_since_ack = 0
+
+    def _hello(self, timeout: float) -> Dict[str, Any]:
+        meta = dict(self.meta)
+        meta.update({
+            "subscriptions": [s.to_wire() for s in self.subscriptions],
+            "prefetch": self.prefetch,
+            "ack_mode": self.ack_mode,
+            "pid": os.getpid(),
+            "transport": self.transport,
+        })
+        self._raw_send([wire.HELLO, self.name.encode("utf-8"), wire.pack(meta)])
+        deadline = time.monotonic() + timeout
+        self.welcome = {}
+        while not self.welcome:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise EndpointError("{}: no WELCOME from {}".format(self.name, self.endpoint))
+            self._read(remaining)
+        return self.welcome
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close(0)
+            self.sock = None
+
+    def bye(self, crashed: bool = False, delivery: Optional[int] = None,
+            error: str = "") -> None:
+        """Leave: orderly (``crashed=False``) or after a handler crash naming the delivery."""
+        if self.sock is None:
+            return
+        info: Dict[str, Any] = {"reason": "crash" if crashed else "stop"}
+        if delivery is not None:
+            info["delivery"] = delivery
+        if error:
+            info["error"] = error[:500]
+        try:
+            self._raw_send([wire.BYE, wire.pack(info)])
+        except EndpointError:
+            pass
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def _raw_send(self, frames: List[bytes]) -> None:
+        if self.sock is None:
+            raise EndpointError("{}: not connected to {}".format(self.name, self.endpoint))
+        try:
+            self.sock.send_multipart([wire.SIGNATURE] + frames)
+        except zmq.ZMQError as exc:
+            raise EndpointError("{}: send to {} failed: {}".format(
+                self.name, self.endpoint, exc)) from exc
+
+    def header(self, msg_type: Optional[str], corr: Optional[str] = None,
+               reply_to: Optional[str] = None) -> bytes:
+        return wire.make_header(self.name, next(self._seq), time.time_ns(), msg_type, corr,
+                                reply_to)
+
+    def _take_credit(self, timeout: Optional[float]) -> bool:
+        """Wait for one unit of send credit; False when ``timeout`` passes first."""
+        if self.credit > 0:
+            self.credit -= 1
+            return True
+        self._read(0)
+        if self.credit > 0:
+            self.credit -= 1
+            return True
+        if timeout is not None and timeout <= 0:
+            return False
+        self.stats["blocked"] += 1
+        started = time.monotonic()
+        deadline = None if timeout is None else started + timeout
+        try:
+            while self.credit <= 0:
+                remaining = 1.0 if deadline is None else deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._read(min(remaining, 1.0))
+                self._check_router_alive()
+        finally:
+            self.stats["blocked_seconds"] += time.monotonic() - started
+        self.credit -= 1
+        return True
+
+    def publish(self, topic: str, body: Any, msg_type: Optional[str] = None,
+                timeout: Optional[float] = None) -> bool:
+        """Publish ``body`` on ``topic``. Blocks for credit up to ``timeout`` (None: forever);
+        ``timeout=0`` makes it a try: returns False instead of blocking."""
+        if msg_type is None:
+            msg_type = wire_name(body)
+        frames = [wire.PUB, topic.encode("utf-8"), self.header(msg_type),
+                  wire.pack(to_wire(body))]
+        if not self._take_credit(timeout):
+            return self._refused(timeout, topic)
+        self._raw_send(frames)
+        self.stats["published"] += 1
+        return True
+
+    def send(self, dest: str, msg_type: str, body: Any, timeout: Optional[float] = None,
+             corr: Optional[str] = None, reply_to: Optional[str] = None) -> bool:
+        """Send ``body`` to the actor ``dest``'s mailbox; credit rules as in ``publish``."""
+        frames = [wire.SEND, dest.encode("utf-8"), msg_type.encode("utf-8"),
+                  self.header(msg_type, corr, reply_to), wire.pack(to_wire(body))]
+        if not self._take_credit(timeout):
+            return self._refused(timeout, dest)
+        self._raw_send(frames)
+        self.stats["sent"] += 1
+        return True
+
+    def _refused(self, timeout: Optional[float], where: str) -> bool:
+        if timeout is not None and timeout <= 0:
+            return False
+        self.stats["backpressure_timeouts"] += 1
+        raise BackpressureError("{}: no credit to send to {} within {} s (a lossless mailbox "
+                                "downstream is full)".format(self.name, where, timeout))
+
+    def reply(self, delivery: Delivery, msg_type: str, body: Any) -> None:
+        """Answer a request; goes to the requester's live connection, outside mailboxes."""
+        header = delivery.header
+        if header.reply_to is None:
+            raise ProtocolError("{}: cannot reply to a message without reply_to".format(
+                self.name))
+        self._raw_send([wire.REPLY, header.reply_to.encode("utf-8"), msg_type.encode("utf-8"),
+                        self.header(msg_type, header.corr), wire.pack(to_wire(body))])
+
+    def request(self, dest: str, msg_type: str, body: Any, timeout: float) -> Tuple[str, Any]:
+        """Send a request and wait for its reply; returns (reply type, decoded body).
+
+        Deliveries that arrive meanwhile stay buffered for the actor's loop."""
+        corr = "{}:{}:{}".format(self.name, os.getpid(), next(self._corr))
+        deadline = time.monotonic() + timeout
+        self.send(dest, msg_type, body, timeout=timeout, corr=corr, reply_to=self.name)
+        self._awaiting = corr
+        self._reply = None
+        try:
+            while self._reply is None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise RequestTimeout("{}: no reply from {} to {!r} within {} s".format(
+                        self.name, dest, msg_type, timeout))
+                self._read(min(remaining, 1.0))
+                self._check_router_alive()
+            header, body_bytes = self._reply
+        finally:
+            self._awaiting = None
+            self._reply = None
+        reply_type = header.type or ""
+        return reply_type, from_wire(reply_type, wire.unpack(body_bytes))
+
+    def control(self, request: Dict[str, Any], timeout: float = 5.0) -> Dict[str, Any]:
+        """A CTRL request to the router (status, host info); returns its result map."""
+        self._raw_send([wire.CTRL, wire.pack(request)])
+        deadline = time.monotonic() + timeout
+        while not self._ctrl_results:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise RequestTimeout("{}: router did not answer CTRL {!r} within {} s".format(
+                    self.name, request.get("op"), timeout))
+            self._read(remaining)
+        result = self._ctrl_results.popleft()
+        if not isinstance(result, dict):
+            raise ProtocolError("CTRL result must be a map")
+        return result
+
+    # -- receiving -------------------------------------------------------------------------
+
+    def poll(self, timeout: float) -> int:
+        """Wait up to ``timeout`` seconds for input and take it; returns the buffered count."""
+        self._read(timeout)
+        self._check_router_alive()
+        return len(self.buffer)
+
+    def _read(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for input, then take everything available."""
+        sock = self.sock
+        if sock is None:
+            raise EndpointError("{}: not connected".format(self.name))
+        if timeout > 0 and not sock.poll(int(timeout * 1000) or 1):
+            return
+        self.drain()
+
+    def drain(self) -> None:
+        """Take every frame set waiting on the socket, without blocking."""
+        sock = self.sock
+        if sock is None:
+            return
+        recv = sock.recv_multipart
+        while True:
+            try:
+                frames = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._last_recv = time.monotonic()
+            try:
+                self._dispatch(frames)
+            except ProtocolError as exc:
+                self.stats["malformed"] += 1
+                log.warning("%s: dropped a malformed frame from the router: %s", self.name, exc)
+
+    def _dispatch(self, frames: List[bytes]) -> None:
+        verb = frames[1] if len(frames) > 1 and frames[0] == wire.SIGNATURE else b""
+        if verb == wire.DELIVER and len(frames) == 6:
+            delivery_id, attempt = wire.unpack_tag(frames[2])
+            self.buffer.append(Delivery(delivery_id, attempt, frames[3], frames[4], frames[5]))
+            self.stats["received"] += 1
+        elif verb == wire.CREDIT and len(frames) == 3:
+            self.credit += wire.unpack_u32(frames[2], "CREDIT")
+        elif verb == wire.REPLY and len(frames) == 5:
+            header = wire.decode_header(frames[3])
+            if self._awaiting is not None and header.corr == self._awaiting:
+                self._reply = (header, frames[4])
+            else:
+                self.stats["late_replies"] += 1
+        elif verb == wire.PING:
+            self._raw_send([wire.PONG])
+        elif verb == wire.PONG:
+            pass
+        elif verb == wire.WELCOME and len(frames) == 3:
+            welcome = wire.unpack(frames[2], "WELCOME")
+            if not isinstance(welcome, dict):
+                raise ProtocolError("WELCOME must be a map")
+            self.credit = int(welcome.get("credit", 0))
+            self._liveness = float(welcome.get("ping_interval", 1.0)) * int(
+                welcome.get("liveness_misses", 3))
+            self.welcome = welcome
+            if self.on_welcome is not None:
+                self.on_welcome(welcome)
+        elif verb == wire.CTRL and len(frames) == 3:
+            self._ctrl_results.append(wire.unpack(frames[2], "CTRL result"))
+        elif verb == wire.RESET:
+            self.stats["resets"] += 1
+            log.warning("%s: the router does not know this connection; saying HELLO again",
+                        self.name)
+            self._rejoin()
+        else:
+            raise ProtocolError("unexpected frames from the router (verb {!r}, {} frames)".format(
+                bytes(verb[:16]), len(frames)))
+
+    def _rejoin(self) -> None:
+        self.buffer.clear()
+        self._last_handled = 0
+        self._last_acked = 0
+        self._handled_since_ack = 0
+        self.welcome = {}
+        self._raw_send([wire.HELLO, self.name.encode("utf-8"), wire.pack(dict(
+            self.meta, subscriptions=[s.to_wire() for s in self.subscriptions],
+            prefetch=self.prefetch, ack_mode=self.ack_mode, pid=os.getpid(),
+            transport=self.transport))])
+
+    def _check_router_alive(self) -> None:
+        """Over ipc, a router silent for the liveness interval is gone: reconnect."""
+        if self.transport != "ipc" or not self.welcome:
+            return
+        if time.monotonic() - self._last_recv <= self._liveness:
+            return
+        self.stats["reconnects"] += 1
+        log.warning("%s: router at %s silent for %.1f s; reconnecting", self.name,
+                    self.endpoint, time.monotonic() - self._last_recv)
+        self.connect(timeout=float("inf"))
+
+    def check_alive(self) -> None:
+        self._check_router_alive()
+
+    # -- acknowledging ---------------------------------------------------------------------
+
+    def handled(self, delivery: Delivery) -> None:
+        """Record that the actor finished ``delivery`` (acks go out in batches)."""
+        self._last_handled = delivery.delivery_id
+        self._handled_since_ack += 1
+
+    def unacked(self) -> int:
+        return self._handled_since_ack
+
+    def ack(self, checkpoint: Optional[bytes] = None) -> None:
+        """Ack everything handled so far; in checkpoint mode ``checkpoint`` is required."""
+        if not self._handled_since_ack and checkpoint is None:
+            return
+        frames = [wire.ACK, wire.pack_u64(self._last_handled)]
+        if checkpoint is not None:
+            frames.append(checkpoint)
+            self.stats["checkpoints"] += 1
+        self._raw_send(frames)
+        self.stats["acked"] += self._handled_since_ack
+        self._handled_since_ack = 0
+        self._last_acked = self._last_handled
+
+
+class ControlChannel(object):
+    """CTRL requests to the router without joining the bus (no HELLO, no mailbox).
+
+    Used by the host's supervisor and by ``fxcm status``. Each request carries an id; a late
+    answer to an earlier, timed-out request is skipped."""
+
+    def __init__(self, endpoint: str, context: Optional[zmq.Context] = None) -> None:
+        self.endpoint = endpoint
+        self.context = context or zmq.Context.instance()
+        self._ids = itertools.count(1)
+        self.sock = self.context.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        try:
+            self.sock.connect(endpoint)
+        except zmq.ZMQError as exc:
+            self.sock.close(0)
+            raise EndpointError("cannot connect to {}: {}".format(endpoint, exc)) from exc
+
+    def call(self, request: Dict[str, Any], timeout: float = 5.0) -> Dict[str, Any]:
+        rid = next(self._ids)
+        payload = dict(request, rid=rid)
+        try:
+            self.sock.send_multipart([wire.SIGNATURE, wire.CTRL, wire.pack(payload)])
+        except zmq.ZMQError as exc:
+            raise EndpointError("CTRL to {} failed: {}".format(self.endpoint, exc)) from exc
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self.sock.poll(int(remaining * 1000) or 1):
+                raise RequestTimeout("the router at {} did not answer {!r} within {} s".format(
+                    self.endpoint, request.get("op"), timeout))
+            frames = self.sock.recv_multipart()
+            if len(frames) != 3 or frames[0] != wire.SIGNATURE or frames[1] != wire.CTRL:
+                continue  # PING or RESET meant for a bus peer: not ours
+            result = wire.unpack(frames[2], "CTRL result")
+            if isinstance(result, dict) and result.get("rid") == rid:
+                return result
+
+    def close(self) -> None:
+        self.sock.close(0)

@@ -1,0 +1,835 @@
+"""The router: one thread, one ROUTER socket, every mailbox (DESIGN.md section 5).
+
+Actors connect with one DEALER each, over ``inproc://bus`` in the host or the ipc socket from
+other processes. The router never decodes a body and decodes headers only for the tap's JSON;
+it routes bytes. It never dies of input: a malformed frame is counted, logged (rate-limited) and
+dropped.
+
+Flow control: a producer may have at most ``credit_window`` sends outstanding. The router hands
+credit back in batches as it routes; when a send lands in a lossless mailbox at or over its
+bound, the producer's credit is withheld until that mailbox drains to its low-water mark.
+
+Delivery: at most ``prefetch`` unacked deliveries per actor, round-robin over its mailboxes.
+Acks are cumulative. In ``checkpoint`` mode the ack carries the actor's state snapshot, which the
+next instance of the actor receives in WELCOME; everything not acked is redelivered to it.
+
+Portable: runs on Python 3.7 too (the router itself only runs in the 3.10+ host).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import threading
+import time
+from collections import Counter, OrderedDict, deque
+from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
+
+import zmq
+
+from bus._mailbox import POLICIES, Envelope, LosslessMailbox, Mailbox, make_mailbox
+from protocol import wire
+from protocol.errors import EndpointError, ProtocolError
+
+log = logging.getLogger("fxcm.router")
+
+DIRECT = "@direct"  # the topic name of an actor's point-to-point mailbox
+
+IPC_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
+
+
+class RouterSettings(object):
+    """Everything the router needs to know; every bound is explicit (no hidden defaults)."""
+
+    def __init__(self, run_dir: str, credit_window: int, prefetch: int, direct_bound: int,
+                 max_redeliveries: int, dead_letter_capacity: int, ping_interval: float,
+                 liveness_misses: int, tap_hwm: int, inproc_endpoint: str = "inproc://bus",
+                 bind_ipc: bool = True) -> None:
+        self.run_dir = run_dir
+        self.credit_window = credit_window
+        self.prefetch = prefetch
+        self.direct_bound = direct_bound
+        self.max_redeliveries = max_redeliveries
+        self.dead_letter_capacity = dead_letter_capacity
+        self.ping_interval = ping_interval
+        self.liveness_misses = liveness_misses
+        self.tap_hwm = tap_hwm
+        self.inproc_endpoint = inproc_endpoint
+        self.bind_ipc = bind_ipc
+
+    @property
+    def bus_endpoint(self) -> str:
+        return ipc_endpoint(self.run_dir, "bus.sock")
+
+    @property
+    def tap_endpoint(self) -> str:
+        return ipc_endpoint(self.run_dir, "tap.sock")
+
+
+def ipc_endpoint(run_dir: str, name: str) -> str:
+    """``ipc://`` endpoint for a socket file in the run dir; refuses paths the kernel would cut."""
+    path = os.path.join(os.path.abspath(run_dir), name)
+    if len(path.encode("utf-8")) > IPC_PATH_MAX:
+        raise EndpointError(
+            "ipc path {} is {} bytes; unix sockets allow at most {}: choose a shorter run dir"
+            .format(path, len(path.encode("utf-8")), IPC_PATH_MAX))
+    return "ipc://" + path
+
+
+class _Actor(object):
+    """The router's record of one actor name: mailboxes (which outlive connections) and the
+    current connection, if any."""
+
+    def __init__(self, name: str, direct_bound: int) -> None:
+        self.name = name
+        self.direct = LosslessMailbox(name, DIRECT, direct_bound)
+        self.mailboxes: List[Mailbox] = [self.direct]
+        self.rr = 0
+        self.conn: Optional[bytes] = None
+        self.transport = ""
+        self.pid = 0
+        self.meta: Dict[str, Any] = {}
+        self.prefetch = 1
+        self.ack_mode = "auto"
+        self.inflight: OrderedDict[int, Tuple[Mailbox, Envelope]] = OrderedDict()
+        self.next_delivery = 1
+        self.checkpoint: Optional[bytes] = None
+        self.last_recv = 0.0
+        self.last_send = 0.0
+        # producer side
+        self.owed = 0  # sends received whose credit has not been handed back
+        self.blocked_on: Set[Mailbox] = set()
+        self.backpressure_events = 0
+        # counters
+        self.connects = 0
+        self.crashes = 0
+        self.delivered = 0
+        self.redelivered = 0
+        self.acked = 0
+        self.dead_letters = 0
+        self.sent = 0
+
+    def depth(self) -> int:
+        return sum(mailbox.depth() for mailbox in self.mailboxes)
+
+    def stats(self) -> Dict[str, Any]:
+        boxes = [mailbox.stats() for mailbox in self.mailboxes]
+        return {
+            "connected": self.conn is not None,
+            "transport": self.transport,
+            "pid": self.pid,
+            "ack_mode": self.ack_mode,
+            "prefetch": self.prefetch,
+            "depth": sum(box["depth"] for box in boxes),
+            "peak": max(box["peak"] for box in boxes),
+            "inflight": len(self.inflight),
+            "mailboxes": boxes,
+            "delivered": self.delivered,
+            "redelivered": self.redelivered,
+            "acked": self.acked,
+            "dead_letters": self.dead_letters,
+            "backpressure_events": self.backpressure_events,
+            "blocked": bool(self.blocked_on),
+            "sent": self.sent,
+            "connects": self.connects,
+            "crashes": self.crashes,
+            "has_checkpoint": self.checkpoint is not None,
+        }
+
+
+class DeadLetter(object):
+    __slots__ = ("actor", "topic", "header", "body", "reason", "attempts", "ts")
+
+    def __init__(self, actor: str, topic: bytes, header: bytes, body: bytes, reason: str,
+                 attempts: int) -> None:
+        self.actor = actor
+        self.topic = topic
+        self.header = header
+        self.body = body
+        self.reason = reason
+        self.attempts = attempts
+        self.ts = time.time()
+
+    def summary(self) -> Dict[str, Any]:
+        return {
+            "actor": self.actor,
+            "topic": self.topic.decode("utf-8", "replace"),
+            "reason": self.reason,
+            "attempts": self.attempts,
+            "ts": self.ts,
+            "size": len(self.body),
+        }
+
+
+class Router(object):
+    """The bus router. ``start()`` runs it in its own thread; ``stop()`` ends it."""
+
+    def __init__(self, settings: RouterSettings, context: Optional[zmq.Context] = None,
+                 declared: Tuple[str, ...] = ()) -> None:
+        self.settings = settings
+        self.context = context or zmq.Context.instance()
+        self._actors: Dict[str, _Actor] = {}
+        self._by_conn: Dict[bytes, _Actor] = {}
+        self._subscriptions: List[Tuple[str, _Actor, Mailbox]] = []
+        self._route_cache: Dict[bytes, List[Tuple[_Actor, Mailbox]]] = {}
+        self._dead_letters: Deque[DeadLetter] = deque(maxlen=settings.dead_letter_capacity)
+        self._tap_prefixes: Counter[bytes] = Counter()
+        self._tap_cache: Dict[bytes, bool] = {}
+        self._grant_batch = max(1, settings.credit_window // 4)
+        self.counters: Counter[str] = Counter()
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._ready = threading.Event()
+        self._error: Optional[BaseException] = None
+        self._last_malformed_log = 0.0
+        self._suppressed_malformed = 0
+        self._host_info: Dict[str, Any] = {}
+        self.last_turn = 0.0  # monotonic time of the last loop turn; /livez reads it
+        self.stats_snapshot: Dict[str, Any] = {}
+        self.started_at = time.time()
+        for name in declared:
+            self._actor(name)
+        self._handlers: Dict[bytes, Callable[[bytes, List[bytes]], None]] = {
+            wire.PUB: self._on_pub,
+            wire.SEND: self._on_send,
+            wire.ACK: self._on_ack,
+            wire.HELLO: self._on_hello,
+            wire.REPLY: self._on_reply,
+            wire.PING: self._on_ping,
+            wire.PONG: self._on_pong,
+            wire.BYE: self._on_bye,
+            wire.CTRL: self._on_ctrl,
+        }
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Bind the sockets and run the loop in a thread; raises what binding raised."""
+        self._thread = threading.Thread(target=self._run, name="router", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise EndpointError("router did not start within {} s".format(timeout))
+        if self._error is not None:
+            raise self._error
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _bind(self) -> Tuple[zmq.Socket, Optional[zmq.Socket]]:
+        settings = self.settings
+        sock = self.context.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        # Per-peer queues are bounded by prefetch + control traffic; the HWM must never bite.
+        sock.setsockopt(zmq.SNDHWM, 0)
+        sock.setsockopt(zmq.RCVHWM, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, 64 * 1024 * 1024)
+        tap = None
+        try:
+            sock.bind(settings.inproc_endpoint)
+            if settings.bind_ipc:
+                os.makedirs(settings.run_dir, mode=0o700, exist_ok=True)
+                os.chmod(settings.run_dir, 0o700)
+                bus_endpoint = settings.bus_endpoint
+                _remove_stale_socket(bus_endpoint)
+                # The socket file is created by bind with the umask; tighten it right after.
+                old_umask = os.umask(0o177)
+                try:
+                    sock.bind(bus_endpoint)
+                finally:
+                    os.umask(old_umask)
+                os.chmod(bus_endpoint[len("ipc://"):], 0o600)
+                tap = self.context.socket(zmq.XPUB)
+                tap.setsockopt(zmq.LINGER, 0)
+                tap.setsockopt(zmq.SNDHWM, settings.tap_hwm)
+                tap.setsockopt(zmq.XPUB_VERBOSER, 1)
+                tap.setsockopt(zmq.XPUB_NODROP, 1)
+                tap_endpoint = settings.tap_endpoint
+                _remove_stale_socket(tap_endpoint)
+                old_umask = os.umask(0o177)
+                try:
+                    tap.bind(tap_endpoint)
+                finally:
+                    os.umask(old_umask)
+        except zmq.ZMQError as exc:
+            sock.close(0)
+            if tap is not None:
+                tap.close(0)
+            endpoint = settings.bus_endpoint if settings.bind_ipc else settings.inproc_endpoint
+            raise EndpointError("router cannot bind ({}): {}".format(endpoint, exc)) from exc
+        return sock, tap
+
+    def _run(self) -> None:
+        try:
+            sock, tap = self._bind()
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        self._sock = sock
+        self._tap = tap
+        self._ready.set()
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        if tap is not None:
+            poller.register(tap, zmq.POLLIN)
+        recv_multipart = sock.recv_multipart
+        handle = self._handle
+        next_housekeeping = 0.0
+        try:
+            while not self._stop.is_set():
+                events = dict(poller.poll(100))
+                now = time.monotonic()
+                self.last_turn = now
+                if events.get(sock):
+                    # Drain what is there before polling again: one poll per burst, not per message.
+                    for _ in range(2048):
+                        try:
+                            frames = recv_multipart(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        handle(frames, now)
+                if tap is not None and events.get(tap):
+                    self._on_tap_subscription(tap)
+                if now >= next_housekeeping:
+                    next_housekeeping = now + 0.25
+                    self._housekeeping(now)
+        except BaseException:  # pragma: no cover - the loop must not die silently
+            log.exception("router loop died")
+            raise
+        finally:
+            sock.close(0)
+            if tap is not None:
+                tap.close(0)
+
+    # -- input -----------------------------------------------------------------------------
+
+    def _handle(self, frames: List[bytes], now: float) -> None:
+        conn = frames[0]
+        try:
+            if len(frames) < 3 or frames[1] != wire.SIGNATURE:
+                raise ProtocolError(
+                    "bad signature" if len(frames) >= 3 else "too few frames ({})".format(
+                        len(frames)))
+            handler = self._handlers.get(frames[2])
+            if handler is None:
+                raise ProtocolError("unknown verb {!r}".format(bytes(frames[2][:16])))
+            for frame in frames:
+                if len(frame) > wire.MAX_FRAME_BYTES:
+                    raise ProtocolError("frame of {} bytes exceeds {}".format(
+                        len(frame), wire.MAX_FRAME_BYTES))
+            actor = self._by_conn.get(conn)
+            if actor is not None:
+                actor.last_recv = now
+            handler(conn, frames)
+        except ProtocolError as exc:
+            self._malformed(conn, str(exc))
+        except Exception:
+            # A bug in the router must not kill the bus; it is counted and logged loudly.
+            self.counters["internal_errors"] += 1
+            log.exception("router failed to handle a %r frame", bytes(frames[2][:16])
+                          if len(frames) > 2 else b"?")
+
+    def _malformed(self, conn: bytes, reason: str) -> None:
+        self.counters["malformed"] += 1
+        now = time.monotonic()
+        if now - self._last_malformed_log >= 1.0:
+            actor = self._by_conn.get(conn)
+            suffix = ""
+            if self._suppressed_malformed:
+                suffix = " ({} more malformed messages in the last interval)".format(
+                    self._suppressed_malformed)
+            log.warning("dropped malformed message from %s: %s%s",
+                        actor.name if actor is not None else "unknown peer", reason, suffix)
+            self._last_malformed_log = now
+            self._suppressed_malformed = 0
+        else:
+            self._suppressed_malformed += 1
+
+    def _peer(self, conn: bytes) -> Optional[_Actor]:
+        actor = self._by_conn.get(conn)
+        if actor is None:
+            # The host restarted, or the peer never said HELLO: tell it to start over.
+            self.counters["unknown_peer"] += 1
+            self._send(conn, [wire.RESET, b"unknown peer: say HELLO"])
+        return actor
+
+    def _on_hello(self, conn: bytes, frames: List[bytes]) -> None:
+        if len(frames) != 5:
+            raise ProtocolError("HELLO takes name and meta, got {} frames".format(len(frames) - 3))
+        try:
+            name = frames[3].decode("utf-8")
+        except UnicodeDecodeError:
+            raise ProtocolError("HELLO name is not UTF-8") from None
+        if not name or len(name) > 128:
+            raise ProtocolError("HELLO name must be 1..128 characters")
+        meta = wire.unpack(frames[4], "HELLO meta")
+        if not isinstance(meta, dict):
+            raise ProtocolError("HELLO meta must be a map")
+        subscriptions = _parse_subscriptions(meta.get("subscriptions", []))
+        prefetch = meta.get("prefetch", self.settings.prefetch)
+        if not isinstance(prefetch, int) or isinstance(prefetch, bool) or prefetch < 1:
+            raise ProtocolError("HELLO prefetch must be a positive integer")
+        ack_mode = meta.get("ack_mode", "auto")
+        if ack_mode not in ("auto", "checkpoint"):
+            raise ProtocolError("HELLO ack_mode must be 'auto' or 'checkpoint'")
+
+        actor = self._actor(name)
+        if actor.conn is not None and actor.conn != conn:
+            log.warning("%s reconnected without saying BYE; its previous connection is dropped",
+                        name)
+            self._disconnect(actor, crashed=True, reason="replaced by a new connection")
+        elif actor.conn == conn:
+            self._disconnect(actor, crashed=False, reason="HELLO again")
+        self._set_subscriptions(actor, subscriptions)
+        actor.conn = conn
+        actor.meta = meta
+        actor.transport = str(meta.get("transport", ""))
+        pid = meta.get("pid", 0)
+        actor.pid = pid if isinstance(pid, int) else 0
+        actor.prefetch = prefetch
+        actor.ack_mode = ack_mode
+        actor.connects += 1
+        actor.last_recv = time.monotonic()
+        self._by_conn[conn] = actor
+        # A producer restarted while blocked stays blocked: no fresh credit until it drains.
+        credit = 0 if actor.blocked_on else self.settings.credit_window
+        actor.owed = self.settings.credit_window - credit
+        welcome = {
+            "credit": credit,
+            "checkpoint": actor.checkpoint,
+            "prefetch": prefetch,
+            "ping_interval": self.settings.ping_interval,
+            "liveness_misses": self.settings.liveness_misses,
+            "connects": actor.connects,
+        }
+        self._send(conn, [wire.WELCOME, wire.pack(welcome)])
+        log.info("%s joined (%s, pid %s, connection %d)", name, actor.transport or "?",
+                 actor.pid, actor.connects)
+        self._pump(actor)
+
+    def _set_subscriptions(self, actor: _Actor, wanted: List[Tuple[str, str, int]]) -> None:
+        existing = {mailbox.topic: mailbox for mailbox in actor.mailboxes[1:]}
+        mailboxes: List[Mailbox] = [actor.direct]
+        for topic, policy, bound in wanted:
+            mailbox = existing.pop(topic, None)
+            if mailbox is not None and mailbox.policy == policy:
+                mailbox.bound = bound
+                if isinstance(mailbox, LosslessMailbox):
+                    mailbox.low_water = bound - max(1, bound // 10)
+            else:
+                if mailbox is not None:
+                    self._abandon(actor, mailbox, "subscription policy changed")
+                mailbox = make_mailbox(actor.name, topic, policy, bound)
+            mailboxes.append(mailbox)
+        for mailbox in existing.values():
+            self._abandon(actor, mailbox, "no longer subscribed")
+        actor.mailboxes = mailboxes
+        self._subscriptions = [
+            (mailbox.topic, owner, mailbox)
+            for owner in self._actors.values() for mailbox in owner.mailboxes[1:]
+        ]
+        self._route_cache.clear()
+
+    def _abandon(self, actor: _Actor, mailbox: Mailbox, reason: str) -> None:
+        """A subscription went away: what waited in it becomes dead letters, never vanishes."""
+        while mailbox.has_pending():
+            envelope = mailbox.take()
+            if envelope is not None:
+                mailbox.inflight -= 1
+                self._dead_letter(actor, envelope, reason)
+        self._release(mailbox)
+
+    def _on_pub(self, conn: bytes, frames: List[bytes]) -> None:
+        if len(frames) != 6:
+            raise ProtocolError("PUB takes topic, header, body; got {} frames".format(
+                len(frames) - 3))
+        producer = self._peer(conn)
+        if producer is None:
+            return
+        topic = frames[3]
+        targets = self._route_cache.get(topic)
+        if targets is None:
+            targets = self._routes(topic)
+        header = frames[4]
+        body = frames[5]
+        producer.sent += 1
+        self.counters["published"] += 1
+        if not targets:
+            self.counters["unrouted"] += 1
+        for actor, mailbox in targets:
+            mailbox.put(Envelope(topic, header, body))
+            if mailbox.is_full():
+                self._block(producer, mailbox)
+            if actor.conn is not None and len(actor.inflight) < actor.prefetch:
+                self._pump(actor)
+        if self._tap_prefixes:
+            self._tap_copy(topic, b"pub", header, body)
+        self._credit(producer)
+
+    def _on_send(self, conn: bytes, frames: List[bytes]) -> None:
+        if len(frames) != 7:
+            raise ProtocolError("SEND takes dest, type, header, body; got {} frames".format(
+                len(frames) - 3))
+        producer = self._peer(conn)
+        if producer is None:
+            return
+        producer.sent += 1
+        self.counters["sent"] += 1
+        msg_type = frames[4]
+        try:
+            dest = self._actors.get(frames[3].decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ProtocolError("SEND destination is not UTF-8") from None
+        envelope = Envelope(msg_type, frames[5], frames[6])
+        if dest is None:
+            self.counters["unroutable"] += 1
+            self._dead_letter(producer, envelope, "no actor named {!r}".format(
+                frames[3].decode("utf-8")))
+        else:
+            mailbox = dest.direct
+            mailbox.put(envelope)
+            if mailbox.is_full():
+                self._block(producer, mailbox)
+            if dest.conn is not None and len(dest.inflight) < dest.prefetch:
+                self._pump(dest)
+        if self._tap_prefixes:
+            self._tap_copy(msg_type, b"send", frames[5], frames[6])
+        self._credit(producer)
+
+    def _on_reply(self, conn: bytes, frames: List[bytes]) -> None:
+        if len(frames) != 7:
+            raise ProtocolError("REPLY takes dest, type, header, body; got {} frames".format(
+                len(frames) - 3))
+        if self._peer(conn) is None:
+            return
+        try:
+            dest = self._actors.get(frames[3].decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ProtocolError("REPLY destination is not UTF-8") from None
+        if dest is None or dest.conn is None:
+            # The requester is gone; its request timed out there. Counted, not silent.
+            self.counters["replies_undeliverable"] += 1
+            return
+        self._send(dest.conn, [wire.REPLY, frames[4], frames[5], frames[6]])
+        if self._tap_prefixes:
+            self._tap_copy(frames[4], b"reply", frames[5], frames[6])
+
+    def _on_ack(self, conn: bytes, frames: List[bytes]) -> None:
+        if len(frames) not in (4, 5):
+            raise ProtocolError("ACK takes up_to [, checkpoint]; got {} frames".format(
+                len(frames) - 3))
+        actor = self._peer(conn)
+        if actor is None:
+            return
+        up_to = wire.unpack_u64(frames[3], "ACK up_to")
+        if len(frames) == 5:
+            actor.checkpoint = frames[4]
+        inflight = actor.inflight
+        released: Set[Mailbox] = set()
+        while inflight:
+            delivery_id = next(iter(inflight))
+            if delivery_id > up_to:
+                break
+            mailbox, _ = inflight.popitem(last=False)[1]
+            mailbox.inflight -= 1
+            actor.acked += 1
+            if mailbox.blocked:
+                released.add(mailbox)
+        for mailbox in released:
+            if mailbox.depth() <= mailbox.low_water:  # type: ignore[attr-defined]
+                self._release(mailbox)
+        self._pump(actor)
+
+    def _on_ping(self, conn: bytes, frames: List[bytes]) -> None:
+        if self._peer(conn) is not None:
+            self._send(conn, [wire.PONG])
+
+    def _on_pong(self, conn: bytes, frames: List[bytes]) -> None:
+        self._peer(conn)
+
+    def _on_bye(self, conn: bytes, frames: List[bytes]) -> None:
+        actor = self._by_conn.get(conn)
+        if actor is None:
+            return
+        info = wire.unpack(frames[3], "BYE reason") if len(frames) > 3 else {}
+        if not isinstance(info, dict):
+            raise ProtocolError("BYE reason must be a map")
+        crashed = info.get("reason") == "crash"
+        culprit = info.get("delivery")
+        self._disconnect(actor, crashed=crashed, reason=str(info.get("error", "")) or "BYE",
+                         culprit=culprit if isinstance(culprit, int) else None)
+
+    def _on_ctrl(self, conn: bytes, frames: List[bytes]) -> None:
+        if len(frames) != 4:
+            raise ProtocolError("CTRL takes one request frame")
+        request = wire.unpack(frames[3], "CTRL request")
+        if not isinstance(request, dict):
+            raise ProtocolError("CTRL request must be a map")
+        op = request.get("op")
+        result: Dict[str, Any] = {"ok": True}
+        if op == "status":
+            result["status"] = self._stats()
+        elif op == "host":
+            info = request.get("info")
+            if isinstance(info, dict):
+                self._host_info = info
+        elif op == "dead":
+            actor = self._actors.get(str(request.get("name")))
+            if actor is not None and actor.conn is not None:
+                self._disconnect(actor, crashed=True, reason=str(request.get("reason", "died")))
+        elif op == "dead_letters":
+            result["dead_letters"] = [letter.summary() for letter in self._dead_letters]
+        else:
+            result = {"ok": False, "error": "unknown op {!r}".format(op)}
+        result["rid"] = request.get("rid")
+        self._send(conn, [wire.CTRL, wire.pack(result)])
+
+    # -- routing ---------------------------------------------------------------------------
+
+    def _routes(self, topic: bytes) -> List[Tuple[_Actor, Mailbox]]:
+        try:
+            text = topic.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ProtocolError("topic is not UTF-8") from None
+        targets = [(actor, mailbox) for prefix, actor, mailbox in self._subscriptions
+                   if text.startswith(prefix)]
+        if len(self._route_cache) > 100000:  # topics are few; a flood of distinct ones is not
+            self._route_cache.clear()
+        self._route_cache[topic] = targets
+        return targets
+
+    def _actor(self, name: str) -> _Actor:
+        actor = self._actors.get(name)
+        if actor is None:
+            actor = _Actor(name, self.settings.direct_bound)
+            self._actors[name] = actor
+        return actor
+
+    def _pump(self, actor: _Actor) -> None:
+        """Deliver pending messages up to the actor's prefetch window."""
+        conn = actor.conn
+        if conn is None:
+            return
+        inflight = actor.inflight
+        mailboxes = actor.mailboxes
+        count = len(mailboxes)
+        send = self._sock.send_multipart
+        while len(inflight) < actor.prefetch:
+            envelope = None
+            mailbox = None
+            for step in range(count):
+                index = (actor.rr + step) % count
+                candidate = mailboxes[index]
+                if candidate.has_pending():
+                    mailbox = candidate
+                    envelope = candidate.take()
+                    actor.rr = (index + 1) % count
+                    break
+            if envelope is None or mailbox is None:
+                return
+            delivery_id = actor.next_delivery
+            actor.next_delivery += 1
+            envelope.deliveries += 1
+            if envelope.deliveries > 1:
+                actor.redelivered += 1
+            inflight[delivery_id] = (mailbox, envelope)
+            actor.delivered += 1
+            try:
+                send([conn, wire.SIGNATURE, wire.DELIVER,
+                      wire.pack_tag(delivery_id, envelope.deliveries),
+                      envelope.topic, envelope.header, envelope.body], zmq.NOBLOCK)
+            except zmq.ZMQError as exc:
+                self._send_failed(actor, exc)
+                return
+        actor.last_send = time.monotonic()
+
+    def _send(self, conn: bytes, frames: List[bytes]) -> None:
+        try:
+            self._sock.send_multipart([conn, wire.SIGNATURE] + frames, zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            actor = self._by_conn.get(conn)
+            if actor is not None:
+                self._send_failed(actor, exc)
+            else:
+                self.counters["send_failures"] += 1
+            return
+        actor = self._by_conn.get(conn)
+        if actor is not None:
+            actor.last_send = time.monotonic()
+
+    def _send_failed(self, actor: _Actor, exc: zmq.ZMQError) -> None:
+        self.counters["send_failures"] += 1
+        if exc.errno == errno.EHOSTUNREACH:
+            self._disconnect(actor, crashed=True, reason="peer unreachable")
+        else:
+            log.warning("send to %s failed: %s", actor.name, exc)
+
+    # -- flow control ----------------------------------------------------------------------
+
+    def _credit(self, producer: _Actor) -> None:
+        producer.owed += 1
+        if not producer.blocked_on and producer.owed >= self._grant_batch \
+                and producer.conn is not None:
+            owed = producer.owed
+            producer.owed = 0
+            self._send(producer.conn, [wire.CREDIT, wire.pack_u32(owed)])
+
+    def _block(self, producer: _Actor, mailbox: Mailbox) -> None:
+        if mailbox not in producer.blocked_on:
+            if not producer.blocked_on:
+                producer.backpressure_events += 1
+                self.counters["backpressure_events"] += 1
+            producer.blocked_on.add(mailbox)
+            mailbox.blocked.add(producer)
+
+    def _release(self, mailbox: Mailbox) -> None:
+        blocked = list(mailbox.blocked)
+        mailbox.blocked.clear()
+        for producer in blocked:
+            producer.blocked_on.discard(mailbox)
+            if not producer.blocked_on and producer.owed and producer.conn is not None:
+                owed = producer.owed
+                producer.owed = 0
+                self._send(producer.conn, [wire.CREDIT, wire.pack_u32(owed)])
+
+    # -- failure ---------------------------------------------------------------------------
+
+    def _disconnect(self, actor: _Actor, crashed: bool, reason: str,
+                    culprit: Optional[int] = None) -> None:
+        """The actor's connection is gone: its inflight messages go back to their mailboxes.
+
+        On a crash, the message in the handler (``culprit``, else the oldest inflight one) is
+        charged one failure; at ``max_redeliveries`` failures it becomes a dead letter.
+        """
+        if actor.conn is not None:
+            self._by_conn.pop(actor.conn, None)
+        actor.conn = None
+        if crashed:
+            actor.crashes += 1
+        inflight = list(actor.inflight.items())
+        actor.inflight.clear()
+        if crashed and inflight:
+            ids = [delivery_id for delivery_id, _ in inflight]
+            index = ids.index(culprit) if culprit in ids else 0
+            mailbox, envelope = inflight[index][1]
+            envelope.failures += 1
+            if envelope.failures >= self.settings.max_redeliveries:
+                del inflight[index]
+                mailbox.inflight -= 1
+                self._dead_letter(actor, envelope, "handler failed {} times: {}".format(
+                    envelope.failures, reason))
+                if mailbox.blocked and mailbox.depth() <= getattr(mailbox, "low_water", 0):
+                    self._release(mailbox)
+        for _, (mailbox, envelope) in reversed(inflight):
+            mailbox.requeue(envelope)
+        if crashed:
+            log.warning("%s lost its connection (%s); %d unacked messages will be redelivered",
+                        actor.name, reason, len(inflight))
+
+    def _dead_letter(self, actor: _Actor, envelope: Envelope, reason: str) -> None:
+        actor.dead_letters += 1
+        self.counters["dead_letters"] += 1
+        self._dead_letters.append(DeadLetter(actor.name, envelope.topic, envelope.header,
+                                             envelope.body, reason, envelope.failures))
+        log.error("dead letter for %s on %r: %s", actor.name,
+                  envelope.topic.decode("utf-8", "replace"), reason)
+        if self._tap_prefixes:
+            self._tap_copy(b"$dead." + envelope.topic, b"dead", envelope.header, envelope.body)
+
+    def _housekeeping(self, now: float) -> None:
+        interval = self.settings.ping_interval
+        deadline = interval * self.settings.liveness_misses
+        for actor in list(self._by_conn.values()):
+            if actor.transport != "ipc":
+                continue  # in-host threads: the supervisor watches them
+            if now - actor.last_recv > deadline:
+                self._disconnect(actor, crashed=True, reason="no traffic for {:.1f} s".format(
+                    now - actor.last_recv))
+            elif now - actor.last_send >= interval and actor.conn is not None:
+                self._send(actor.conn, [wire.PING])
+        self.stats_snapshot = self._stats()
+
+    # -- tap -------------------------------------------------------------------------------
+
+    def _on_tap_subscription(self, tap: zmq.Socket) -> None:
+        while True:
+            try:
+                event = tap.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if not event:
+                continue
+            prefix = event[1:]
+            if event[0] == 1:
+                self._tap_prefixes[prefix] += 1
+            elif event[0] == 0:
+                self._tap_prefixes[prefix] -= 1
+                if self._tap_prefixes[prefix] <= 0:
+                    del self._tap_prefixes[prefix]
+            self._tap_cache.clear()
+
+    def _tap_copy(self, topic: bytes, kind: bytes, header: bytes, body: bytes) -> None:
+        wanted = self._tap_cache.get(topic)
+        if wanted is None:
+            wanted = any(topic.startswith(prefix) for prefix in self._tap_prefixes)
+            self._tap_cache[topic] = wanted
+        if not wanted or self._tap is None:
+            return
+        try:
+            self._tap.send_multipart([topic, kind, header, body], zmq.NOBLOCK)
+            self.counters["tap_copies"] += 1
+        except zmq.Again:
+            self.counters["tap_dropped"] += 1
+
+    # -- status ----------------------------------------------------------------------------
+
+    def _stats(self) -> Dict[str, Any]:
+        router: Dict[str, Any] = dict(self.counters)
+        for key in ("published", "sent", "malformed", "unknown_peer", "unrouted", "unroutable",
+                    "dead_letters", "tap_copies", "tap_dropped", "backpressure_events",
+                    "send_failures", "internal_errors", "replies_undeliverable"):
+            router.setdefault(key, 0)
+        router["tap_subscriptions"] = sorted(p.decode("utf-8", "replace")
+                                             for p in self._tap_prefixes)
+        router["uptime_seconds"] = time.time() - self.started_at
+        return {
+            "router": router,
+            "actors": {name: actor.stats() for name, actor in self._actors.items()},
+            "dead_letters": [letter.summary() for letter in list(self._dead_letters)[-20:]],
+            "host": self._host_info,
+            "ts": time.time(),
+        }
+
+
+def _parse_subscriptions(raw: Any) -> List[Tuple[str, str, int]]:
+    if not isinstance(raw, list):
+        raise ProtocolError("HELLO subscriptions must be a list")
+    result = []
+    for item in raw:
+        if not isinstance(item, list) or len(item) != 3:
+            raise ProtocolError("a subscription is [topic, policy, bound]")
+        topic, policy, bound = item
+        if not isinstance(topic, str) or not topic or topic == DIRECT:
+            raise ProtocolError("subscription topic must be a non-empty string")
+        if policy not in POLICIES:
+            raise ProtocolError("subscription policy must be one of {}".format(POLICIES))
+        if not isinstance(bound, int) or isinstance(bound, bool) or bound < 1:
+            raise ProtocolError("subscription bound must be a positive integer")
+        result.append((topic, policy, bound))
+    return result
+
+
+def _remove_stale_socket(endpoint: str) -> None:
+    """Remove a socket file left by a dead host. Only called while holding the run-dir lock."""
+    path = endpoint[len("ipc://"):]
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,302 @@
+"""Settings: the shipped defaults, then a file given with ``--config``, then ``FXCM_*`` variables.
+
+Validation happens once, at start: an unknown key, a wrong type or an impossible value raises
+ConfigError with one line naming the key (``bus.credit_window: must be >= 1, got 0``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from protocol.errors import ConfigError
+
+DEFAULTS_PATH = Path(__file__).with_name("runtime_settings.json")
+
+# One entry of the "actors" list: its keys and their defaults.
+ACTOR_DEFAULTS: dict[str, Any] = {
+    "name": "",
+    "class": "",
+    "placement": "thread",
+    "python": "",
+    "cwd": "",
+    "required": True,
+    "stop_timeout_seconds": 5.0,
+    "prefetch": 0,
+    "mailbox_bounds": {},
+    "settings": {},
+}
+
+# Free-form maps: their keys belong to the actor, not to this schema.
+_FREE_FORM = {"mailbox_bounds", "settings"}
+
+# Environment variable -> (key path, type).
+ENVIRONMENT: dict[str, tuple[str, type]] = {
+    "FXCM_RUN_DIR": ("run_dir", str),
+    "FXCM_LOG_LEVEL": ("log_level", str),
+    "FXCM_HTTP_HOST": ("http.host", str),
+    "FXCM_HTTP_PORT": ("http.port", int),
+    "FXCM_HTTP_ENABLED": ("http.enabled", bool),
+    "FXCM_DRAIN_SECONDS": ("shutdown.drain_seconds", float),
+}
+
+IPC_PATH_MAX = 107
+
+
+@dataclass(frozen=True)
+class BusConfig:
+    credit_window: int
+    prefetch: int
+    mailbox_bound: int
+    direct_bound: int
+    send_timeout_seconds: float
+    max_redeliveries: int
+    dead_letter_capacity: int
+    ping_interval_seconds: float
+    liveness_misses: int
+    tap_hwm: int
+    checkpoint_every: int
+    status_interval_seconds: float
+
+
+@dataclass(frozen=True)
+class SupervisorConfig:
+    backoff_base_seconds: float
+    backoff_cap_seconds: float
+    backoff_jitter: float
+    max_restarts: int
+    restart_window_seconds: float
+    start_timeout_seconds: float
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    enabled: bool
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class ActorSpec:
+    name: str
+    cls: str
+    placement: str
+    python: str
+    cwd: str
+    required: bool
+    stop_timeout_seconds: float
+    prefetch: int
+    mailbox_bounds: dict[str, int]
+    settings: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Settings:
+    run_dir: str
+    log_level: str
+    bus: BusConfig
+    supervisor: SupervisorConfig
+    drain_seconds: float
+    http: HttpConfig
+    actors: tuple[ActorSpec, ...]
+    raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+
+
+def default_run_dir() -> str:
+    base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
+    return os.path.join(base, "fxcm-{}".format(os.getuid()) if base == "/tmp" else "fxcm")
+
+
+def load_defaults() -> dict[str, Any]:
+    with DEFAULTS_PATH.open(encoding="utf-8") as handle:
+        data: dict[str, Any] = json.load(handle)
+    return data
+
+
+def load(path: str | None = None, environ: dict[str, str] | None = None,
+         overrides: dict[str, Any] | None = None) -> Settings:
+    """Defaults, then the file at ``path``, then the environment, then ``overrides`` (a map of
+    dotted keys, from the command line). Raises ConfigError naming the offending key."""
+    defaults = load_defaults()
+    merged = copy.deepcopy(defaults)
+    if path:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                user = json.load(handle)
+        except OSError as exc:
+            raise ConfigError("config file {}: {}".format(path, exc.strerror)) from exc
+        except json.JSONDecodeError as exc:
+            raise ConfigError("config file {}: not JSON ({})".format(path, exc)) from exc
+        if not isinstance(user, dict):
+            raise ConfigError("config file {}: must hold a JSON object".format(path))
+        _merge(merged, user, defaults, "")
+    env = os.environ if environ is None else environ
+    for variable, (key, kind) in ENVIRONMENT.items():
+        if variable in env:
+            _set_dotted(merged, key, _parse_env(variable, env[variable], kind))
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(merged, key, value)
+    return _build(merged)
+
+
+def _merge(target: dict[str, Any], user: dict[str, Any], schema: dict[str, Any],
+           prefix: str) -> None:
+    for key, value in user.items():
+        path = prefix + key
+        if key not in schema:
+            raise ConfigError("{}: unknown setting".format(path))
+        expected = schema[key]
+        if isinstance(expected, dict) and key not in _FREE_FORM:
+            if not isinstance(value, dict):
+                raise ConfigError("{}: must be an object".format(path))
+            _merge(target[key], value, expected, path + ".")
+        else:
+            target[key] = value
+
+
+def _set_dotted(target: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = target
+    for part in parts[:-1]:
+        node = node[part]
+    node[parts[-1]] = value
+
+
+def _parse_env(variable: str, text: str, kind: type) -> Any:
+    if kind is bool:
+        lowered = text.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError("{}: must be 0/1/true/false, got {!r}".format(variable, text))
+    try:
+        return kind(text)
+    except ValueError as exc:
+        raise ConfigError("{}: must be {}, got {!r}".format(
+            variable, kind.__name__, text)) from exc
+
+
+def _typed(data: dict[str, Any], key: str, kind: type, prefix: str) -> Any:
+    value = data[key]
+    name = prefix + key
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and isinstance(value, bool):
+        raise ConfigError("{}: must be an integer, got {!r}".format(name, value))
+    if not isinstance(value, kind):
+        raise ConfigError("{}: must be {}, got {!r}".format(name, _kind_name(kind), value))
+    return value
+
+
+def _kind_name(kind: type) -> str:
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+            dict: "an object", list: "a list"}.get(kind, kind.__name__)
+
+
+def _at_least(name: str, value: float, minimum: float) -> None:
+    if value < minimum:
+        raise ConfigError("{}: must be >= {}, got {}".format(name, minimum, value))
+
+
+def _section(data: dict[str, Any], cls: Any, prefix: str) -> Any:
+    kinds = {f.name: f.type for f in cls.__dataclass_fields__.values()}
+    resolved = {"int": int, "float": float, "str": str, "bool": bool}
+    values = {key: _typed(data, key, resolved[str(kind)], prefix) for key, kind in kinds.items()}
+    return cls(**values)
+
+
+def _build(data: dict[str, Any]) -> Settings:
+    bus: BusConfig = _section(data["bus"], BusConfig, "bus.")
+    for key in ("credit_window", "prefetch", "mailbox_bound", "direct_bound", "max_redeliveries",
+                "dead_letter_capacity", "liveness_misses", "tap_hwm", "checkpoint_every"):
+        _at_least("bus." + key, getattr(bus, key), 1)
+    for key in ("send_timeout_seconds", "ping_interval_seconds"):
+        if getattr(bus, key) <= 0:
+            raise ConfigError("bus.{}: must be > 0, got {}".format(key, getattr(bus, key)))
+    _at_least("bus.status_interval_seconds", bus.status_interval_seconds, 0)
+
+    supervisor: SupervisorConfig = _section(data["supervisor"], SupervisorConfig, "supervisor.")
+    _at_least("supervisor.backoff_base_seconds", supervisor.backoff_base_seconds, 0)
+    if supervisor.backoff_cap_seconds < supervisor.backoff_base_seconds:
+        raise ConfigError("supervisor.backoff_cap_seconds: must be >= backoff_base_seconds "
+                          "({}), got {}".format(supervisor.backoff_base_seconds,
+                                                supervisor.backoff_cap_seconds))
+    if not 0 <= supervisor.backoff_jitter <= 1:
+        raise ConfigError("supervisor.backoff_jitter: must be within 0..1, got {}".format(
+            supervisor.backoff_jitter))
+    _at_least("supervisor.max_restarts", supervisor.max_restarts, 0)
+    _at_least("supervisor.restart_window_seconds", supervisor.restart_window_seconds, 0.001)
+    _at_least("supervisor.start_timeout_seconds", supervisor.start_timeout_seconds, 0.1)
+
+    http: HttpConfig = _section(data["http"], HttpConfig, "http.")
+    if not 0 <= http.port <= 65535:
+        raise ConfigError("http.port: must be within 0..65535, got {}".format(http.port))
+
+    drain = _typed(data["shutdown"], "drain_seconds", float, "shutdown.")
+    _at_least("shutdown.drain_seconds", drain, 0)
+
+    log_level = _typed(data, "log_level", str, "")
+    if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError("log_level: must be DEBUG, INFO, WARNING or ERROR, got {!r}".format(
+            log_level))
+    run_dir = _typed(data, "run_dir", str, "") or default_run_dir()
+    for socket_name in ("bus.sock", "tap.sock"):
+        path = os.path.join(os.path.abspath(run_dir), socket_name)
+        if len(path.encode("utf-8")) > IPC_PATH_MAX:
+            raise ConfigError("run_dir: the ipc path {} is {} bytes, unix sockets allow {}; "
+                              "choose a shorter run dir".format(
+                                  path, len(path.encode("utf-8")), IPC_PATH_MAX))
+
+    actors_raw = data["actors"]
+    if not isinstance(actors_raw, list):
+        raise ConfigError("actors: must be a list")
+    actors = tuple(_actor(entry, index) for index, entry in enumerate(actors_raw))
+    names = [spec.name for spec in actors]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError("actors: the name {!r} is used twice".format(name))
+    return Settings(run_dir=run_dir, log_level=log_level.upper(), bus=bus,
+                    supervisor=supervisor, drain_seconds=drain, http=http, actors=actors,
+                    raw=data)
+
+
+def _actor(entry: Any, index: int) -> ActorSpec:
+    prefix = "actors[{}].".format(index)
+    if not isinstance(entry, dict):
+        raise ConfigError("actors[{}]: must be an object".format(index))
+    for key in entry:
+        if key not in ACTOR_DEFAULTS:
+            raise ConfigError("{}{}: unknown setting".format(prefix, key))
+    data = dict(copy.deepcopy(ACTOR_DEFAULTS), **entry)
+    values = {key: _typed(data, key, type(default), prefix)
+              for key, default in ACTOR_DEFAULTS.items()}
+    name = values["name"]
+    if not name or len(name) > 64 or not all(c.isalnum() or c in "_-." for c in name):
+        raise ConfigError("{}name: must be 1..64 letters, digits, '_', '-' or '.', got {!r}"
+                          .format(prefix, name))
+    prefix = "actors[{}].".format(name)
+    if values["class"].count(":") != 1:
+        raise ConfigError("{}class: must be 'module:Class', got {!r}".format(
+            prefix, values["class"]))
+    if values["placement"] not in ("thread", "process"):
+        raise ConfigError("{}placement: must be 'thread' or 'process', got {!r}".format(
+            prefix, values["placement"]))
+    if values["python"] and values["placement"] != "process":
+        raise ConfigError("{}python: only applies to placement 'process'".format(prefix))
+    _at_least(prefix + "stop_timeout_seconds", values["stop_timeout_seconds"], 0.1)
+    _at_least(prefix + "prefetch", values["prefetch"], 0)
+    for topic, bound in values["mailbox_bounds"].items():
+        if not isinstance(bound, int) or isinstance(bound, bool) or bound < 1:
+            raise ConfigError("{}mailbox_bounds.{}: must be a positive integer, got {!r}".format(
+                prefix, topic, bound))
+    return ActorSpec(name=name, cls=values["class"], placement=values["placement"],
+                     python=values["python"], cwd=values["cwd"], required=values["required"],
+                     stop_timeout_seconds=values["stop_timeout_seconds"],
+                     prefetch=values["prefetch"], mailbox_bounds=values["mailbox_bounds"],
+                     settings=values["settings"])

@@ -1,0 +1,192 @@
+"""Wire format of the bus: frames, verbs, header and body codec (DESIGN.md section 5).
+
+Every multipart message (after the ROUTER's routing id) starts with the signature frame
+``FXA1`` and a verb frame. The frames after that depend on the verb::
+
+    actor -> router                              router -> actor
+    HELLO   name, meta                           WELCOME info
+    SEND    dest, type, header, body             DELIVER tag, topic_or_type, header, body
+    PUB     topic, header, body                  REPLY   type, header, body
+    REPLY   dest, type, header, body             CREDIT  n
+    ACK     up_to [, checkpoint]                 PING / PONG
+    PING / PONG                                  RESET   reason
+    BYE     reason                               CTRL    result
+    CTRL    request
+
+``tag`` packs the delivery id (u64) and the attempt number (u16). ``REPLY`` is our addition to
+the verbs of the design: a reply goes straight to the requester's live connection, outside the
+mailboxes and the prefetch window, so that a request made from inside a handler cannot deadlock
+behind its own unacked deliveries. ``RESET`` tells a peer the router does not know it (the host
+restarted): say HELLO again. ``CTRL`` carries status queries and host instructions.
+
+The header is a msgpack map: ``sender``, ``seq`` (per sender), ``ts`` (ns) and optional ``type``,
+``corr`` and ``reply_to``. Bodies are msgpack. Packers are per thread: never share one.
+
+Portable: this module runs on Python 3.7 too.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from typing import Any, Dict, List, Optional, Tuple
+
+import msgpack
+
+from protocol.errors import ProtocolError
+
+SIGNATURE = b"FXA1"
+
+HELLO = b"HELLO"
+WELCOME = b"WELCOME"
+SEND = b"SEND"
+PUB = b"PUB"
+DELIVER = b"DELIVER"
+REPLY = b"REPLY"
+ACK = b"ACK"
+CREDIT = b"CREDIT"
+PING = b"PING"
+PONG = b"PONG"
+BYE = b"BYE"
+RESET = b"RESET"
+CTRL = b"CTRL"
+
+VERBS = frozenset([HELLO, WELCOME, SEND, PUB, DELIVER, REPLY, ACK, CREDIT, PING, PONG, BYE,
+                   RESET, CTRL])
+
+_TAG = struct.Struct("!QH")
+_U64 = struct.Struct("!Q")
+_U32 = struct.Struct("!I")
+
+# Largest frame the router accepts; anything bigger is malformed input, not a message.
+MAX_FRAME_BYTES = 4 * 1024 * 1024
+
+_local = threading.local()
+
+
+def _packer() -> msgpack.Packer:
+    packer = getattr(_local, "packer", None)
+    if packer is None:
+        packer = msgpack.Packer(use_bin_type=True, autoreset=True)
+        _local.packer = packer
+    return packer
+
+
+def pack(obj: Any) -> bytes:
+    """msgpack-encode ``obj`` with this thread's reusable packer."""
+    try:
+        packed: bytes = _packer().pack(obj)
+        return packed
+    except (TypeError, ValueError, OverflowError) as exc:
+        # A failed pack can leave the packer's buffer dirty: start the next one clean.
+        _local.packer = None
+        raise ProtocolError("cannot encode {!r}: {}".format(type(obj).__name__, exc)) from exc
+
+
+def unpack(data: bytes, what: str = "body") -> Any:
+    """Decode msgpack bytes; anything malformed raises ProtocolError naming ``what``."""
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several unrelated types for bad input
+        raise ProtocolError("malformed {}: {}".format(what, exc)) from exc
+
+
+def pack_tag(delivery_id: int, attempt: int) -> bytes:
+    return _TAG.pack(delivery_id, min(attempt, 0xFFFF))
+
+
+def unpack_tag(data: bytes) -> Tuple[int, int]:
+    if len(data) != _TAG.size:
+        raise ProtocolError("delivery tag must be {} bytes, got {}".format(_TAG.size, len(data)))
+    delivery_id, attempt = _TAG.unpack(data)
+    return delivery_id, attempt
+
+
+def pack_u64(value: int) -> bytes:
+    return _U64.pack(value)
+
+
+def unpack_u64(data: bytes, what: str) -> int:
+    if len(data) != _U64.size:
+        raise ProtocolError("{} must be {} bytes, got {}".format(what, _U64.size, len(data)))
+    return int(_U64.unpack(data)[0])
+
+
+def pack_u32(value: int) -> bytes:
+    return _U32.pack(value)
+
+
+def unpack_u32(data: bytes, what: str) -> int:
+    if len(data) != _U32.size:
+        raise ProtocolError("{} must be {} bytes, got {}".format(what, _U32.size, len(data)))
+    return int(_U32.unpack(data)[0])
+
+
+def make_header(sender: str, seq: int, ts_ns: int, msg_type: Optional[str] = None,
+                corr: Optional[str] = None, reply_to: Optional[str] = None) -> bytes:
+    header: Dict[str, Any] = {"sender": sender, "seq": seq, "ts": ts_ns}
+    if msg_type is not None:
+        header["type"] = msg_type
+    if corr is not None:
+        header["corr"] = corr
+    if reply_to is not None:
+        header["reply_to"] = reply_to
+    return pack(header)
+
+
+class Header(object):
+    """A decoded, validated header."""
+
+    __slots__ = ("sender", "seq", "ts", "type", "corr", "reply_to")
+
+    def __init__(self, sender: str, seq: int, ts: int, type: Optional[str] = None,
+                 corr: Optional[str] = None, reply_to: Optional[str] = None) -> None:
+        self.sender = sender
+        self.seq = seq
+        self.ts = ts
+        self.type = type
+        self.corr = corr
+        self.reply_to = reply_to
+
+    def __repr__(self) -> str:
+        return "Header(sender={!r}, seq={}, ts={}, type={!r})".format(
+            self.sender, self.seq, self.ts, self.type)
+
+
+_OPTIONAL_HEADER_FIELDS = ("type", "corr", "reply_to")
+
+
+def decode_header(data: bytes) -> Header:
+    """Decode and check a header frame; raises ProtocolError naming the bad field."""
+    raw = unpack(data, "header")
+    if not isinstance(raw, dict):
+        raise ProtocolError("header must be a map, got {}".format(type(raw).__name__))
+    sender = raw.get("sender")
+    seq = raw.get("seq")
+    ts = raw.get("ts")
+    if not isinstance(sender, str):
+        raise ProtocolError("header field 'sender' must be a string")
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+        raise ProtocolError("header field 'seq' must be a non-negative integer")
+    if not isinstance(ts, int) or isinstance(ts, bool):
+        raise ProtocolError("header field 'ts' must be an integer (ns)")
+    optional = []
+    for name in _OPTIONAL_HEADER_FIELDS:
+        value = raw.get(name)
+        if value is not None and not isinstance(value, str):
+            raise ProtocolError("header field {!r} must be a string".format(name))
+        optional.append(value)
+    return Header(sender, seq, ts, optional[0], optional[1], optional[2])
+
+
+def check_signature(frames: List[bytes]) -> bytes:
+    """Return the verb of a frame list that starts with the signature, else raise."""
+    if len(frames) < 2:
+        raise ProtocolError("expected at least 2 frames (signature, verb), got {}".format(
+            len(frames)))
+    if frames[0] != SIGNATURE:
+        raise ProtocolError("bad signature {!r}".format(bytes(frames[0][:8])))
+    verb = frames[1]
+    if verb not in VERBS:
+        raise ProtocolError("unknown verb {!r}".format(bytes(verb[:16])))
+    return bytes(verb)

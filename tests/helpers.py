@@ -1,0 +1,147 @@
+"""Test helpers: waiting on conditions, a probe on the bus, a host in a child process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from actors.host import merge_status
+from bus import LOSSLESS, BusClient, ControlChannel, Subscription, ipc_endpoint
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 30.0, what: str = "condition",
+             interval: float = 0.01) -> Any:
+    """Poll ``condition`` until it is truthy; fail the test with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out after {} s waiting for {}".format(timeout, what))
+        time.sleep(interval)
+
+
+class Probe:
+    """A test's own connection to the bus: publishes, and collects what it subscribed to."""
+
+    def __init__(self, name: str, endpoint: str, topics: tuple[str, ...] = (),
+                 context: zmq.Context[Any] | None = None, bound: int = 1_000_000) -> None:
+        self.client = BusClient(name, endpoint, context,
+                                subscriptions=tuple(Subscription(t, LOSSLESS, bound)
+                                                    for t in topics), prefetch=512)
+        self.client.connect(10)
+        self.received: list[tuple[str, Any]] = []
+
+    def publish(self, topic: str, body: Any, msg_type: str, timeout: float = 30.0) -> None:
+        self.client.publish(topic, body, msg_type, timeout=timeout)
+
+    def pump(self, timeout: float = 0.05) -> None:
+        self.client.poll(timeout)
+        buffer = self.client.buffer
+        while buffer:
+            delivery = buffer.popleft()
+            self.received.append((delivery.type, delivery.body()))
+            self.client.handled(delivery)
+        self.client.ack()
+
+    def collect(self, condition: Callable[[list[tuple[str, Any]]], bool],
+                timeout: float = 30.0, what: str = "messages") -> list[tuple[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while not condition(self.received):
+            if time.monotonic() > deadline:
+                raise AssertionError("timed out after {} s waiting for {} (have {})".format(
+                    timeout, what, len(self.received)))
+            self.pump()
+        return self.received
+
+    def bodies(self, msg_type: str) -> list[Any]:
+        return [body for kind, body in self.received if kind == msg_type]
+
+    def close(self) -> None:
+        self.client.bye()
+        self.client.close()
+
+
+def control(run_dir: str, request: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+    channel = ControlChannel(ipc_endpoint(run_dir, "bus.sock"))
+    try:
+        return channel.call(request, timeout)
+    finally:
+        channel.close()
+
+
+def bus_status(run_dir: str) -> dict[str, Any]:
+    return merge_status(control(run_dir, {"op": "status"})["status"])
+
+
+def write_config(directory: Path, run_dir: str, actors: list[dict[str, Any]],
+                 **sections: dict[str, Any]) -> Path:
+    config: dict[str, Any] = {"run_dir": run_dir, "http": {"port": 0}, "actors": actors}
+    config.update(sections)
+    path = directory / "config.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+class HostProcess:
+    """``fxcm host`` in a child process, as an operator runs it."""
+
+    def __init__(self, config: Path, run_dir: str, log_path: Path) -> None:
+        self.run_dir = run_dir
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "actors.cli", "host", "--config", str(config)],
+            cwd=str(REPO_ROOT), env=env, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, actors: tuple[str, ...] = (), timeout: float = 60.0) -> None:
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError("host exited with {}:\n{}".format(
+                    self.proc.returncode, self.output()))
+            if not os.path.exists(os.path.join(self.run_dir, "bus.json")):
+                return False
+            try:
+                status = bus_status(self.run_dir)
+            except Exception:
+                return False
+            states = status.get("actors", {})
+            return all(states.get(name, {}).get("state") == "running" for name in actors)
+        wait_for(ready, timeout, "the host and {} to run".format(", ".join(actors) or "router"),
+                 interval=0.05)
+
+    def status(self) -> dict[str, Any]:
+        return bus_status(self.run_dir)
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, signum: int = signal.SIGTERM) -> None:
+        self.proc.send_signal(signum)
+
+    def wait(self, timeout: float = 60.0) -> int:
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()

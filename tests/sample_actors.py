@@ -1,0 +1,121 @@
+"""Small actors the tests run in a host, in a child process or attached (Python 3.7 too)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, List
+
+from actors import LOSSLESS, Actor, Subscribe, handles
+from bus import Delivery
+
+
+class Echo(Actor):
+    """Answers ``echo`` requests with the same body and republishes it on ``echoed.<name>``.
+    A body equal to ``"poison"`` makes the handler raise."""
+
+    subscriptions = (Subscribe("echo.", LOSSLESS),)
+
+    @handles("echo")
+    def on_echo(self, body: Any, delivery: Delivery) -> None:
+        if body == "poison":
+            raise RuntimeError("poisoned message")
+        if delivery.header.reply_to is not None:
+            self.reply(delivery, "echo.reply", body)
+        self.publish("echoed." + self.name, body, "echoed")
+
+
+class Folder(Actor):
+    """Folds a sequence into a running hash, checkpointing its state with its acks.
+
+    Publishes ``[value, total, count]`` on ``folded`` per message. Settings: ``crash_at``
+    (values whose first delivery raises), ``delay_seconds`` (per message)."""
+
+    ack_mode = "checkpoint"
+    subscriptions = (Subscribe("seq.", LOSSLESS),)
+
+    def __init__(self, name: str, settings: Any = None) -> None:
+        super(Folder, self).__init__(name, settings)
+        self.total = 0
+        self.count = 0
+
+    def snapshot(self) -> Any:
+        return [self.total, self.count]
+
+    def restore(self, state: Any) -> None:
+        self.total, self.count = state
+
+    @handles("seq")
+    def on_seq(self, value: int, delivery: Delivery) -> None:
+        if value in self.settings.get("crash_at", ()) and delivery.attempt == 1:
+            raise RuntimeError("injected crash at {}".format(value))
+        self.total = fold(self.total, value)
+        self.count += 1
+        self.publish("folded", [value, self.total, self.count], "folded")
+        delay = self.settings.get("delay_seconds", 0)
+        if delay:
+            time.sleep(delay)  # a deliberately slow consumer
+
+
+def fold(total: int, value: int) -> int:
+    return (total * 31 + value) % 1000000007
+
+
+def reference_fold(values: List[int]) -> List[List[int]]:
+    """What Folder publishes for ``values`` when nothing goes wrong."""
+    total = 0
+    result = []
+    for count, value in enumerate(values, 1):
+        total = fold(total, value)
+        result.append([value, total, count])
+    return result
+
+
+class Recorder(Actor):
+    """Appends every ``record`` value to the file ``settings["path"]``, optionally slowly."""
+
+    subscriptions = (Subscribe("record.", LOSSLESS),)
+
+    def on_start(self) -> None:
+        self._file = open(self.settings["path"], "a")  # noqa: SIM115 - closed in on_stop
+
+    @handles("record")
+    def on_record(self, value: Any, delivery: Delivery) -> None:
+        self._file.write("{}\n".format(value))
+        self._file.flush()
+        delay = self.settings.get("delay_seconds", 0)
+        if delay:
+            time.sleep(delay)
+
+    def on_stop(self) -> None:
+        self._file.close()
+
+
+class Ticker(Actor):
+    """Publishes a counter on ``demo.tick.<n % 3>`` every ``interval_seconds``."""
+
+    def on_start(self) -> None:
+        self.n = 0
+        self.every(float(self.settings.get("interval_seconds", 0.01)), self.tick)
+
+    def tick(self) -> None:
+        self.n += 1
+        self.publish("demo.tick.{}".format(self.n % 3), {"n": self.n}, "demo.tick")
+
+
+class CrashOnStart(Actor):
+    def on_start(self) -> None:
+        raise RuntimeError("this actor never starts")
+
+
+class Relay(Actor):
+    """For attach tests: asks ``settings["target"]`` to echo each ``relay`` body, and publishes
+    the answer on ``relayed``."""
+
+    subscriptions = (Subscribe("relay.", LOSSLESS),)
+
+    @handles("relay")
+    def on_relay(self, body: Any, delivery: Delivery) -> None:
+        import sys
+        _, answer = self.request(self.settings.get("target", "echo"), "echo", body, timeout=10)
+        self.publish("relayed", {"answer": answer, "python": list(sys.version_info[:2])},
+                     "relayed")

@@ -1,0 +1,268 @@
+"""The router and the actor-side client over real ZeroMQ sockets (no host)."""
+
+from __future__ import annotations
+
+import os
+import random
+import stat
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import zmq
+
+from bus import (
+    LATEST,
+    LOSSLESS,
+    BusClient,
+    ControlChannel,
+    Router,
+    RouterSettings,
+    Subscription,
+    ipc_endpoint,
+)
+from protocol import wire
+from protocol.errors import BackpressureError, EndpointError, RequestTimeout
+from tests.helpers import wait_for
+
+CREDIT_WINDOW = 256
+
+
+def router_settings(run_dir: str, **overrides: Any) -> RouterSettings:
+    values: dict[str, Any] = dict(
+        run_dir=run_dir, credit_window=CREDIT_WINDOW, prefetch=64, direct_bound=1000,
+        max_redeliveries=3, dead_letter_capacity=100, ping_interval=1.0, liveness_misses=3,
+        tap_hwm=1000)
+    values.update(overrides)
+    return RouterSettings(**values)
+
+
+@pytest.fixture
+def context() -> Iterator[zmq.Context[Any]]:
+    ctx: zmq.Context[Any] = zmq.Context()
+    yield ctx
+    ctx.term()
+
+
+@pytest.fixture
+def router(run_dir: str, context: zmq.Context[Any]) -> Iterator[Router]:
+    instance = Router(router_settings(run_dir), context)
+    instance.start()
+    yield instance
+    instance.stop()
+
+
+def router_status(router: Router) -> dict[str, Any]:
+    channel = ControlChannel(router.settings.inproc_endpoint, router.context)
+    try:
+        status: dict[str, Any] = channel.call({"op": "status"})["status"]
+        return status
+    finally:
+        channel.close()
+
+
+def connect(router: Router, name: str, subscriptions: tuple[Subscription, ...] = (),
+            prefetch: int = 64) -> BusClient:
+    client = BusClient(name, router.settings.inproc_endpoint, router.context,
+                       subscriptions=subscriptions, prefetch=prefetch)
+    client.connect(10)
+    return client
+
+
+def produce(client: BusClient, items: list[tuple[str, Any]], errors: list[BaseException]
+            ) -> threading.Thread:
+    def run() -> None:
+        try:
+            for topic, body in items:
+                client.publish(topic, body, "item", timeout=60)
+        except BaseException as exc:  # reported to the test thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_lossless_mailbox_holds_producer_back_and_loses_nothing(router: Router) -> None:
+    bound = 1000
+    total = 100_000
+    consumer = connect(router, "slow", (Subscription("n.", LOSSLESS, bound),))
+    producer = connect(router, "fast")
+    errors: list[BaseException] = []
+    thread = produce(producer, [("n.x", i) for i in range(total)], errors)
+
+    received: list[int] = []
+    deadline = time.monotonic() + 100
+    while len(received) < total and time.monotonic() < deadline and not errors:
+        consumer.poll(0.1)
+        while consumer.buffer:
+            delivery = consumer.buffer.popleft()
+            received.append(delivery.body())
+            consumer.handled(delivery)
+            if len(received) % 500 == 0:
+                time.sleep(0.005)  # the consumer is deliberately slower than the producer
+        consumer.ack()
+    thread.join(10)
+
+    assert not errors
+    assert received == list(range(total))  # all, in order, no duplicates
+    status = router_status(router)
+    mailbox = status["actors"]["slow"]["mailboxes"][1]
+    assert mailbox["peak"] <= bound + CREDIT_WINDOW
+    assert mailbox["peak"] >= bound  # it really filled up
+    assert status["actors"]["fast"]["backpressure_events"] > 0
+    assert producer.stats["blocked"] > 0
+
+
+def test_latest_mailbox_keeps_newest_per_key_and_never_blocks(router: Router) -> None:
+    keys = 10
+    total = 100_000
+    consumer = connect(router, "viewer", (Subscription("k.", LATEST, keys),), prefetch=4)
+    producer = connect(router, "quotes")
+    errors: list[BaseException] = []
+    thread = produce(producer, [("k.{}".format(i % keys), i) for i in range(total)], errors)
+
+    expected = {"k.{}".format(k): total - keys + k for k in range(keys)}
+    newest: dict[str, int] = {}
+
+    def caught_up() -> bool:
+        consumer.poll(0.05)
+        while consumer.buffer:
+            delivery = consumer.buffer.popleft()
+            newest[delivery.topic.decode()] = delivery.body()
+            consumer.handled(delivery)
+            time.sleep(0.001)  # slow consumer
+        consumer.ack()
+        return newest == expected
+
+    wait_for(caught_up, 100, "the newest value of every key")
+    thread.join(10)
+    assert not errors
+    status = router_status(router)
+    assert status["actors"]["quotes"]["backpressure_events"] == 0
+    assert producer.stats["backpressure_timeouts"] == 0
+    assert status["actors"]["viewer"]["mailboxes"][1]["conflated"] > 0
+
+
+def test_send_blocks_then_raises_backpressure_error_when_mailbox_stays_full(
+        router: Router) -> None:
+    connect(router, "stuck", (Subscription("s.", LOSSLESS, 10),), prefetch=1)
+    producer = connect(router, "eager")
+    with pytest.raises(BackpressureError, match="no credit"):
+        for i in range(10 * CREDIT_WINDOW):
+            producer.publish("s.x", i, "item", timeout=0.5)
+    assert producer.publish("s.x", "one more", "item", timeout=0) is False
+    assert router_status(router)["actors"]["eager"]["blocked"] is True
+
+
+def test_request_gets_reply_and_times_out_without_one(router: Router) -> None:
+    server = connect(router, "server")
+    client = connect(router, "client")
+    answered = threading.Event()
+
+    def serve() -> None:
+        while not answered.is_set():
+            server.poll(0.05)
+            while server.buffer:
+                delivery = server.buffer.popleft()
+                server.reply(delivery, "pong", {"echo": delivery.body()})
+                server.handled(delivery)
+                answered.set()
+            server.ack()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert client.request("server", "ping", 7, timeout=10) == ("pong", {"echo": 7})
+    thread.join(5)
+    with pytest.raises(RequestTimeout):
+        client.request("server", "ping", 8, timeout=0.3)
+
+
+def test_send_to_unknown_actor_is_a_counted_dead_letter(router: Router) -> None:
+    producer = connect(router, "typo")
+    producer.send("nobody", "x", 1)
+    status = wait_for(lambda: (s := router_status(router))["router"]["unroutable"] == 1 and s,
+                      10, "the unroutable count")
+    assert status["actors"]["typo"]["dead_letters"] == 1
+    assert "no actor named 'nobody'" in status["dead_letters"][-1]["reason"]
+
+
+def test_garbage_on_the_ipc_socket_is_counted_and_the_bus_keeps_working(
+        router: Router, context: zmq.Context[Any]) -> None:
+    echo = connect(router, "echo")
+    asker = BusClient("asker", router.settings.bus_endpoint, context)
+    asker.connect(10)
+    rng = random.Random(7)
+    garbage: list[list[bytes]] = [
+        [b"FXA1"],
+        [b"XXXX", b"PUB", b"t", b"h", b"b"],
+        [b"FXA1", b"SEND", b"echo"],
+        [b"FXA1", b"NOPE", b"x"],
+        [b"FXA1", b"PUB", b"t", b"h", b"x" * (wire.MAX_FRAME_BYTES + 1)],
+        [b"FXA1", b"HELLO", b"\xff\xfe", wire.pack({})],
+        [b"FXA1", b"HELLO", b"name", b"\xc1"],
+        [b"FXA1", b"HELLO", b"name", wire.pack({"subscriptions": "all"})],
+        [b"FXA1", b"HELLO", b"name", wire.pack({"prefetch": -1})],
+    ]
+    garbage += [[rng.randbytes(rng.randint(0, 64)) for _ in range(rng.randint(1, 6))]
+                for _ in range(300)]
+    attacker: zmq.Socket[bytes] = context.socket(zmq.DEALER)
+    attacker.setsockopt(zmq.LINGER, 0)
+    attacker.connect(router.settings.bus_endpoint)
+    for frames in garbage:
+        attacker.send_multipart(frames)
+
+    # A peer that said HELLO and then sends undecodable headers and bodies to an actor.
+    rogue = BusClient("rogue", router.settings.bus_endpoint, context)
+    rogue.connect(10)
+    rogue.credit -= 1
+    rogue.sock.send_multipart([wire.SIGNATURE, wire.SEND, b"echo", b"echo", b"\xc1", b"\xc1"])
+
+    wait_for(lambda: router_status(router)["router"]["malformed"] >= len(garbage), 20,
+             "every garbage message to be counted")
+
+    def echo_serves() -> None:
+        while True:
+            echo.poll(0.05)
+            while echo.buffer:
+                delivery = echo.buffer.popleft()
+                echo.handled(delivery)
+                try:
+                    body = delivery.body()
+                except Exception:
+                    continue  # the rogue's message: undecodable, skipped
+                echo.reply(delivery, "echo.reply", body)
+                return
+
+    thread = threading.Thread(target=echo_serves, daemon=True)
+    thread.start()
+    assert asker.request("echo", "echo", "still here", timeout=10) == ("echo.reply",
+                                                                        "still here")
+    thread.join(5)
+    assert router.is_alive()
+    status = router_status(router)
+    assert status["router"]["internal_errors"] == 0
+    attacker.close(0)
+
+
+def test_run_dir_and_socket_file_are_private(router: Router, run_dir: str) -> None:
+    assert stat.S_IMODE(os.stat(run_dir).st_mode) == 0o700
+    socket_path = router.settings.bus_endpoint[len("ipc://"):]
+    assert stat.S_IMODE(os.stat(socket_path).st_mode) == 0o600
+
+
+def test_ipc_path_over_107_bytes_is_refused_with_a_clear_error() -> None:
+    with pytest.raises(EndpointError, match="107"):
+        ipc_endpoint("/tmp/" + "d" * 120, "bus.sock")
+
+
+def test_router_delivers_nothing_to_the_tap_when_nobody_taps(router: Router) -> None:
+    consumer = connect(router, "c", (Subscription("t.", LOSSLESS, 100),))
+    producer = connect(router, "p")
+    for i in range(50):
+        producer.publish("t.x", i, "item")
+    wait_for(lambda: consumer.poll(0.05) >= 50 or len(consumer.buffer) >= 50, 10,
+             "50 deliveries")
+    assert router_status(router)["router"]["tap_copies"] == 0
