@@ -127,6 +127,7 @@ class BusClient(object):
         self._last_handled = 0  # highest delivery id handled
         self._last_acked = 0
         self._handled_since_ack = 0
+        self._bye_answered = False
         self.stats: Dict[str, Any] = {
             "sent": 0, "published": 0, "received": 0, "acked": 0, "checkpoints": 0,
             "blocked": 0, "blocked_seconds": 0.0, "backpressure_timeouts": 0,
@@ -196,19 +197,32 @@ class BusClient(object):
             self.sock = None
 
     def bye(self, crashed: bool = False, delivery: Optional[int] = None,
-            error: str = "") -> None:
-        """Leave: orderly (``crashed=False``) or after a handler crash naming the delivery."""
-        if self.sock is None:
-            return
+            error: str = "", timeout: float = 5.0) -> bool:
+        """Leave: orderly (``crashed=False``) or after a handler crash naming the delivery.
+
+        Waits up to ``timeout`` for the router's answer, which proves that every message sent
+        before was routed; returns False if none came (the router is gone)."""
+        if self.sock is None or not self.welcome:
+            return False
         info: Dict[str, Any] = {"reason": "crash" if crashed else "stop"}
         if delivery is not None:
             info["delivery"] = delivery
         if error:
             info["error"] = error[:500]
+        self._bye_answered = False
         try:
             self._raw_send([wire.BYE, wire.pack(info)])
+            deadline = time.monotonic() + timeout
+            while not self._bye_answered:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    log.warning("%s: no answer to BYE from %s within %.1f s; sends made just "
+                                "before may be lost", self.name, self.endpoint, timeout)
+                    return False
+                self._read(remaining)
         except EndpointError:
-            pass
+            return False
+        return True
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -385,6 +399,8 @@ class BusClient(object):
             self._raw_send([wire.PONG])
         elif verb == wire.PONG:
             pass
+        elif verb == wire.BYE:
+            self._bye_answered = True
         elif verb == wire.WELCOME and len(frames) == 3:
             welcome = wire.unpack(frames[2], "WELCOME")
             if not isinstance(welcome, dict):

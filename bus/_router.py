@@ -558,6 +558,9 @@ class Router(object):
         actor = self._by_conn.get(conn)
         if actor is None:
             return
+        # The answer tells the peer that everything it sent before BYE has been routed, so it
+        # can close its socket without losing queued sends.
+        self._send(conn, [wire.BYE])
         info = wire.unpack(frames[3], "BYE reason") if len(frames) > 3 else {}
         if not isinstance(info, dict):
             raise ProtocolError("BYE reason must be a map")

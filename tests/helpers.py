@@ -127,7 +127,8 @@ class HostProcess:
         return bus_status(self.run_dir)
 
     def output(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def signal(self, signum: int = signal.SIGTERM) -> None:

@@ -218,6 +218,7 @@ def test_garbage_on_the_ipc_socket_is_counted_and_the_bus_keeps_working(
     rogue = BusClient("rogue", router.settings.bus_endpoint, context)
     rogue.connect(10)
     rogue.credit -= 1
+    assert rogue.sock is not None
     rogue.sock.send_multipart([wire.SIGNATURE, wire.SEND, b"echo", b"echo", b"\xc1", b"\xc1"])
 
     wait_for(lambda: router_status(router)["router"]["malformed"] >= len(garbage), 20,

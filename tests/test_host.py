@@ -1,0 +1,354 @@
+"""The host: supervision, placement, attach, tap, status and shutdown, as an operator sees them."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+
+import config
+from actors.host import Host
+from bus import ipc_endpoint
+from tests.helpers import (
+    REPO_ROOT,
+    HostProcess,
+    Probe,
+    bus_status,
+    wait_for,
+    write_config,
+)
+from tests.sample_actors import reference_fold
+
+FAST_RESTARTS = {"backoff_base_seconds": 0.05, "backoff_cap_seconds": 0.5,
+                 "max_restarts": 20, "restart_window_seconds": 60.0}
+
+
+@contextmanager
+def host_in_thread(tmp_path: Path, run_dir: str, actors: list[dict[str, Any]],
+                   **sections: dict[str, Any]) -> Iterator[Host]:
+    """A real Host (router, supervisor, thread actors) inside the test process."""
+    settings = config.load(str(write_config(tmp_path, run_dir, actors, **sections)))
+    host = Host(settings, context=zmq.Context())
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(host.run()), daemon=True)
+    thread.start()
+    names = tuple(actor["name"] for actor in actors)
+    wait_for(lambda: os.path.exists(os.path.join(run_dir, "bus.json"))
+             and all(bus_status(run_dir)["actors"].get(n, {}).get("state") == "running"
+                     for n in names), 60, "the host's actors to run", interval=0.05)
+    try:
+        yield host
+    finally:
+        host.request_stop()
+        thread.join(60)
+        assert result == [0]
+
+
+@contextmanager
+def host_process(tmp_path: Path, run_dir: str, actors: list[dict[str, Any]],
+                 **sections: dict[str, Any]) -> Iterator[HostProcess]:
+    host = HostProcess(write_config(tmp_path, run_dir, actors, **sections), run_dir,
+                       tmp_path / "host.log")
+    try:
+        host.wait_ready(tuple(actor["name"] for actor in actors))
+        yield host
+    finally:
+        host.stop()
+
+
+def bus_endpoint(run_dir: str) -> str:
+    return ipc_endpoint(run_dir, "bus.sock")
+
+
+def assert_folded_like_reference(outputs: list[list[int]], values: list[int]) -> None:
+    by_key: dict[int, tuple[int, int]] = {}
+    for value, total, count in outputs:
+        # A re-emitted output after a restart carries the same key and the same values.
+        assert by_key.setdefault(value, (total, count)) == (total, count), value
+    assert by_key == {value: (total, count) for value, total, count in reference_fold(values)}
+
+
+def all_folded(count: int) -> Any:
+    return lambda received: len({body[0] for _, body in received}) >= count
+
+
+# -- test 3: checkpoint restart ----------------------------------------------------------------
+
+CRASH_POINTS = [[0], [2999], sorted(random.Random(11).sample(range(3000), 1)),
+                sorted(random.Random(12).sample(range(3000), 3))]
+
+
+@pytest.mark.parametrize("crash_at", CRASH_POINTS, ids=lambda points: "crash-at-" + "-".join(
+    map(str, points)))
+def test_checkpointed_actor_crashing_mid_stream_emits_what_an_uninterrupted_run_does(
+        tmp_path: Path, run_dir: str, crash_at: list[int]) -> None:
+    values = list(range(3000))
+    actors = [{"name": "folder", "class": "tests.sample_actors:Folder",
+               "settings": {"crash_at": crash_at}}]
+    with host_in_thread(tmp_path, run_dir, actors, supervisor=FAST_RESTARTS,
+                        bus={"checkpoint_every": 50}):
+        probe = Probe("probe", bus_endpoint(run_dir), ("folded",))
+        for value in values:
+            probe.publish("seq.x", value, "seq")
+        probe.collect(all_folded(len(values)), 60, "every value folded")
+        assert_folded_like_reference(probe.bodies("folded"), values)
+        status = bus_status(run_dir)["actors"]["folder"]
+        assert status["restarts"] == len(crash_at)
+        assert status["redelivered"] >= len(crash_at)
+        probe.close()
+
+
+# -- test 6: poison message ----------------------------------------------------------------------
+
+def test_poison_message_goes_to_dead_letters_and_the_actor_goes_on(
+        tmp_path: Path, run_dir: str) -> None:
+    actors = [{"name": "echo", "class": "tests.sample_actors:Echo"}]
+    with host_in_thread(tmp_path, run_dir, actors, supervisor=FAST_RESTARTS,
+                        bus={"max_redeliveries": 3}):
+        probe = Probe("probe", bus_endpoint(run_dir), ("echoed.",))
+        for body in ("before", "poison", "after"):
+            probe.publish("echo.x", body, "echo")
+        probe.collect(lambda received: len(received) >= 2, 60, "the two good messages")
+        assert probe.bodies("echoed") == ["before", "after"]
+        status = wait_for(lambda: (s := bus_status(run_dir))["actors"]["echo"]["state"] == "running"
+                          and s, 30, "echo running again")
+        echo = status["actors"]["echo"]
+        assert echo["dead_letters"] == 1
+        assert echo["restarts"] == 3
+        assert "handler failed 3 times" in status["dead_letters"][-1]["reason"]
+        assert status["dead_letters"][-1]["topic"] == "echo.x"
+        probe.close()
+
+
+# -- test 4: process placement, SIGKILL ----------------------------------------------------------
+
+def run_folder_killed_mid_stream(tmp_path: Path, run_dir: str, python: str) -> None:
+    values = list(range(2000))
+    actors = [{"name": "folder", "class": "tests.sample_actors:Folder", "placement": "process",
+               "python": python, "settings": {"delay_seconds": 0.002}}]
+    with host_process(tmp_path, run_dir, actors, supervisor=FAST_RESTARTS,
+                      bus={"checkpoint_every": 20}) as host:
+        probe = Probe("probe", bus_endpoint(run_dir), ("folded",))
+        for value in values:
+            probe.publish("seq.x", value, "seq")
+        probe.collect(all_folded(300), 60, "the child to be mid-stream")
+        pid = bus_status(run_dir)["actors"]["folder"]["pid"]
+        assert pid and pid != host.proc.pid
+        os.kill(pid, signal.SIGKILL)
+        probe.collect(all_folded(len(values)), 120, "every value folded after the kill")
+        assert_folded_like_reference(probe.bodies("folded"), values)
+        folder = bus_status(run_dir)["actors"]["folder"]
+        assert folder["restarts"] == 1
+        assert folder["pid"] != pid
+        assert "killed by signal SIGKILL" in folder["last_exit"]
+        probe.close()
+
+
+def test_process_placed_actor_killed_with_sigkill_is_restarted_and_loses_nothing(
+        tmp_path: Path, run_dir: str) -> None:
+    run_folder_killed_mid_stream(tmp_path, run_dir, sys.executable)
+
+
+def test_process_placed_actor_on_python37_killed_with_sigkill_loses_nothing(
+        tmp_path: Path, run_dir: str, python37: str) -> None:
+    run_folder_killed_mid_stream(tmp_path, run_dir, python37)
+
+
+# -- test 5: attach ------------------------------------------------------------------------------
+
+def attach(run_dir: str, command: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(command, cwd=str(REPO_ROOT), env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+
+
+def relay_once(run_dir: str, text: str) -> dict[str, Any]:
+    probe = Probe("probe", bus_endpoint(run_dir), ("relayed",))
+    try:
+        probe.publish("relay.x", text, "relay")
+        probe.collect(lambda received: len(received) >= 1, 60, "the relayed answer")
+        answer: dict[str, Any] = probe.bodies("relayed")[0]
+        return answer
+    finally:
+        probe.close()
+
+
+def wait_attached(run_dir: str, name: str) -> None:
+    wait_for(lambda: bus_status(run_dir)["actors"].get(name, {}).get("connected"), 60,
+             name + " to attach", interval=0.05)
+
+
+def test_attached_actor_talks_to_host_actors_and_survives_a_host_restart(
+        tmp_path: Path, run_dir: str) -> None:
+    actors = [{"name": "echo", "class": "tests.sample_actors:Echo"}]
+    child = attach(run_dir, [sys.executable, "-m", "actors.cli", "attach", "--run-dir", run_dir,
+                             "--name", "relay", "--settings", '{"target": "echo"}',
+                             "tests.sample_actors:Relay"], tmp_path / "attach.log")
+    try:
+        with host_process(tmp_path, run_dir, actors):
+            wait_attached(run_dir, "relay")
+            assert relay_once(run_dir, "first")["answer"] == "first"
+            assert bus_status(run_dir)["actors"]["relay"]["placement"] == "attached"
+        # The host is gone; a new one starts on the same run dir and the relay comes back.
+        with host_process(tmp_path, run_dir, actors):
+            wait_attached(run_dir, "relay")
+            assert relay_once(run_dir, "second")["answer"] == "second"
+        assert child.poll() is None
+    finally:
+        child.terminate()
+        assert child.wait(30) == 0
+
+
+def test_actor_attached_from_python37_exchanges_messages_with_the_host(
+        tmp_path: Path, run_dir: str, python37: str) -> None:
+    actors = [{"name": "echo", "class": "tests.sample_actors:Echo"}]
+    with host_process(tmp_path, run_dir, actors):
+        child = attach(run_dir, [python37, "-m", "actors.child", "--run-dir", run_dir,
+                                 "--restart", "--name", "relay37", "tests.sample_actors:Relay"],
+                       tmp_path / "attach37.log")
+        try:
+            wait_attached(run_dir, "relay37")
+            answer = relay_once(run_dir, "from 3.11 via 3.7")
+            assert answer == {"answer": "from 3.11 via 3.7", "python": [3, 7]}
+        finally:
+            child.terminate()
+            assert child.wait(30) == 0, (tmp_path / "attach37.log").read_text()
+
+
+# -- test 7: restart intensity -------------------------------------------------------------------
+
+def test_restart_intensity_exceeded_stops_the_host_with_a_non_zero_exit(
+        tmp_path: Path, run_dir: str) -> None:
+    actors = [{"name": "steady", "class": "tests.sample_actors:Echo"},
+              {"name": "doomed", "class": "tests.sample_actors:CrashOnStart"}]
+    config_path = write_config(tmp_path, run_dir, actors, supervisor={
+        "backoff_base_seconds": 0.05, "backoff_cap_seconds": 0.2, "max_restarts": 3,
+        "restart_window_seconds": 60.0})
+    host = HostProcess(config_path, run_dir, tmp_path / "host.log")
+    try:
+        assert host.wait(60) == 1
+    finally:
+        host.stop()
+    output = host.output()
+    assert "restart intensity exceeded" in output
+    assert output.index("restart intensity exceeded") < output.rindex("stopping")
+    assert "Traceback" not in output
+    assert not os.path.exists(os.path.join(run_dir, "bus.json"))
+
+
+# -- test 9: tap ---------------------------------------------------------------------------------
+
+def test_tap_prints_decoded_messages_of_a_topic_and_costs_nothing_untapped(
+        tmp_path: Path, run_dir: str) -> None:
+    actors = [{"name": "ticker", "class": "tests.sample_actors:Ticker",
+               "settings": {"interval_seconds": 0.01}}]
+    with host_process(tmp_path, run_dir, actors) as host:
+        wait_for(lambda: host.status()["router"]["unrouted"] > 20, 30, "ticks on the bus")
+        assert host.status()["router"]["tap_copies"] == 0
+        tap = subprocess.run(
+            [sys.executable, "-m", "actors.cli", "tap", "--run-dir", run_dir, "--json",
+             "--count", "5", "--topic", "demo.tick.1"],
+            cwd=str(REPO_ROOT), capture_output=True, timeout=60, check=True)
+        lines = [json.loads(line) for line in tap.stdout.decode().splitlines()]
+        assert len(lines) == 5
+        for line in lines:
+            assert line["topic"] == "demo.tick.1"
+            assert line["type"] == "demo.tick"
+            assert line["sender"] == "ticker"
+            assert line["body"]["n"] % 3 == 1
+            assert set(line) >= {"topic", "type", "sender", "seq", "ts", "body"}
+        seqs = [line["seq"] for line in lines]
+        assert seqs == sorted(seqs)
+        assert host.status()["router"]["tap_copies"] >= 5
+
+
+# -- test 10: SIGTERM drains ---------------------------------------------------------------------
+
+def test_sigterm_delivers_every_queued_message_then_exits_zero_without_traceback(
+        tmp_path: Path, run_dir: str) -> None:
+    record = tmp_path / "record.txt"
+    actors = [{"name": "recorder", "class": "tests.sample_actors:Recorder",
+               "settings": {"path": str(record), "delay_seconds": 0.002}}]
+    total = 2000
+    with host_process(tmp_path, run_dir, actors, shutdown={"drain_seconds": 120.0}) as host:
+        probe = Probe("probe", bus_endpoint(run_dir))
+        for value in range(total):
+            probe.publish("record.x", value, "record")
+        probe.close()
+        wait_for(lambda: record.exists() and len(record.read_text().splitlines()) > 50, 30,
+                 "the recorder to be mid-stream")
+        depth = host.status()["actors"]["recorder"]["depth"]
+        assert depth > 0  # messages are in flight when the signal arrives
+        host.signal(signal.SIGTERM)
+        assert host.wait(120) == 0
+        output = host.output()
+    assert [int(line) for line in record.read_text().splitlines()] == list(range(total))
+    assert "Traceback" not in output
+    assert "still has" not in output and "is gone with" not in output
+
+
+# -- operator surface ----------------------------------------------------------------------------
+
+def test_status_command_shows_actors_and_http_endpoints_answer(
+        tmp_path: Path, run_dir: str) -> None:
+    actors = [{"name": "echo", "class": "tests.sample_actors:Echo"}]
+    with host_process(tmp_path, run_dir, actors):
+        text = subprocess.run([sys.executable, "-m", "actors.cli", "status", "--run-dir",
+                               run_dir], cwd=str(REPO_ROOT), capture_output=True, timeout=30,
+                              check=True).stdout.decode()
+        assert "echo" in text and "running" in text and "thread" in text
+        data = json.loads(subprocess.run(
+            [sys.executable, "-m", "actors.cli", "status", "--run-dir", run_dir, "--json"],
+            cwd=str(REPO_ROOT), capture_output=True, timeout=30, check=True).stdout)
+        assert data["actors"]["echo"]["state"] == "running"
+        assert {"depth", "peak", "restarts", "dead_letters", "backpressure_events",
+                "pid", "placement"} <= set(data["actors"]["echo"])
+
+        with open(os.path.join(run_dir, "host.json")) as handle:
+            port = json.load(handle)["http_port"]
+        base = "http://127.0.0.1:{}".format(port)
+        with urllib.request.urlopen(base + "/livez", timeout=10) as response:
+            assert response.status == 200
+        with urllib.request.urlopen(base + "/readyz", timeout=10) as response:
+            assert json.load(response) == {"ready": True, "not_running": []}
+        with urllib.request.urlopen(base + "/metrics", timeout=10) as response:
+            metrics = response.read().decode()
+        assert 'fxcm_bus_mailbox_messages{actor="echo"}' in metrics
+        assert 'fxcm_actor_restarts_total{actor="echo"} 0.0' in metrics
+        assert "fxcm_bus_malformed_frames_total 0.0" in metrics
+
+
+def test_second_host_on_the_same_run_dir_is_refused(tmp_path: Path, run_dir: str) -> None:
+    with host_process(tmp_path, run_dir, []) as first:
+        (tmp_path / "second").mkdir()
+        second = HostProcess(write_config(tmp_path / "second", run_dir, []), run_dir,
+                             tmp_path / "second.log")
+        assert second.wait(60) == 2
+        second.stop()
+        assert "in use by another host (pid {})".format(first.proc.pid) in second.output()
+        assert first.proc.poll() is None
+        assert bus_status(run_dir)["host"]["pid"] == first.proc.pid
+
+
+def test_bad_setting_stops_the_host_with_one_line_naming_the_key(
+        tmp_path: Path, run_dir: str) -> None:
+    path = write_config(tmp_path, run_dir, [], bus={"credit_window": 0})
+    host = HostProcess(path, run_dir, tmp_path / "host.log")
+    assert host.wait(60) == 2
+    host.stop()
+    output = host.output()
+    assert "bus.credit_window: must be >= 1, got 0" in output
+    assert "Traceback" not in output
