@@ -141,6 +141,9 @@ class Actor(object):
     def on_stop(self) -> None:
         """Called on an orderly stop, before the last ack."""
 
+    def on_close(self) -> None:
+        """Called when the loop has ended, orderly or by a crash: stop threads, close files."""
+
     def snapshot(self) -> Any:
         """State to checkpoint (msgpack-able). Only used in ``checkpoint`` ack mode."""
         return None
@@ -278,6 +281,7 @@ class Actor(object):
             except Exception:
                 pass
             client.close()
+            self._close_quietly()
             raise
         self.set_state(STOPPING)
         try:
@@ -286,7 +290,14 @@ class Actor(object):
             client.bye(crashed=False)
         finally:
             client.close()
+            self._close_quietly()
             self.set_state(STOPPED)
+
+    def _close_quietly(self) -> None:
+        try:
+            self.on_close()
+        except Exception:
+            log.exception("%s: on_close failed", self.name)
 
     def _loop(self, client: BusClient, options: RunOptions) -> None:
         sock = client.sock

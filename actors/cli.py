@@ -41,8 +41,18 @@ def cmd_host(args: argparse.Namespace) -> int:
     import config
     from actors.host import Host
 
+    overrides: dict[str, Any] = {
+        "run_dir": args.run_dir,
+        "broker.kind": args.broker,
+        "broker.replay.file": args.replay_file,
+        "broker.replay.speed": args.replay_speed,
+        "broker.sim.seed": args.sim_seed,
+        "symbols": args.symbols.split(",") if args.symbols else None,
+    }
+    if args.replay_file and not args.broker:
+        overrides["broker.kind"] = "replay"
     try:
-        settings = config.load(args.config, overrides={"run_dir": args.run_dir})
+        settings = config.load(args.config, overrides=overrides)
     except ConnectorError as exc:
         configure_logging("INFO")
         log.error("%s", exc)
@@ -211,6 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
     host = commands.add_parser("host", help="run the actor host")
     host.add_argument("--config", help="JSON settings file (over the shipped defaults)")
     host.add_argument("--run-dir", help="directory for the bus sockets and the lock")
+    host.add_argument("--broker", choices=("sim", "replay", "forexconnect"),
+                      help="override broker.kind")
+    host.add_argument("--replay-file", help="ticks CSV (.gz accepted) for the replay broker")
+    host.add_argument("--replay-speed", type=float,
+                      help="1 = real time, 10 = ten times faster, 0 = as fast as possible")
+    host.add_argument("--sim-seed", type=int, help="seed of the simulated market")
+    host.add_argument("--symbols", help="comma-separated symbols, e.g. EURUSD,XAUUSD")
     host.set_defaults(func=cmd_host)
 
     tap = commands.add_parser("tap", help="print the bus traffic live")

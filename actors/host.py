@@ -10,6 +10,7 @@ its own stop timeout, after which a child process is killed.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import logging
@@ -99,7 +100,8 @@ class Host:
         self.settings = settings
         self.context = context or zmq.Context.instance()
         self.run_dir = os.path.abspath(settings.run_dir)
-        self._slots = [_Slot(spec) for spec in settings.actors]
+        self._slots = [_Slot(dataclasses.replace(spec, settings=settings.actor_settings(spec)))
+                       for spec in settings.actors]
         self._events: queue.Queue[Exit] = queue.Queue()
         self._stop = threading.Event()
         self._intensity = RestartIntensity(settings.supervisor.max_restarts,

@@ -79,19 +79,25 @@ class Delivery(object):
 
 
 class Backoff(object):
-    """Exponential backoff with a cap and full jitter; ``compute(failures)`` in seconds."""
+    """Exponential backoff with a cap and jitter; ``compute(failures)`` in seconds.
+
+    The one backoff of the project: bus reconnects, supervisor restarts, broker login, history
+    errors and Redis reconnects all use it. ``jitter`` is a fraction: 0.2 spreads each delay
+    over +-20 %. ``rng`` is injectable so tests can pin the jitter."""
 
     def __init__(self, base_seconds: float, cap_seconds: float, jitter: float = 0.2,
-                 rng: Optional[random.Random] = None) -> None:
+                 rng: Optional[random.Random] = None, factor: float = 2.0) -> None:
         self.base_seconds = base_seconds
         self.cap_seconds = cap_seconds
         self.jitter = jitter
+        self.factor = factor
         self.rng = rng or random.Random()
 
     def compute(self, failures: int) -> float:
         if failures <= 0:
             return 0.0
-        delay = min(self.cap_seconds, self.base_seconds * (2 ** min(failures - 1, 32)))
+        delay = min(self.cap_seconds,
+                    self.base_seconds * (self.factor ** min(failures - 1, 64)))
         spread = delay * self.jitter
         return max(0.0, delay + self.rng.uniform(-spread, spread))
 

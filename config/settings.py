@@ -7,6 +7,7 @@ ConfigError with one line naming the key (``bus.credit_window: must be >= 1, got
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
@@ -31,12 +32,20 @@ ACTOR_DEFAULTS: dict[str, Any] = {
     "settings": {},
 }
 
-# Free-form maps: their keys belong to the actor, not to this schema.
-_FREE_FORM = {"mailbox_bounds", "settings"}
+# Free-form maps: their keys belong to the actor or the user, not to this schema.
+_FREE_FORM = {"mailbox_bounds", "settings", "min_interval_seconds"}
+
+# Keys every actor receives in its settings, next to its own section (named after the actor).
+SHARED_KEYS = ("symbols", "price_basis", "calendar_file", "broker")
+
+SOURCE_ROOT = Path(__file__).resolve().parents[1]
 
 # Environment variable -> (key path, type).
 ENVIRONMENT: dict[str, tuple[str, type]] = {
     "FXCM_RUN_DIR": ("run_dir", str),
+    "FXCM_BROKER": ("broker.kind", str),
+    "FXCM_PYTHON37": ("broker.python", str),
+    "FXCM_CALENDAR_PATH": ("calendar_file", str),
     "FXCM_LOG_LEVEL": ("log_level", str),
     "FXCM_HTTP_HOST": ("http.host", str),
     "FXCM_HTTP_PORT": ("http.port", int),
@@ -104,6 +113,16 @@ class Settings:
     http: HttpConfig
     actors: tuple[ActorSpec, ...]
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+
+    def actor_settings(self, spec: ActorSpec) -> dict[str, Any]:
+        """What an actor receives: the shared keys, its own section (if the config has one
+        named after it), then the ``settings`` of its entry in ``actors``."""
+        result: dict[str, Any] = {key: copy.deepcopy(self.raw[key]) for key in SHARED_KEYS}
+        section = self.raw.get(spec.name)
+        if isinstance(section, dict):
+            result.update(copy.deepcopy(section))
+        result.update(copy.deepcopy(spec.settings))
+        return result
 
 
 def default_run_dir() -> str:
@@ -211,7 +230,158 @@ def _section(data: dict[str, Any], cls: Any, prefix: str) -> Any:
     return cls(**values)
 
 
+def _check_types(value: Any, default: Any, path: str) -> None:
+    """Every value must have the type of its shipped default (an integer may stand for a
+    number); maps are checked key by key, lists element by element against the default's
+    first element."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        if not (isinstance(default, bool) and isinstance(value, bool)):
+            raise ConfigError("{}: must be {}, got {!r}".format(
+                path, _kind_name(type(default)), value))
+        return
+    if isinstance(default, float):
+        if not isinstance(value, (int, float)):
+            raise ConfigError("{}: must be a number, got {!r}".format(path, value))
+        return
+    if isinstance(default, dict):
+        if not isinstance(value, dict):
+            raise ConfigError("{}: must be an object".format(path))
+        if path.rpartition(".")[2] in _FREE_FORM:
+            return
+        for key, item in value.items():
+            if key in default:
+                _check_types(item, default[key], "{}.{}".format(path, key))
+        return
+    if isinstance(default, list):
+        if not isinstance(value, list):
+            raise ConfigError("{}: must be a list, got {!r}".format(path, value))
+        if default:
+            for index, item in enumerate(value):
+                _check_types(item, default[0], "{}[{}]".format(path, index))
+        return
+    if not isinstance(value, type(default)):
+        raise ConfigError("{}: must be {}, got {!r}".format(path, _kind_name(type(default)),
+                                                           value))
+
+
+def _positive(data: dict[str, Any], path: str, *keys: str) -> None:
+    for key in keys:
+        if data[key] <= 0:
+            raise ConfigError("{}.{}: must be > 0, got {}".format(path, key, data[key]))
+
+
+def _check_backoff(data: dict[str, Any], path: str) -> None:
+    _positive(data, path, "base_seconds", "max_seconds")
+    if data["max_seconds"] < data["base_seconds"]:
+        raise ConfigError("{}.max_seconds: must be >= base_seconds".format(path))
+    if data["multiplier"] < 1:
+        raise ConfigError("{}.multiplier: must be >= 1, got {}".format(path, data["multiplier"]))
+    if not 0 <= data["jitter"] <= 1:
+        raise ConfigError("{}.jitter: must be within 0..1, got {}".format(path, data["jitter"]))
+
+
+def _check_pipeline(data: dict[str, Any]) -> None:
+    """Value checks of the market-data sections (types were checked against the defaults)."""
+    from protocol.errors import ProtocolError
+    from protocol.market import normalize_symbol, normalize_tf
+
+    if not data["symbols"]:
+        raise ConfigError("symbols: at least one symbol is needed")
+    for index, symbol in enumerate(data["symbols"]):
+        try:
+            data["symbols"][index] = normalize_symbol(symbol)
+        except ProtocolError as exc:
+            raise ConfigError("symbols[{}]: {}".format(index, exc)) from None
+    if data["price_basis"] not in ("mid", "bid", "ask"):
+        raise ConfigError("price_basis: must be mid, bid or ask, got {!r}".format(
+            data["price_basis"]))
+    broker = data["broker"]
+    if broker["kind"] not in ("sim", "replay", "forexconnect"):
+        raise ConfigError("broker.kind: must be sim, replay or forexconnect, got {!r}".format(
+            broker["kind"]))
+    if broker["sim"]["tick_rate_per_second"] <= 0:
+        raise ConfigError("broker.sim.tick_rate_per_second: must be > 0")
+    if broker["kind"] == "replay":
+        replay = broker["replay"]
+        if not replay["file"]:
+            raise ConfigError("broker.replay.file: required with broker.kind replay "
+                              "(--replay-file)")
+        if not os.path.isfile(replay["file"]):
+            raise ConfigError("broker.replay.file: no such file: {}".format(replay["file"]))
+        if replay["speed"] < 0:
+            raise ConfigError("broker.replay.speed: must be >= 0, got {}".format(
+                replay["speed"]))
+    session = data["fxcm_session"]
+    _positive(session, "fxcm_session", "stale_seconds", "tick_queue_size",
+              "clock_interval_seconds", "logout_timeout_seconds")
+    _check_backoff(session["login_backoff"], "fxcm_session.login_backoff")
+    _check_backoff(session["history_backoff"], "fxcm_session.history_backoff")
+    quota = session["quota"]
+    _positive(quota, "fxcm_session.quota", "max_calls_per_min", "max_calls_per_hour")
+    if not 0 <= quota["priority_reserve_per_min"] < quota["max_calls_per_min"]:
+        raise ConfigError("fxcm_session.quota.priority_reserve_per_min: must be within "
+                          "0..max_calls_per_min-1")
+    if not 0 <= quota["priority_reserve_per_hour"] < quota["max_calls_per_hour"]:
+        raise ConfigError("fxcm_session.quota.priority_reserve_per_hour: must be within "
+                          "0..max_calls_per_hour-1")
+    thresholds = quota["load_thresholds"]
+    order = ["min_interval", "warn", "reserve", "critical"]
+    values = [thresholds[name] for name in order]
+    if values != sorted(values) or not values[0] >= 0 or values[-1] > 1:
+        raise ConfigError("fxcm_session.quota.load_thresholds: must satisfy 0 <= min_interval "
+                          "<= warn <= reserve <= critical <= 1, got {}".format(thresholds))
+    for tf, seconds in quota["min_interval_seconds"].items():
+        try:
+            normalize_tf(tf)
+        except ProtocolError as exc:
+            raise ConfigError("fxcm_session.quota.min_interval_seconds.{}: {}".format(
+                tf, exc)) from None
+        if not isinstance(seconds, (int, float)) or seconds < 0:
+            raise ConfigError("fxcm_session.quota.min_interval_seconds.{}: must be a number "
+                              ">= 0".format(tf))
+    for index, target in enumerate(quota["priority_targets"]):
+        symbol, sep, tf = target.rpartition(":")
+        try:
+            quota["priority_targets"][index] = "{}:{}".format(normalize_symbol(symbol),
+                                                              normalize_tf(tf))
+        except ProtocolError:
+            raise ConfigError("fxcm_session.quota.priority_targets[{}]: must be SYMBOL:tf, "
+                              "got {!r}".format(index, target)) from None
+    if data["calendar_file"]:
+        from config.calendar import load_calendar
+        load_calendar(data["calendar_file"])  # fails here, at start, naming the entry
+
+
+def python37() -> str:
+    """The interpreter for the SDK: ``broker.python``, else the checkout's ``.venv37``."""
+    candidate = SOURCE_ROOT / ".venv37" / "bin" / "python"
+    return str(candidate) if candidate.exists() else ""
+
+
+def _place_session(data: dict[str, Any], actors: tuple[ActorSpec, ...]) -> tuple[ActorSpec, ...]:
+    """With the real SDK, fxcm_session runs in a Python 3.7 child in its own directory."""
+    if data["broker"]["kind"] != "forexconnect":
+        return actors
+    python = data["broker"]["python"] or python37()
+    if not python:
+        raise ConfigError("broker.python: broker forexconnect needs a Python 3.7 interpreter with "
+                          "the forexconnect wheel (make venv37, or set broker.python / "
+                          "FXCM_PYTHON37)")
+    placed = []
+    for spec in actors:
+        if spec.cls.startswith("actors.fxcm_session:"):
+            spec = dataclasses.replace(spec, placement="process", python=python)
+        placed.append(spec)
+    return tuple(placed)
+
+
 def _build(data: dict[str, Any]) -> Settings:
+    defaults = load_defaults()
+    for key in defaults:
+        if key not in ("bus", "supervisor", "http", "shutdown", "actors", "run_dir",
+                       "log_level"):
+            _check_types(data[key], defaults[key], key)
+    _check_pipeline(data)
     bus: BusConfig = _section(data["bus"], BusConfig, "bus.")
     for key in ("credit_window", "prefetch", "mailbox_bound", "direct_bound", "max_redeliveries",
                 "dead_letter_capacity", "liveness_misses", "tap_hwm", "checkpoint_every"):
@@ -261,6 +431,7 @@ def _build(data: dict[str, Any]) -> Settings:
     for name in names:
         if names.count(name) > 1:
             raise ConfigError("actors: the name {!r} is used twice".format(name))
+    actors = _place_session(data, actors)
     return Settings(run_dir=run_dir, log_level=log_level.upper(), bus=bus,
                     supervisor=supervisor, drain_seconds=drain, http=http, actors=actors,
                     raw=data)

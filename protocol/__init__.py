@@ -24,3 +24,6 @@ __all__ = [
     "RequestTimeout", "decode_header", "from_wire", "lookup", "message", "pack", "registered",
     "to_wire", "unpack", "wire_name",
 ]
+
+# Registers the market message types on import, so any decoder (the tap, a 3.7 child) knows them.
+from protocol import market as market

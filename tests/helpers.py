@@ -146,3 +146,22 @@ class HostProcess:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+
+
+def open_calendar(directory: Path, now_ms: int | None = None) -> Path:
+    """A calendar open from two days before ``now_ms`` to two days after (UTC), with no breaks
+    and no holidays, so that tests on a simulated market do not depend on the weekday."""
+    import datetime
+
+    now = datetime.datetime.fromtimestamp((now_ms or time.time() * 1000) / 1000,
+                                          datetime.timezone.utc)
+    names = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+    data = {
+        "default": {"weekly_open": "{} 00:00@UTC".format(names[(now.weekday() - 2) % 7]),
+                    "weekly_close": "{} 00:00@UTC".format(names[(now.weekday() + 3) % 7]),
+                    "daily_breaks": [], "holidays": []},
+        "profiles": {},
+    }
+    path = directory / "calendar.json"
+    path.write_text(json.dumps(data))
+    return path

@@ -1,0 +1,10 @@
+"""fxcm_session: the broker connection (sim, replay, forexconnect), ticks, history and its quota.
+
+Portable: runs on Python 3.7 too (the forexconnect broker only there).
+"""
+
+from actors.fxcm_session._broker import Broker
+from actors.fxcm_session._quota import Decision, HistoryQuota, QuotaSettings
+from actors.fxcm_session._session import FxcmSession, redact
+
+__all__ = ["Broker", "Decision", "FxcmSession", "HistoryQuota", "QuotaSettings", "redact"]

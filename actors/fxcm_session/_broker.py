@@ -1,0 +1,75 @@
+"""The broker seam: the one interface fxcm_session talks to.
+
+Three implementations: ``sim`` (a deterministic market simulator), ``replay`` (ticks from a
+CSV file) and ``forexconnect`` (the real SDK, Python 3.7 only). All calls except ``subscribe``'s
+callbacks and ``clock_ms`` are made from the one thread that owns the session (the SDK is not
+thread-safe); they may block (the SDK's login can take 30 s, its logout another 30 s).
+
+Ticks reach fxcm_session through ``on_tick(raw_symbol, ts_ms, bid, ask)`` from the broker's own
+thread. ``on_status(connected, reason)`` reports a connection lost or regained by the broker on
+its own (e.g. a session lost under the SDK).
+
+History rows, on the requested price basis: ``[open_time_ms, open, high, low, close, volume]``.
+
+Portable: runs on Python 3.7 too.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Optional
+
+TickCallback = Callable[[str, Any, Any, Any], None]
+StatusCallback = Callable[[bool, str], None]
+
+PRICE_BASES = ("mid", "bid", "ask")
+
+
+def basis_price(bid: float, ask: float, basis: str) -> float:
+    if basis == "mid":
+        return (bid + ask) / 2.0
+    return bid if basis == "bid" else ask
+
+
+class Broker(object):
+    """Base class; see the module docstring for the threading rules."""
+
+    kind = ""
+
+    def __init__(self) -> None:
+        self.on_tick: Optional[TickCallback] = None
+        self.on_status: Optional[StatusCallback] = None
+
+    def login(self) -> None:
+        """Log in; raises LoginFailed (redacted message)."""
+        raise NotImplementedError
+
+    def logout(self) -> None:
+        raise NotImplementedError
+
+    def subscribe(self, symbols: List[str]) -> None:
+        """Start delivering ticks of ``symbols`` to ``on_tick`` (re-created after a reconnect)."""
+        raise NotImplementedError
+
+    def unsubscribe(self) -> None:
+        raise NotImplementedError
+
+    def get_history(self, symbol: str, tf: str, from_ms: Optional[int], to_ms: Optional[int],
+                    count: int, basis: str) -> List[List[float]]:
+        """Bars of ``symbol``/``tf`` (our names: ``EURUSD``, ``1m``) on ``basis``, oldest first.
+        Raises HistoryNotReady when the broker's history service is not ready, BrokerError
+        for anything else."""
+        raise NotImplementedError
+
+    def clock_ms(self) -> int:
+        """The pipeline clock: wall clock for live brokers, the replay clock for replay."""
+        raise NotImplementedError
+
+    def finished(self) -> bool:
+        """True when the broker will never deliver another tick (the end of a replay file)."""
+        return False
+
+    def status(self) -> Dict[str, Any]:
+        return {"kind": self.kind}
+
+    def close(self) -> None:
+        """Release threads and files; called once, after logout."""

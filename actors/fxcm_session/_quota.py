@@ -1,0 +1,182 @@
+"""The history quota (seed 001, sections 6.2 and 6.2.1): pure logic, clock injected.
+
+Every history call to the broker asks ``HistoryQuota.acquire(target, priority, now)`` first.
+
+- Hard caps: at most ``max_calls_per_min`` calls in any 60 s and ``max_calls_per_hour`` in any
+  3600 s (sliding windows). Nobody passes them, priority or not.
+- Reserve: ``priority_reserve_per_min`` / ``_per_hour`` calls of each window are kept for the
+  priority targets: other targets are refused once the window is used up to ``max - reserve``.
+- Load = the fuller of the two windows, as a fraction of its cap. At ``min_interval`` load and
+  above, each target waits its ``min_interval_seconds`` (per timeframe) between calls; at
+  ``critical`` load and above only priority targets are served. ``warn`` and ``reserve`` name
+  the states in between, for status.
+
+A refusal says why and when to retry; every refusal is counted by reason.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from typing import Any, Deque, Dict, Optional, Tuple
+
+OK = "ok"
+WARN = "warn"
+RESERVE = "reserve"
+CRITICAL = "critical"
+
+
+class QuotaSettings(object):
+    def __init__(self, max_calls_per_min: int, max_calls_per_hour: int,
+                 min_interval_seconds: Dict[str, float], priority_targets: Tuple[str, ...],
+                 priority_reserve_per_min: int, priority_reserve_per_hour: int,
+                 load_min_interval: float, load_warn: float, load_reserve: float,
+                 load_critical: float) -> None:
+        self.max_calls_per_min = max_calls_per_min
+        self.max_calls_per_hour = max_calls_per_hour
+        self.min_interval_seconds = dict(min_interval_seconds)
+        self.priority_targets = frozenset(priority_targets)
+        self.priority_reserve_per_min = priority_reserve_per_min
+        self.priority_reserve_per_hour = priority_reserve_per_hour
+        self.load_min_interval = load_min_interval
+        self.load_warn = load_warn
+        self.load_reserve = load_reserve
+        self.load_critical = load_critical
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "QuotaSettings":
+        thresholds = data["load_thresholds"]
+        return cls(
+            max_calls_per_min=int(data["max_calls_per_min"]),
+            max_calls_per_hour=int(data["max_calls_per_hour"]),
+            min_interval_seconds={str(k): float(v)
+                                  for k, v in data["min_interval_seconds"].items()},
+            priority_targets=tuple(data["priority_targets"]),
+            priority_reserve_per_min=int(data["priority_reserve_per_min"]),
+            priority_reserve_per_hour=int(data["priority_reserve_per_hour"]),
+            load_min_interval=float(thresholds["min_interval"]),
+            load_warn=float(thresholds["warn"]),
+            load_reserve=float(thresholds["reserve"]),
+            load_critical=float(thresholds["critical"]),
+        )
+
+
+class Decision(object):
+    __slots__ = ("allowed", "reason", "retry_after")
+
+    def __init__(self, allowed: bool, reason: str = "", retry_after: float = 0.0) -> None:
+        self.allowed = allowed
+        self.reason = reason
+        self.retry_after = retry_after
+
+    def __repr__(self) -> str:
+        return "Decision(allowed={}, reason={!r}, retry_after={:.3f})".format(
+            self.allowed, self.reason, self.retry_after)
+
+
+class HistoryQuota(object):
+    """Sliding-window quota for history calls. Times are seconds (any monotonic clock)."""
+
+    def __init__(self, settings: QuotaSettings) -> None:
+        self.settings = settings
+        self._minute: Deque[float] = deque()
+        self._hour: Deque[float] = deque()
+        self._last_call: Dict[str, float] = {}
+        self.denied: Counter[str] = Counter()
+        self.granted = 0
+        self.last_denied_reason = ""
+
+    @staticmethod
+    def target(symbol: str, tf: str) -> str:
+        return "{}:{}".format(symbol, tf)
+
+    def is_priority(self, target: str) -> bool:
+        return target in self.settings.priority_targets
+
+    def _expire(self, now: float) -> None:
+        while self._minute and now - self._minute[0] >= 60.0:
+            self._minute.popleft()
+        while self._hour and now - self._hour[0] >= 3600.0:
+            self._hour.popleft()
+
+    def load(self, now: float) -> float:
+        self._expire(now)
+        settings = self.settings
+        return max(len(self._minute) / float(settings.max_calls_per_min),
+                   len(self._hour) / float(settings.max_calls_per_hour))
+
+    def state(self, now: float) -> str:
+        load = self.load(now)
+        settings = self.settings
+        if load >= settings.load_critical:
+            return CRITICAL
+        if load >= settings.load_reserve:
+            return RESERVE
+        if load >= settings.load_warn:
+            return WARN
+        return OK
+
+    def _window_free_in(self, window: Deque[float], span: float, allowed: int,
+                        now: float) -> float:
+        """Seconds until ``window`` holds fewer than ``allowed`` calls."""
+        excess = len(window) - allowed
+        if excess < 0:
+            return 0.0
+        return max(0.0, window[excess] + span - now)
+
+    def acquire(self, target: str, now: float, priority: Optional[bool] = None) -> Decision:
+        """Take one call for ``target`` if the quota allows it; else say why and when."""
+        self._expire(now)
+        is_priority = self.is_priority(target) if priority is None else (
+            priority or self.is_priority(target))
+        decision = self._decide(target, now, is_priority)
+        if decision.allowed:
+            self._minute.append(now)
+            self._hour.append(now)
+            self._last_call[target] = now
+            self.granted += 1
+        else:
+            self.denied[decision.reason] += 1
+            self.last_denied_reason = decision.reason
+        return decision
+
+    def _decide(self, target: str, now: float, is_priority: bool) -> Decision:
+        settings = self.settings
+        minute_cap = settings.max_calls_per_min
+        hour_cap = settings.max_calls_per_hour
+        if len(self._minute) >= minute_cap or len(self._hour) >= hour_cap:
+            wait = max(self._window_free_in(self._minute, 60.0, minute_cap, now),
+                       self._window_free_in(self._hour, 3600.0, hour_cap, now))
+            return Decision(False, "cap", wait)
+        load = max(len(self._minute) / float(minute_cap), len(self._hour) / float(hour_cap))
+        if not is_priority:
+            if load >= settings.load_critical:
+                wait = max(self._window_free_in(
+                    self._minute, 60.0, int(minute_cap * settings.load_critical), now),
+                    self._window_free_in(
+                        self._hour, 3600.0, int(hour_cap * settings.load_critical), now))
+                return Decision(False, "critical", max(wait, 0.001))
+            minute_share = minute_cap - settings.priority_reserve_per_min
+            hour_share = hour_cap - settings.priority_reserve_per_hour
+            if len(self._minute) >= minute_share or len(self._hour) >= hour_share:
+                wait = max(self._window_free_in(self._minute, 60.0, minute_share, now),
+                           self._window_free_in(self._hour, 3600.0, hour_share, now))
+                return Decision(False, "reserve", max(wait, 0.001))
+        if load >= settings.load_min_interval:
+            tf = target.rpartition(":")[2]
+            interval = settings.min_interval_seconds.get(tf, 0.0)
+            last = self._last_call.get(target)
+            if interval and last is not None and now - last < interval:
+                return Decision(False, "min_interval", interval - (now - last))
+        return Decision(True)
+
+    def status(self, now: float) -> Dict[str, Any]:
+        self._expire(now)
+        return {
+            "calls_last_minute": len(self._minute),
+            "calls_last_hour": len(self._hour),
+            "load": round(self.load(now), 4),
+            "throttle_state": self.state(now),
+            "granted": self.granted,
+            "denied": dict(self.denied),
+            "last_denied_reason": self.last_denied_reason,
+        }

@@ -1,0 +1,529 @@
+"""fxcm_session: the broker connection, the tick stream and every history call.
+
+Threads (the SDK is not thread-safe and its calls block for up to 30 s):
+
+- the actor's own loop: the bus. It turns queued ticks into ``tick.<SYMBOL>`` messages,
+  publishes ``session.state`` and the pipeline ``clock``, answers ``history.get`` requests
+  (after the quota), and watches liveness;
+- one session thread that owns the broker: login with backoff, the offer subscription
+  (re-created after every reconnect), every history call, logout;
+- the broker's own tick thread(s): its callback only appends to a bounded queue and wakes the
+  loop. It never raises (an exception in an SDK callback breaks the SDK's own waiting) and never
+  blocks a live broker: an overflow is counted. Only the replay broker, which has no real-time
+  duty, waits for room instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import os
+import queue
+import threading
+import time
+from collections import Counter, deque
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+
+from actors.base import Actor, handles
+from actors.fxcm_session._broker import Broker
+from actors.fxcm_session._quota import HistoryQuota, QuotaSettings
+from bus import Backoff, Delivery
+from protocol.errors import ConfigError, HistoryNotReady, LoginFailed, ProtocolError
+from protocol.market import (
+    TF_MS,
+    Clock,
+    HistoryReply,
+    HistoryRequest,
+    SessionState,
+    Tick,
+    normalize_symbol,
+    normalize_tf,
+    tick_topic,
+)
+
+log = logging.getLogger("fxcm.session")
+
+CONNECTING = "CONNECTING"
+STREAM = "STREAM"
+IDLE = "IDLE"
+DISCONNECTED = "DISCONNECTED"
+RECOVERING = "RECOVERING"
+
+
+def redact(text: str, secrets: List[str]) -> str:
+    """Hide credentials in a message (the SDK's login errors contain the user name)."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def make_broker(settings: Dict[str, Any], calendar: Any) -> Broker:
+    broker = settings["broker"]
+    kind = broker["kind"]
+    day_start = calendar.trading_day_start if calendar is not None else None
+    if kind == "sim":
+        from actors.fxcm_session._sim import SimBroker
+        return SimBroker(broker.get("sim", {}), calendar, day_start)
+    if kind == "replay":
+        from actors.fxcm_session._replay import ReplayBroker
+        return ReplayBroker(broker.get("replay", {}), day_start)
+    if kind == "forexconnect":
+        from actors.fxcm_session._forexconnect import ForexConnectBroker
+        return ForexConnectBroker(broker.get("forexconnect", {}), day_start)
+    raise ConfigError("broker.kind: must be sim, replay or forexconnect, got {!r}".format(kind))
+
+
+def load_calendar(settings: Dict[str, Any]) -> Any:
+    from config.calendar import load_calendar as load
+    return load(settings.get("calendar_file") or None)
+
+
+class _TickQueue(object):
+    """Bounded hand-over of raw ticks from the broker's thread to the actor loop."""
+
+    def __init__(self, capacity: int, wake: Callable[[], None], blocking: bool) -> None:
+        self.capacity = capacity
+        self.items: Deque[Tuple[Any, Any, Any, Any]] = deque()
+        self.overflow = 0
+        self.callback_errors = 0
+        self._wake = wake
+        self._blocking = blocking
+        self._room = threading.Condition()
+        self._wake_pending = False
+        self.closed = False
+
+    def put(self, symbol: Any, ts_ms: Any, bid: Any, ask: Any) -> None:
+        """Called on the broker's thread: must never raise."""
+        try:
+            if len(self.items) >= self.capacity:
+                if not self._blocking:
+                    self.overflow += 1
+                    return
+                with self._room:
+                    while len(self.items) >= self.capacity and not self.closed:
+                        self._room.wait(0.1)
+            self.items.append((symbol, ts_ms, bid, ask))
+            if not self._wake_pending:
+                self._wake_pending = True
+                self._wake()
+        except Exception:  # see the docstring
+            self.callback_errors += 1
+
+    def take_all(self, limit: int) -> List[Tuple[Any, Any, Any, Any]]:
+        self._wake_pending = False
+        items = self.items
+        batch: List[Tuple[Any, Any, Any, Any]] = []
+        while items and len(batch) < limit:
+            batch.append(items.popleft())
+        if self._blocking:
+            with self._room:
+                self._room.notify_all()
+        return batch
+
+    def close(self) -> None:
+        self.closed = True
+        with self._room:
+            self._room.notify_all()
+
+
+class _Command(object):
+    __slots__ = ("kind", "payload")
+
+    def __init__(self, kind: str, payload: Any = None) -> None:
+        self.kind = kind
+        self.payload = payload
+
+
+class FxcmSession(Actor):
+    """See the module docstring. Settings: see ``config/runtime_settings.json``,
+    ``actors[fxcm_session].settings``."""
+
+    def __init__(self, name: str, settings: Optional[Dict[str, Any]] = None) -> None:
+        super(FxcmSession, self).__init__(name, settings)
+        self.session_state = CONNECTING
+        self.session_reason = "starting"
+        self.session_since_ms = int(time.time() * 1000)
+        self.rejected: Counter[str] = Counter()
+        self.ticks_published = 0
+        self.last_tick_ms: Dict[str, int] = {}
+        self.last_tick_wall: float = 0.0
+        self._rate_mark: Tuple[float, int] = (time.monotonic(), 0)
+        self.history_counts: Counter[str] = Counter()
+        self._worker: Optional[threading.Thread] = None
+        self._commands: "queue.Queue[_Command]" = queue.Queue()
+        self._worker_stop = threading.Event()
+        self._was_connected = False
+        self._logged_in = False
+        self._connected_at = 0.0
+        self._broker: Optional[Broker] = None
+        self._login_failures = 0
+        self._next_login_at = 0.0
+        self._last_login_error = ""
+        self._history_failures = 0
+        self._history_blocked_until = 0.0
+        self._resubscribed_at = 0.0
+        self._last_reconnect = 0.0
+        self.reconnects = 0
+        self.resubscribes = 0
+
+    # -- settings ------------------------------------------------------------------------------
+
+    def _setting(self, key: str) -> Any:
+        try:
+            return self.settings[key]
+        except KeyError:
+            raise ConfigError("actors[{}].settings.{}: missing".format(self.name, key)) from None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def on_start(self) -> None:
+        self.symbols = [normalize_symbol(s) for s in self._setting("symbols")]
+        self.symbol_set = frozenset(self.symbols)
+        self.basis = self._setting("price_basis")
+        self.stale_seconds = float(self._setting("stale_seconds"))
+        self.reconnect_cooldown = float(self._setting("reconnect_cooldown_seconds"))
+        login = self._setting("login_backoff")
+        self.login_backoff = Backoff(float(login["base_seconds"]), float(login["max_seconds"]),
+                                     float(login["jitter"]), factor=float(login["multiplier"]))
+        history = self._setting("history_backoff")
+        self.history_backoff = Backoff(
+            float(history["base_seconds"]), float(history["max_seconds"]),
+            float(history["jitter"]), factor=float(history["multiplier"]))
+        self.quota = HistoryQuota(QuotaSettings.from_dict(self._setting("quota")))
+        # Credentials live only in the environment; whatever they are, they never leave here.
+        self.secrets = [os.environ.get(name, "") for name in ("FXCM_USERNAME", "FXCM_PASSWORD")]
+        self.secrets = [secret for secret in self.secrets if secret]
+        self.calendar = load_calendar(self.settings)
+        self._broker = make_broker(self.settings, self.calendar)
+        self.ticks = _TickQueue(int(self._setting("tick_queue_size")), self._wake_for_ticks,
+                                getattr(self.broker, "blocking_ticks", False))
+        self.broker.on_tick = self.ticks.put
+        self.broker.on_status = self._on_broker_status
+        self._worker_stop.clear()
+        self._worker = threading.Thread(target=self._session_thread, name="fxcm-session",
+                                        daemon=True)
+        self._worker.start()
+        self._commands.put(_Command("connect"))
+        self.every(float(self._setting("clock_interval_seconds")), self._publish_clock)
+        self.every(1.0, self._check_liveness)
+        self._publish_state()
+
+    def on_close(self) -> None:
+        """Log out and stop the session and broker threads, after a stop or a crash."""
+        self._worker_stop.set()
+        if self._broker is None:
+            return
+        self.ticks.close()
+        self._commands.put(_Command("stop"))
+        if self._worker is not None:
+            # The SDK's logout can block for 30 s; the host's stop timeout bounds the wait.
+            self._worker.join(float(self.settings.get("logout_timeout_seconds", 35.0)))
+        self.broker.close()
+
+    @property
+    def broker(self) -> Broker:
+        if self._broker is None:
+            raise RuntimeError("{}: the broker exists only while running".format(self.name))
+        return self._broker
+
+    # -- ticks (actor loop) --------------------------------------------------------------------
+
+    def _wake_for_ticks(self) -> None:
+        self.call_soon(self._drain_ticks)
+
+    def _drain_ticks(self) -> None:
+        batch = self.ticks.take_all(4096)
+        for raw_symbol, ts_ms, bid, ask in batch:
+            tick = self._validate(raw_symbol, ts_ms, bid, ask)
+            if tick is None:
+                continue
+            self.publish(tick_topic(tick.symbol), tick)
+            self.ticks_published += 1
+            self.last_tick_ms[tick.symbol] = tick.ts_ms
+        if batch:
+            self.last_tick_wall = time.monotonic()
+            if self.session_state in (CONNECTING, RECOVERING, IDLE) and self.ticks_published:
+                self._set_session(STREAM, "ticks flowing")
+        if self.ticks.items:
+            self.call_soon(self._drain_ticks)
+
+    def _validate(self, raw_symbol: Any, ts_ms: Any, bid: Any, ask: Any) -> Optional[Tick]:
+        """A tick as the pipeline takes it, or None (counted by reason)."""
+        try:
+            symbol = normalize_symbol(str(raw_symbol))
+        except ProtocolError:
+            self.rejected["bad_symbol"] += 1
+            return None
+        if symbol not in self.symbol_set:
+            self.rejected["unknown_symbol"] += 1
+            return None
+        if not isinstance(ts_ms, int) or isinstance(ts_ms, bool) or ts_ms <= 0:
+            self.rejected["missing_time"] += 1
+            return None
+        if not isinstance(bid, (int, float)) or not isinstance(ask, (int, float)):
+            self.rejected["not_a_number"] += 1
+            return None
+        bid = float(bid)
+        ask = float(ask)
+        if math.isnan(bid) or math.isnan(ask) or math.isinf(bid) or math.isinf(ask):
+            self.rejected["nan"] += 1
+            return None
+        if bid <= 0 or ask <= 0:
+            self.rejected["non_positive"] += 1
+            return None
+        if ask < bid:
+            self.rejected["ask_below_bid"] += 1
+            return None
+        return Tick(symbol, ts_ms, bid, ask)
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def _set_session(self, state: str, reason: str) -> None:
+        if state == self.session_state and reason == self.session_reason:
+            return
+        log.info("%s: session %s -> %s (%s)", self.name, self.session_state, state, reason)
+        self.session_state = state
+        self.session_reason = reason
+        self.session_since_ms = int(time.time() * 1000)
+        self.set_state("running" if state in (STREAM, IDLE, RECOVERING, CONNECTING)
+                       else "degraded", "{}: {}".format(state, reason))
+        self._publish_state()
+
+    def _publish_state(self) -> None:
+        self.publish("session.state", SessionState(self.session_state, self.session_reason,
+                                                   self.session_since_ms, self.broker.kind))
+
+    def _publish_clock(self) -> None:
+        # Conflated downstream; never worth blocking the tick path for.
+        self.try_publish("clock", Clock(self.broker.clock_ms(), self.broker.kind))
+
+    def _on_broker_status(self, connected: bool, reason: str) -> None:
+        """From the broker's thread: a connection lost or regained on its own."""
+        try:
+            if not connected:
+                self.call_soon(lambda: self._lost(reason))
+        except Exception:  # never raise into the broker's thread
+            pass
+
+    def _lost(self, reason: str) -> None:
+        self._logged_in = False
+        self._set_session(DISCONNECTED, redact(reason, self.secrets))
+        self._request_reconnect("connection lost")
+
+    def _request_reconnect(self, why: str) -> None:
+        self._last_reconnect = time.monotonic()
+        self.reconnects += 1
+        log.warning("%s: reconnecting (%s)", self.name, why)
+        self._commands.put(_Command("reconnect"))
+
+    def _check_liveness(self) -> None:
+        """No ticks for ``stale_seconds`` while the market is open: resubscribe; still nothing:
+        reconnect (not more often than the cooldown)."""
+        now_ms = self.broker.clock_ms()
+        if self.broker.finished():
+            if self.session_state != IDLE:
+                self._set_session(IDLE, "replay finished")
+            return
+        if not self._logged_in or self.session_state == DISCONNECTED:
+            return
+        market_open = any(self.calendar.is_open(now_ms, symbol) for symbol in self.symbols)
+        if not market_open:
+            if self.session_state != IDLE:
+                self._set_session(IDLE, "market closed")
+            return
+        now = time.monotonic()
+        last = max(self.last_tick_wall, self._resubscribed_at)
+        silent = now - last if last else now - self._connected_at
+        if silent < self.stale_seconds:
+            return
+        if self._resubscribed_at <= self.last_tick_wall or self._resubscribed_at < \
+                self._connected_at:
+            self.resubscribes += 1
+            self._resubscribed_at = now
+            log.warning("%s: no tick for %.0f s with the market open; resubscribing",
+                        self.name, silent)
+            self._commands.put(_Command("subscribe"))
+        elif now - self._last_reconnect >= self.reconnect_cooldown:
+            self._set_session(DISCONNECTED, "no ticks after resubscribing")
+            self._request_reconnect("stale stream")
+
+    # -- history (actor loop) ------------------------------------------------------------------
+
+    @handles("history.get")
+    def on_history(self, request: Any, delivery: Delivery) -> None:
+        if not isinstance(request, HistoryRequest):
+            raise ProtocolError("history.get body must be a HistoryRequest")
+        if delivery.header.reply_to is None:
+            self.history_counts["no_reply_to"] += 1
+            return
+        try:
+            symbol = normalize_symbol(request.symbol)
+            tf = normalize_tf(request.tf)
+        except ProtocolError as exc:
+            self._reply(delivery, request, "error", 0.0, str(exc), [])
+            return
+        now = time.monotonic()
+        if now < self._history_blocked_until:
+            self.history_counts["backoff"] += 1
+            self._reply(delivery, request, "throttled", self._history_blocked_until - now,
+                        "history backoff after errors", [])
+            return
+        if not self._logged_in:
+            self.history_counts["not_connected"] += 1
+            self._reply(delivery, request, "not_ready", 1.0, "not connected", [])
+            return
+        decision = self.quota.acquire(HistoryQuota.target(symbol, tf), now, request.priority)
+        if not decision.allowed:
+            self.history_counts["throttled"] += 1
+            self._reply(delivery, request, "throttled", decision.retry_after,
+                        "quota: " + decision.reason, [])
+            return
+        self._commands.put(_Command("history", (delivery, request, symbol, tf)))
+
+    def _reply(self, delivery: Delivery, request: HistoryRequest, status: str,
+               retry_after: float, error: str, rows: List[List[Any]]) -> None:
+        self.history_counts[status] += 1
+        self.reply(delivery, "history.bars", HistoryReply(
+            request.symbol, request.tf, status, round(retry_after, 3), error, rows))
+
+    def _history_done(self, delivery: Delivery, request: HistoryRequest, symbol: str, tf: str,
+                      rows: Optional[List[List[Any]]], error: Optional[BaseException]) -> None:
+        if error is None and rows is not None:
+            self._history_failures = 0
+            clock = self.broker.clock_ms()
+            step = TF_MS[tf]
+            result = [[int(row[0]), row[1], row[2], row[3], row[4], row[5],
+                       int(row[0]) + step - 1 < clock] for row in rows]
+            self._reply(delivery, request, "ok", 0.0, "", result)
+        elif isinstance(error, HistoryNotReady):
+            self._reply(delivery, request, "not_ready", 5.0, "market not ready", [])
+        else:
+            self._history_failures += 1
+            delay = self.history_backoff.compute(self._history_failures)
+            self._history_blocked_until = time.monotonic() + delay
+            message = redact(str(error), self.secrets)
+            log.warning("%s: history %s %s failed (%s); history paused %.1f s", self.name,
+                        symbol, tf, message, delay)
+            self._reply(delivery, request, "error", delay, message, [])
+
+    # -- the session thread --------------------------------------------------------------------
+
+    def _session_thread(self) -> None:
+        while not self._worker_stop.is_set():
+            try:
+                command = self._commands.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            try:
+                if command.kind == "stop":
+                    break
+                if command.kind in ("connect", "reconnect"):
+                    if command.kind == "reconnect":
+                        self._safe_logout()
+                    self._connect()
+                elif command.kind == "subscribe":
+                    self.broker.subscribe(self.symbols)
+                elif command.kind == "history":
+                    self._run_history(*command.payload)
+            except Exception as exc:  # the thread must survive the broker
+                message = redact("{}: {}".format(type(exc).__name__, exc), self.secrets)
+                log.error("%s: session thread: %s", self.name, message)
+                self.call_soon(functools.partial(self._lost, message))
+        self._safe_logout()
+
+    def _run_history(self, delivery: Delivery, request: HistoryRequest, symbol: str,
+                     tf: str) -> None:
+        try:
+            rows = self.broker.get_history(symbol, tf, request.from_ms, request.to_ms,
+                                           request.count, self.basis)
+        except Exception as exc:  # reported in the reply
+            error: BaseException = exc
+            self.call_soon(lambda: self._history_done(delivery, request, symbol, tf, None,
+                                                      error))
+            return
+        self.call_soon(lambda: self._history_done(delivery, request, symbol, tf, rows, None))
+
+    def _connect(self) -> None:
+        """Log in (with backoff), then subscribe. Runs on the session thread."""
+        self.call_soon(lambda: self._set_session(
+            CONNECTING if not self._was_connected else DISCONNECTED,
+            "logging in" if not self._was_connected else "reconnecting"))
+        while not self._worker_stop.is_set():
+            try:
+                self.broker.login()
+                break
+            except LoginFailed as exc:
+                error = redact(str(exc), self.secrets)
+            except Exception as exc:  # any SDK failure is a failed login
+                error = redact("{}: {}".format(type(exc).__name__, exc), self.secrets)
+            self._login_failures += 1
+            delay = self.login_backoff.compute(self._login_failures)
+            self._next_login_at = time.time() + delay
+            self._last_login_error = error
+            log.warning("%s: login failed (%s); retry %d in %.1f s", self.name, error,
+                        self._login_failures, delay)
+            reason = "login failed: " + error
+            self.call_soon(functools.partial(self._set_session, DISCONNECTED, reason))
+            if self._worker_stop.wait(delay):
+                return
+        else:
+            return
+        self._login_failures = 0
+        self._next_login_at = 0.0
+        self.broker.subscribe(self.symbols)
+        recovering = self._was_connected
+        self._was_connected = True
+        self.call_soon(lambda: self._on_logged_in(recovering))
+
+    def _on_logged_in(self, recovering: bool) -> None:
+        self._logged_in = True
+        self._connected_at = time.monotonic()
+        self._resubscribed_at = 0.0
+        if recovering:
+            self._set_session(RECOVERING, "logged in again; waiting for ticks")
+        else:
+            self._set_session(CONNECTING, "logged in; waiting for ticks")
+
+    def _safe_logout(self) -> None:
+        try:
+            self.broker.logout()
+        except Exception as exc:  # logout failures only matter in the log
+            log.warning("%s: logout failed: %s", self.name, redact(str(exc), self.secrets))
+
+    # -- status --------------------------------------------------------------------------------
+
+    def status(self) -> Dict[str, Any]:
+        result = super(FxcmSession, self).status()
+        now = time.monotonic()
+        mark_time, mark_count = self._rate_mark
+        elapsed = now - mark_time
+        rate = (self.ticks_published - mark_count) / elapsed if elapsed > 0 else 0.0
+        self._rate_mark = (now, self.ticks_published)
+        result.update({
+            "session_state": self.session_state,
+            "session_reason": self.session_reason,
+            "session_since_ms": self.session_since_ms,
+            "broker": self.broker.status(),
+            "ticks_published": self.ticks_published,
+            "ticks_per_second": round(rate, 2),
+            "last_tick_ms": dict(self.last_tick_ms),
+            "rejected_ticks": dict(self.rejected),
+            "tick_queue": {"depth": len(self.ticks.items), "capacity": self.ticks.capacity,
+                           "overflow": self.ticks.overflow,
+                           "callback_errors": self.ticks.callback_errors},
+            "quota": self.quota.status(now),
+            "history": dict(self.history_counts),
+            "backoff": {
+                "login_failures": self._login_failures,
+                "next_login_in": max(0.0, self._next_login_at - time.time())
+                if self._next_login_at else 0.0,
+                "last_login_error": self._last_login_error,
+                "history_failures": self._history_failures,
+                "history_paused_for": max(0.0, self._history_blocked_until - now),
+            },
+            "reconnects": self.reconnects,
+            "resubscribes": self.resubscribes,
+        })
+        return result

@@ -1,0 +1,227 @@
+"""Market vocabulary shared by the actors: symbols, timeframes and the messages they exchange.
+
+Topics: ``tick.<SYMBOL>``, ``bar.<SYMBOL>.<tf>``, ``price.snapshot.<SYMBOL>``, ``session.state``.
+Times are integer milliseconds UTC unless a field says otherwise.
+
+Portable: runs on Python 3.7 too.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
+
+from protocol.errors import ProtocolError
+from protocol.messages import message
+
+MINUTE_MS = 60000
+
+# Bar timeframes, in the order of the derived chain.
+TIMEFRAMES = ("1m", "5m", "15m", "30m", "1h", "4h", "1d")
+TF_MS = {"1m": MINUTE_MS, "5m": 5 * MINUTE_MS, "15m": 15 * MINUTE_MS, "30m": 30 * MINUTE_MS,
+         "1h": 60 * MINUTE_MS, "4h": 240 * MINUTE_MS, "1d": 1440 * MINUTE_MS}
+# ForexConnect's timeframe codes (case-sensitive: m = minute, H = hour, D = day).
+FXCM_TF = {"1m": "m1", "5m": "m5", "15m": "m15", "30m": "m30", "1h": "H1", "4h": "H4",
+           "1d": "D1"}
+_FROM_FXCM_TF = {code: tf for tf, code in FXCM_TF.items()}
+
+SESSION_STATES = ("CONNECTING", "STREAM", "IDLE", "DISCONNECTED", "RECOVERING")
+
+
+def normalize_symbol(raw: str) -> str:
+    """``EUR/USD``, ``eurusd`` or ``EURUSD`` -> ``EURUSD``; raises ProtocolError if empty."""
+    symbol = raw.replace("/", "").replace(" ", "").upper()
+    if not symbol or not symbol.isalnum():
+        raise ProtocolError("not a symbol: {!r}".format(raw))
+    return symbol
+
+
+def fxcm_instrument(symbol: str) -> str:
+    """``EURUSD`` -> ``EUR/USD`` (the SDK's instrument names); other shapes pass through."""
+    symbol = normalize_symbol(symbol)
+    if len(symbol) == 6 and symbol.isalpha():
+        return symbol[:3] + "/" + symbol[3:]
+    return symbol
+
+
+def normalize_tf(raw: str) -> str:
+    """``1m``/``m1`` -> ``1m``; ``H1``/``1h`` -> ``1h``; ``D1``/``1d`` -> ``1d``."""
+    if raw in TF_MS:
+        return raw
+    if raw in _FROM_FXCM_TF:
+        return _FROM_FXCM_TF[raw]
+    lowered = raw.lower()
+    if lowered in TF_MS:
+        return lowered
+    raise ProtocolError("unknown timeframe {!r} (expected one of {})".format(
+        raw, ", ".join(TIMEFRAMES)))
+
+
+def parse_targets(spec: Any) -> List[Tuple[str, str]]:
+    """The seed's ``"XAU/USD:m1,EUR/USD:m5"`` string, or a list of such strings or of
+    ``{"symbol", "tf"}`` maps, as ``[(symbol, tf)]`` without duplicates, in order."""
+    items = []  # type: List[Any]
+    if isinstance(spec, str):
+        items = [part for part in spec.split(",") if part.strip()]
+    elif isinstance(spec, list):
+        items = spec
+    else:
+        raise ProtocolError("targets must be a string or a list")
+    result = []  # type: List[Tuple[str, str]]
+    for item in items:
+        if isinstance(item, str):
+            symbol, sep, tf = item.strip().rpartition(":")
+            if not sep:
+                raise ProtocolError("target {!r} must be SYMBOL:tf".format(item))
+        elif isinstance(item, dict):
+            symbol, tf = str(item.get("symbol", "")), str(item.get("tf", ""))
+        else:
+            raise ProtocolError("target {!r} must be SYMBOL:tf or {{symbol, tf}}".format(item))
+        target = (normalize_symbol(symbol), normalize_tf(tf.strip()))
+        if target not in result:
+            result.append(target)
+    return result
+
+
+def tick_topic(symbol: str) -> str:
+    return "tick." + symbol
+
+
+def bar_topic(symbol: str, tf: str) -> str:
+    return "bar.{}.{}".format(symbol, tf)
+
+
+def finite(value: float) -> bool:
+    return not (math.isnan(value) or math.isinf(value))
+
+
+@message("tick")
+@dataclass(frozen=True)
+class Tick:
+    """One bid/ask quote. ``ts_ms`` is the broker's event time."""
+
+    symbol: str
+    ts_ms: int
+    bid: float
+    ask: float
+
+    @property
+    def mid(self) -> float:
+        return (self.bid + self.ask) / 2.0
+
+
+@message("bar")
+@dataclass(frozen=True)
+class Bar:
+    """An OHLCV bar over ``[open_time, close_time]`` (``close_time = open_time + tf - 1``).
+
+    ``source``: ``tick`` (aggregated), ``history`` (broker history), ``derived`` (built from final
+    1m bars), ``store`` (republished from the bar store)."""
+
+    symbol: str
+    tf: str
+    open_time: int
+    close_time: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    tick_count: int
+    complete: bool
+    synthetic: bool
+    source: str
+
+    @property
+    def key(self) -> Tuple[str, str, int]:
+        return (self.symbol, self.tf, self.open_time)
+
+    def same_values(self, other: "Bar") -> bool:
+        """Equal as a final bar, whatever the source; prices within float noise (a mid
+        computed from bid and ask may differ from a broker's mid in the last bits)."""
+        return (self.volume == other.volume and self.tick_count == other.tick_count
+                and self.synthetic == other.synthetic
+                and all(math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12) for a, b in (
+                    (self.open, other.open), (self.high, other.high), (self.low, other.low),
+                    (self.close, other.close))))
+
+    def to_contract(self) -> Dict[str, Any]:
+        """The bar as downstream consumers read it in ``ohlcv`` (seed 001, section 1.1)."""
+        return {
+            "open_time": self.open_time, "close_time": self.close_time, "open": self.open,
+            "high": self.high, "low": self.low, "close": self.close, "volume": self.volume,
+            "complete": self.complete, "synthetic": self.synthetic,
+            "tick_count": self.tick_count,
+        }
+
+
+@message("session.state")
+@dataclass(frozen=True)
+class SessionState:
+    """fxcm_session's state: CONNECTING, STREAM, IDLE, DISCONNECTED or RECOVERING."""
+
+    state: str
+    reason: str
+    since_ms: int
+    broker: str
+
+
+@message("history.get")
+@dataclass(frozen=True)
+class HistoryRequest:
+    """Ask fxcm_session for bars of ``symbol``/``tf`` in ``[from_ms, to_ms]`` (either may be
+    None) or the last ``count``. ``priority`` requests may use the reserved quota."""
+
+    symbol: str
+    tf: str
+    from_ms: Optional[int]
+    to_ms: Optional[int]
+    count: int
+    priority: bool
+
+
+@message("history.bars")
+@dataclass(frozen=True)
+class HistoryReply:
+    """The answer to ``history.get``. ``status``: ``ok``, ``throttled`` (retry after
+    ``retry_after`` seconds), ``not_ready`` (market not ready: not a failure), ``error``.
+    ``bars`` rows: ``[open_time, open, high, low, close, volume, complete]`` on the configured
+    price basis."""
+
+    symbol: str
+    tf: str
+    status: str
+    retry_after: float
+    error: str
+    bars: List[List[Any]]
+
+    def to_bars(self, source: str = "history") -> List[Bar]:
+        step = TF_MS[self.tf]
+        return [Bar(self.symbol, self.tf, int(row[0]), int(row[0]) + step - 1, float(row[1]),
+                    float(row[2]), float(row[3]), float(row[4]), float(row[5]), int(row[5]),
+                    bool(row[6]), False, source)
+                for row in self.bars]
+
+
+@message("price.snapshot")
+@dataclass(frozen=True)
+class PriceSnapshot:
+    """The newest quote of a symbol at snapshot time; both times in float seconds."""
+
+    symbol: str
+    bid: float
+    ask: float
+    mid: float
+    tick_ts: float
+    snap_ts: float
+
+
+@message("clock")
+@dataclass(frozen=True)
+class Clock:
+    """The pipeline clock (DESIGN.md section 6): the broker's notion of now, published by
+    fxcm_session a few times a second so that bars close on it even when no tick arrives."""
+
+    now_ms: int
+    broker: str
