@@ -30,12 +30,17 @@ $(STAMP): setup.cfg pyproject.toml
 
 venv: $(STAMP)
 
+# The portable subset needs pyzmq, msgpack and the zoneinfo backport; the real SDK needs
+# forexconnect 1.6.43 with numpy and pandas (FOREXCONNECT.md section 4).
 $(STAMP37): Makefile
 	@if [ -z "$(PY37)" ]; then \
 		echo "!! no Python 3.7 interpreter on this machine: the 3.7 tests will be SKIPPED"; \
 	else \
 		set -e; rm -rf $(VENV37); "$(PY37)" -m venv $(VENV37); \
-		$(VENV37)/bin/pip install --quiet --disable-pip-version-check 'pyzmq<27' 'msgpack<1.1'; \
+		$(VENV37)/bin/pip install --quiet --disable-pip-version-check 'pyzmq<27' 'msgpack<1.1' \
+			backports.zoneinfo tzdata; \
+		$(VENV37)/bin/pip install --quiet --disable-pip-version-check forexconnect==1.6.43 \
+			numpy pandas || echo "!! forexconnect could not be installed: the SDK tests will be SKIPPED"; \
 		touch $@; \
 	fi
 

@@ -151,7 +151,8 @@ def build_parser(prog: str = "python -m actors.child") -> argparse.ArgumentParse
 def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
-        format="%(asctime)s %(levelname)-7s %(name)s[%(process)d]: %(message)s")
+        format="%(asctime)s.%(msecs)03d %(levelname)-7s %(name)s[%(process)d]: %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S")
 
 
 def main(argv: Optional[List[str]] = None) -> int:

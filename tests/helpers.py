@@ -7,14 +7,17 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import zmq
 
-from actors.host import merge_status
+import config
+from actors.host import Host, merge_status
 from bus import LOSSLESS, BusClient, ControlChannel, Subscription, ipc_endpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -87,7 +90,7 @@ def bus_status(run_dir: str) -> dict[str, Any]:
 
 
 def write_config(directory: Path, run_dir: str, actors: list[dict[str, Any]],
-                 **sections: dict[str, Any]) -> Path:
+                 **sections: Any) -> Path:
     config: dict[str, Any] = {"run_dir": run_dir, "http": {"port": 0}, "actors": actors}
     config.update(sections)
     path = directory / "config.json"
@@ -98,11 +101,12 @@ def write_config(directory: Path, run_dir: str, actors: list[dict[str, Any]],
 class HostProcess:
     """``fxcm host`` in a child process, as an operator runs it."""
 
-    def __init__(self, config: Path, run_dir: str, log_path: Path) -> None:
+    def __init__(self, config: Path, run_dir: str, log_path: Path,
+                 env: dict[str, str] | None = None) -> None:
         self.run_dir = run_dir
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), **(env or {}))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "actors.cli", "host", "--config", str(config)],
             cwd=str(REPO_ROOT), env=env, stdout=self._log, stderr=subprocess.STDOUT)
@@ -165,3 +169,38 @@ def open_calendar(directory: Path, now_ms: int | None = None) -> Path:
     path = directory / "calendar.json"
     path.write_text(json.dumps(data))
     return path
+
+
+@contextmanager
+def host_in_thread(tmp_path: Path, run_dir: str, actors: list[dict[str, Any]],
+                   **sections: Any) -> Iterator[Host]:
+    """A real Host (router, supervisor, thread actors) inside the test process."""
+    settings = config.load(str(write_config(tmp_path, run_dir, actors, **sections)))
+    host = Host(settings, context=zmq.Context())
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(host.run()), daemon=True)
+    thread.start()
+    names = tuple(actor["name"] for actor in actors)
+    wait_for(lambda: os.path.exists(os.path.join(run_dir, "bus.json"))
+             and all(bus_status(run_dir)["actors"].get(n, {}).get("state") == "running"
+                     for n in names), 60, "the host's actors to run", interval=0.05)
+    try:
+        yield host
+    finally:
+        host.request_stop()
+        thread.join(60)
+        assert result == [0]
+
+
+@contextmanager
+def host_process(tmp_path: Path, run_dir: str, actors: list[dict[str, Any]],
+                 env: dict[str, str] | None = None, **sections: Any) -> Iterator[HostProcess]:
+    host = HostProcess(write_config(tmp_path, run_dir, actors, **sections), run_dir,
+                       tmp_path / "host.log", env)
+    try:
+        host.wait_ready(tuple(actor["name"] for actor in actors))
+        yield host
+    finally:
+        host.stop()
+
+

@@ -119,3 +119,24 @@ class Relay(Actor):
         _, answer = self.request(self.settings.get("target", "echo"), "echo", body, timeout=10)
         self.publish("relayed", {"answer": answer, "python": list(sys.version_info[:2])},
                      "relayed")
+
+
+class Collector(Actor):
+    """Keeps every message of ``settings["topics"]`` (lossless) and answers ``collected``
+    requests with them, as ``[type, wire form, arrival time in s]``. Start it before the
+    producers: it then has everything from the first message on."""
+
+    def __init__(self, name: str, settings: Any = None) -> None:
+        super(Collector, self).__init__(name, settings)
+        self.subscriptions = tuple(Subscribe(topic, LOSSLESS)
+                                   for topic in self.settings.get("topics", []))
+        self.kept: List[Any] = []
+
+    def on_message(self, body: Any, delivery: Delivery) -> None:
+        self.kept.append([delivery.type, body.to_wire() if hasattr(body, "to_wire") else body,
+                          time.time()])
+
+    @handles("collected")
+    def on_collected(self, body: Any, delivery: Delivery) -> None:
+        start = int(body or 0)
+        self.reply(delivery, "collected", self.kept[start:])

@@ -8,24 +8,20 @@ import random
 import signal
 import subprocess
 import sys
-import threading
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-import zmq
 
-import config
-from actors.host import Host
 from bus import ipc_endpoint
 from tests.helpers import (
     REPO_ROOT,
     HostProcess,
     Probe,
     bus_status,
+    host_in_thread,
+    host_process,
     wait_for,
     write_config,
 )
@@ -33,39 +29,6 @@ from tests.sample_actors import reference_fold
 
 FAST_RESTARTS = {"backoff_base_seconds": 0.05, "backoff_cap_seconds": 0.5,
                  "max_restarts": 20, "restart_window_seconds": 60.0}
-
-
-@contextmanager
-def host_in_thread(tmp_path: Path, run_dir: str, actors: list[dict[str, Any]],
-                   **sections: dict[str, Any]) -> Iterator[Host]:
-    """A real Host (router, supervisor, thread actors) inside the test process."""
-    settings = config.load(str(write_config(tmp_path, run_dir, actors, **sections)))
-    host = Host(settings, context=zmq.Context())
-    result: list[int] = []
-    thread = threading.Thread(target=lambda: result.append(host.run()), daemon=True)
-    thread.start()
-    names = tuple(actor["name"] for actor in actors)
-    wait_for(lambda: os.path.exists(os.path.join(run_dir, "bus.json"))
-             and all(bus_status(run_dir)["actors"].get(n, {}).get("state") == "running"
-                     for n in names), 60, "the host's actors to run", interval=0.05)
-    try:
-        yield host
-    finally:
-        host.request_stop()
-        thread.join(60)
-        assert result == [0]
-
-
-@contextmanager
-def host_process(tmp_path: Path, run_dir: str, actors: list[dict[str, Any]],
-                 **sections: dict[str, Any]) -> Iterator[HostProcess]:
-    host = HostProcess(write_config(tmp_path, run_dir, actors, **sections), run_dir,
-                       tmp_path / "host.log")
-    try:
-        host.wait_ready(tuple(actor["name"] for actor in actors))
-        yield host
-    finally:
-        host.stop()
 
 
 def bus_endpoint(run_dir: str) -> str:

@@ -1,0 +1,456 @@
+"""fxcm_session and its brokers: the simulator, the replay, the quota and the real SDK."""
+
+from __future__ import annotations
+
+import datetime
+import gzip
+import math
+import random
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from actors.fxcm_session import HistoryQuota, QuotaSettings, redact
+from actors.fxcm_session._sim import SimMarket
+from bus import Backoff, ipc_endpoint
+from config.calendar import load_calendar
+from protocol.bars import fold
+from protocol.market import MINUTE_MS, HistoryReply, HistoryRequest, Tick
+from tests.helpers import (
+    REPO_ROOT,
+    Probe,
+    bus_status,
+    host_in_thread,
+    host_process,
+    open_calendar,
+)
+
+SESSION = [{"name": "fxcm_session", "class": "actors.fxcm_session:FxcmSession"}]
+def utc_ms(*parts: int) -> int:
+    return int(datetime.datetime(*parts, tzinfo=datetime.timezone.utc).timestamp() * 1000)
+
+
+WEDNESDAY_NOON = utc_ms(2026, 11, 18, 12)  # FX market open
+SATURDAY_NOON = utc_ms(2026, 11, 21, 12)  # closed
+
+
+# -- the simulator, as pure code --------------------------------------------------------------
+
+def test_sim_market_is_deterministic_for_a_seed() -> None:
+    calendar = load_calendar()
+    minute = WEDNESDAY_NOON // MINUTE_MS
+    first = [SimMarket(7, 3.0, calendar).ticks("EURUSD", minute + i) for i in range(5)]
+    second = [SimMarket(7, 3.0, calendar).ticks("EURUSD", minute + i) for i in range(5)]
+    other = [SimMarket(8, 3.0, calendar).ticks("EURUSD", minute + i) for i in range(5)]
+    assert first == second
+    assert first != other
+    assert sum(len(ticks) for ticks in first) > 0
+
+
+def test_sim_prices_are_realistic_per_symbol() -> None:
+    market = SimMarket(1, 2.0, load_calendar())
+    minute = WEDNESDAY_NOON // MINUTE_MS
+    levels = {"EURUSD": (0.8, 1.5), "USDJPY": (100.0, 200.0), "XAUUSD": (1500.0, 4500.0),
+              "GBPUSD": (1.0, 1.7)}
+    for symbol, (low, high) in levels.items():
+        ticks = [tick for i in range(10) for tick in market.ticks(symbol, minute + i)]
+        assert ticks, symbol
+        for _, bid, ask in ticks:
+            assert low < bid <= ask < high, (symbol, bid, ask)
+
+
+def test_sim_market_has_no_ticks_while_the_calendar_says_closed() -> None:
+    market = SimMarket(1, 5.0, load_calendar())
+    assert all(market.ticks("EURUSD", SATURDAY_NOON // MINUTE_MS + i) == [] for i in range(30))
+    assert any(market.ticks("EURUSD", WEDNESDAY_NOON // MINUTE_MS + i) for i in range(30))
+
+
+@pytest.mark.parametrize("tf", ["1m", "5m", "1h"])
+@pytest.mark.parametrize("basis", ["mid", "bid", "ask"])
+def test_sim_history_agrees_with_what_its_ticks_produce(tf: str, basis: str) -> None:
+    calendar = load_calendar()
+    market = SimMarket(3, 1.0, calendar)
+    start = WEDNESDAY_NOON - 2 * 3600 * 1000
+    end = WEDNESDAY_NOON
+    prices = {"mid": lambda b, a: (b + a) / 2.0, "bid": lambda b, a: b, "ask": lambda b, a: a}
+    points = [(ts, prices[basis](bid, ask))
+              for minute in range(start // MINUTE_MS, end // MINUTE_MS)
+              for ts, bid, ask in market.ticks("XAUUSD", minute)]
+    expected = [[start_ms, bar.open, bar.high, bar.low, bar.close, float(bar.count)]
+                for start_ms, bar in fold(points, tf, calendar.trading_day_start)]
+    history = market.bars("XAUUSD", tf, start, end - 1, end + 10 * MINUTE_MS, basis,
+                          calendar.trading_day_start)
+    assert len(history) == len(expected) > 0
+    for got, want in zip(history, expected, strict=True):
+        assert got[0] == want[0]
+        assert got[5] == want[5]
+        for a, b in zip(got[1:5], want[1:5], strict=True):
+            assert math.isclose(a, b, rel_tol=1e-9), (got, want)
+
+
+# -- quota and backoff, as pure code -----------------------------------------------------------
+
+def quota(**overrides: Any) -> HistoryQuota:
+    data: dict[str, Any] = {
+        "max_calls_per_min": 10, "max_calls_per_hour": 100,
+        "min_interval_seconds": {"1m": 2.0, "5m": 6.0},
+        "priority_targets": ["XAUUSD:1m"],
+        "priority_reserve_per_min": 3, "priority_reserve_per_hour": 20,
+        "load_thresholds": {"min_interval": 0.5, "warn": 0.8, "reserve": 0.8,
+                            "critical": 0.95},
+    }
+    data.update(overrides)
+    return HistoryQuota(QuotaSettings.from_dict(data))
+
+
+def test_quota_burst_is_cut_at_the_share_left_by_the_priority_reserve() -> None:
+    limiter = quota()
+    allowed = [limiter.acquire("EURUSD:{}".format(tf), 0.0).allowed
+               for tf in ["1m", "5m", "15m", "30m", "1h", "4h", "1d", "1m", "5m", "15m"]]
+    assert allowed[:5] == [True] * 5  # load below min_interval: no per-tf interval yet
+    assert allowed.count(True) == 7  # 10 per minute minus 3 reserved for priority
+    assert limiter.denied["reserve"] >= 1
+
+
+def test_quota_min_interval_applies_under_load_and_says_when_to_retry() -> None:
+    limiter = quota()
+    for index in range(5):
+        assert limiter.acquire("GBPUSD:{}".format(["15m", "30m", "1h", "4h", "1d"][index]),
+                               float(index)).allowed
+    assert limiter.acquire("EURUSD:1m", 10.0).allowed
+    refused = limiter.acquire("EURUSD:1m", 11.0)
+    assert not refused.allowed and refused.reason == "min_interval"
+    assert refused.retry_after == pytest.approx(1.0)
+    assert limiter.acquire("EURUSD:1m", 12.0).allowed
+
+
+def test_quota_priority_targets_pass_when_others_are_refused() -> None:
+    limiter = quota()
+    for index in range(7):
+        limiter.acquire("EURUSD:{}".format(index), 0.0)
+    assert not limiter.acquire("EURUSD:x", 0.0).allowed
+    assert limiter.acquire("XAUUSD:1m", 0.0).allowed
+    assert limiter.acquire("GBPUSD:5m", 0.0, priority=True).allowed
+
+
+def test_quota_hard_cap_refuses_everyone_until_the_window_slides() -> None:
+    limiter = quota()
+    for index in range(7):
+        assert limiter.acquire("EURUSD:{}".format(index), index * 0.001).allowed
+    for index in range(7, 10):
+        assert limiter.acquire("GBPUSD:{}".format(index), index * 0.001, priority=True).allowed
+    refused = limiter.acquire("XAUUSD:1m", 1.0)
+    assert not refused.allowed and refused.reason == "cap"
+    assert 58.0 < refused.retry_after <= 60.0
+    assert limiter.acquire("XAUUSD:1m", 61.0).allowed
+    assert sum(limiter.denied.values()) == 1
+
+
+def test_backoff_grows_to_its_cap_with_bounded_jitter() -> None:
+    backoff = Backoff(2.0, 60.0, 0.2, random.Random(1))
+    delays = [backoff.compute(n) for n in range(1, 10)]
+    assert 1.6 <= delays[0] <= 2.4
+    assert delays[:5] == sorted(delays[:5])
+    assert max(delays) <= 72.0 and delays[-1] >= 48.0
+
+
+def test_redact_hides_every_secret() -> None:
+    text = "ORA-499 ... LN=jdoe&AT=PLAIN errorCode=7 jdoe"
+    assert redact(text, ["jdoe", ""]) == "ORA-499 ... LN=***&AT=PLAIN errorCode=7 ***"
+
+
+# -- through the bus --------------------------------------------------------------------------
+
+def bus(run_dir: str) -> str:
+    return ipc_endpoint(run_dir, "bus.sock")
+
+
+def session_status(probe: Probe) -> dict[str, Any]:
+    """The newest status fxcm_session published on ``actor.status.fxcm_session`` ({} if none
+    came yet)."""
+    bodies = probe.bodies("actor.status")
+    status: dict[str, Any] = bodies[-1] if bodies else {}
+    return status
+
+
+def test_sim_disconnect_leads_to_recovering_then_stream_with_a_new_subscription(
+        tmp_path: Path, run_dir: str) -> None:
+    sections = {"calendar_file": str(open_calendar(tmp_path)),
+                "broker": {"sim": {"tick_rate_per_second": 20.0,
+                                   "faults": {"disconnect_after_seconds": 1.0,
+                                              "disconnects": 1}}},
+                "bus": {"status_interval_seconds": 0.2}}
+    with host_in_thread(tmp_path, run_dir, SESSION, **sections):
+        probe = Probe("probe", bus(run_dir), ("session.state", "actor.status."))
+
+        def states(received: list[tuple[str, Any]]) -> list[str]:
+            return [body.state for kind, body in received if kind == "session.state"]
+
+        def recovered(received: list[tuple[str, Any]]) -> bool:
+            seen = states(received)
+            return "DISCONNECTED" in seen and "STREAM" in seen[seen.index("DISCONNECTED"):]
+
+        probe.collect(recovered, 60, "DISCONNECTED then STREAM")
+        seen = states(probe.received)
+        after = seen[seen.index("DISCONNECTED"):]
+        assert after.index("RECOVERING") < after.index("STREAM")
+        probe.collect(lambda received: any(
+            kind == "actor.status" and body["broker"]["subscriptions"] == 2
+            and body["session_state"] == "STREAM" for kind, body in received[-5:]), 30,
+            "a status showing the new subscription streaming")
+        status = session_status(probe)
+        assert status["broker"]["logins"] == 2
+        assert status["reconnects"] == 1
+        assert status["session_state"] == "STREAM"
+        probe.close()
+
+
+def write_ticks(path: Path, rows: list[tuple[Any, str, Any, Any]]) -> Path:
+    lines = ["ts_ms,symbol,bid,ask"] + ["{},{},{},{}".format(*row) for row in rows]
+    data = ("\n".join(lines) + "\n").encode()
+    if path.name.endswith(".gz"):
+        path.write_bytes(gzip.compress(data))
+    else:
+        path.write_bytes(data)
+    return path
+
+
+def replay_sections(file: Path, speed: float, symbols: list[str]) -> dict[str, Any]:
+    return {"symbols": symbols, "broker": {"kind": "replay",
+                                           "replay": {"file": str(file), "speed": speed}},
+            "bus": {"status_interval_seconds": 0.2}}
+
+
+def collector(*topics: str) -> dict[str, Any]:
+    return {"name": "collector", "class": "tests.sample_actors:Collector",
+            "settings": {"topics": list(topics)}}
+
+
+def collected(probe: Probe, msg_type: str, count: int, timeout: float = 60.0,
+              with_times: bool = False) -> list[Any]:
+    """What the collector kept of ``msg_type``, once it holds at least ``count`` of them
+    (with ``with_times``: ``(body, arrival time)`` pairs)."""
+    from protocol.messages import from_wire
+
+    deadline = time.monotonic() + timeout
+    while True:
+        _, kept = probe.client.request("collector", "collected", 0, timeout=30)
+        bodies = [(from_wire(kind, body), arrived) for kind, body, arrived in kept
+                  if kind == msg_type]
+        if len(bodies) >= count:
+            return bodies if with_times else [body for body, _ in bodies]
+        if time.monotonic() > deadline:
+            raise AssertionError("the collector has {} {} messages, not {}".format(
+                len(bodies), msg_type, count))
+        probe.pump(0.1)
+
+
+def test_replay_at_speed_zero_delivers_every_tick_of_a_file_in_order(
+        tmp_path: Path, run_dir: str) -> None:
+    rng = random.Random(5)
+    start = WEDNESDAY_NOON
+    rows: list[tuple[Any, str, Any, Any]] = []
+    for index in range(5000):
+        symbol = rng.choice(["EUR/USD", "XAUUSD", "GBP/USD"])
+        bid = round(1.0 + rng.random(), 5)
+        rows.append((start + index * 7, symbol, bid, round(bid + 0.0001, 5)))
+    file = write_ticks(tmp_path / "ticks.csv.gz", rows)
+    sections = replay_sections(file, 0.0, ["EURUSD", "XAUUSD", "GBPUSD"])
+    with host_in_thread(tmp_path, run_dir, [collector("tick.")] + SESSION, **sections):
+        probe = Probe("probe", bus(run_dir))
+        ticks = collected(probe, "tick", len(rows))
+        assert ticks == [Tick(symbol.replace("/", ""), ts, bid, ask)
+                         for ts, symbol, bid, ask in rows]
+        probe.close()
+
+
+def test_replay_at_speed_ten_plays_ten_seconds_in_about_one(
+        tmp_path: Path, run_dir: str) -> None:
+    rows = [(WEDNESDAY_NOON + index * 100, "EURUSD", 1.1, 1.1002) for index in range(101)]
+    file = write_ticks(tmp_path / "ticks.csv", rows)
+    with host_in_thread(tmp_path, run_dir, [collector("tick.")] + SESSION,
+                        **replay_sections(file, 10.0, ["EURUSD"])):
+        probe = Probe("probe", bus(run_dir))
+        arrivals = [arrived for _, arrived in collected(probe, "tick", len(rows),
+                                                         with_times=True)]
+        elapsed = arrivals[-1] - arrivals[0]
+        assert 0.5 < elapsed < 4.0, elapsed  # 10 s of ticks at 10x: about 1 s
+        probe.close()
+
+
+def test_bad_ticks_are_counted_by_reason_and_never_reach_subscribers(
+        tmp_path: Path, run_dir: str) -> None:
+    t = WEDNESDAY_NOON
+    rows: list[tuple[Any, str, Any, Any]] = [
+        (t, "EURUSD", 1.1, 1.1002),
+        (t + 1, "EURUSD", 1.2, 1.1),  # ask below bid
+        ("", "EURUSD", 1.1, 1.1002),  # missing time
+        (t + 2, "EURUSD", "nan", 1.1002),  # NaN
+        (t + 3, "USDXYZ", 1.1, 1.1002),  # not in the configured universe
+        (t + 4, "EURUSD", "abc", 1.1002),  # not a number
+        (t + 5, "EURUSD", -1.0, 1.1002),  # not positive
+        (t + 6, "EURUSD", 1.1001, 1.1003),
+    ]
+    file = write_ticks(tmp_path / "ticks.csv", rows)
+    with host_in_thread(tmp_path, run_dir, [collector("tick.")] + SESSION,
+                        **replay_sections(file, 0.0, ["EURUSD"])):
+        probe = Probe("probe", bus(run_dir), ("actor.status.fxcm_session",))
+        probe.collect(lambda _: session_status(probe).get("rejected_ticks", {}).get("non_positive"),
+                      30, "the rejections in status")
+        assert [tick.ts_ms for tick in collected(probe, "tick", 2)] == [t, t + 6]
+        assert session_status(probe)["rejected_ticks"] == {
+            "ask_below_bid": 1, "missing_time": 1, "nan": 1, "unknown_symbol": 1,
+            "not_a_number": 1, "non_positive": 1}
+        probe.close()
+
+
+def test_history_burst_is_throttled_and_priority_requests_still_get_through(
+        tmp_path: Path, run_dir: str) -> None:
+    sections = {"calendar_file": str(open_calendar(tmp_path)),
+                "fxcm_session": {"quota": {
+                    "max_calls_per_min": 8, "priority_reserve_per_min": 3,
+                    "priority_targets": ["XAUUSD:1m"],
+                    "load_thresholds": {"min_interval": 0.5, "warn": 0.8, "reserve": 0.8,
+                                        "critical": 0.99}}},
+                "bus": {"status_interval_seconds": 0.2}}
+    with host_in_thread(tmp_path, run_dir, SESSION, **sections):
+        probe = Probe("probe", bus(run_dir), ("actor.status.fxcm_session", "session.state"))
+        probe.collect(lambda received: any(kind == "session.state" and body.state == "STREAM"
+                                           for kind, body in received), 30, "the stream")
+        replies: list[HistoryReply] = []
+        before = int(time.time() * 1000)
+        for index in range(12):
+            tf = ["1m", "5m", "15m", "30m", "1h", "4h"][index % 6]
+            _, reply = probe.client.request(
+                "fxcm_session", "history.get",
+                HistoryRequest("EURUSD", tf, None, None, 5, False), timeout=30)
+            replies.append(reply)
+        _, priority = probe.client.request(
+            "fxcm_session", "history.get", HistoryRequest("XAUUSD", "1m", None, None, 3, False),
+            timeout=30)
+        after = int(time.time() * 1000)
+        statuses = [reply.status for reply in replies]
+        assert statuses.count("ok") == 5  # 8 per minute, 3 kept for the priority target
+        assert statuses[5:] == ["throttled"] * 7
+        assert all(reply.retry_after > 0 for reply in replies[5:])
+        assert priority.status == "ok" and len(priority.bars) >= 1
+        for row in priority.bars:  # [open_time, o, h, l, c, volume, complete]
+            if row[0] + MINUTE_MS - 1 < before:
+                assert row[6] is True
+            if row[0] + MINUTE_MS - 1 >= after:
+                assert row[6] is False
+        probe.collect(lambda _: session_status(probe).get("quota", {}).get("denied", {}).get(
+                          "reserve") == 7,
+                      30, "the denials in status")
+        probe.close()
+
+
+# -- the real SDK, on Python 3.7, against loopback only -----------------------------------------
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+SDK_USER = "sdk-test-user-4711"
+
+
+def sdk_env(port: int) -> dict[str, str]:
+    return {"FXCM_USERNAME": SDK_USER, "FXCM_PASSWORD": "not-a-password",
+            "FXCM_CONNECTION": "Demo", "FXCM_HOST_URL": "http://127.0.0.1:{}/Hosts.jsp".format(port)}
+
+
+def sdk_sections(python: str, **session: Any) -> dict[str, Any]:
+    settings: dict[str, Any] = {
+        "broker": {"kind": "forexconnect", "python": python},
+        "fxcm_session": {"login_backoff": {"base_seconds": 0.3, "max_seconds": 5.0,
+                                           "multiplier": 2.0, "jitter": 0.1}},
+        "bus": {"status_interval_seconds": 0.3}}
+    settings["fxcm_session"].update(session)
+    return settings
+
+
+def test_real_sdk_refused_port_reports_disconnected_redacted_and_backs_off(
+        tmp_path: Path, run_dir: str, sdk_python: str) -> None:
+    actors = [dict(SESSION[0], stop_timeout_seconds=10.0)]
+    with host_process(tmp_path, run_dir, actors, env=sdk_env(closed_port()),
+                      **sdk_sections(sdk_python)) as host:
+        probe = Probe("probe", bus(run_dir), ("actor.status.fxcm_session", "session.state"))
+        probe.collect(lambda _: session_status(probe).get("backoff", {}).get(
+                          "login_failures", 0) >= 4, 90,
+                      "four failed logins")
+        status = session_status(probe)
+        assert status["session_state"] == "DISCONNECTED"
+        assert "login failed" in status["session_reason"]
+        assert status["broker"]["kind"] == "forexconnect"
+        probe.close()
+        output = host.output()
+        delays = [float(d) for d in re.findall(r"login failed .*; retry \d+ in ([\d.]+) s", output)]
+        assert len(delays) >= 4 and delays[:4] == sorted(delays[:4]) and delays[3] > delays[0]
+        assert "ORA-499" in output or "Unable" in output  # the SDK's own error text...
+        assert SDK_USER not in output  # ...without the user name
+        assert SDK_USER not in str(status)
+        assert bus_status(run_dir)["actors"]["fxcm_session"]["restarts"] == 0
+
+
+@pytest.fixture
+def silent_server() -> Iterator[tuple[int, threading.Event]]:
+    """A loopback TCP server that accepts connections and never answers."""
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    server.settimeout(0.2)
+    accepted = threading.Event()
+    stop = threading.Event()
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                continue
+            held.append(connection)
+            accepted.set()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield int(server.getsockname()[1]), accepted
+    stop.set()
+    thread.join(5)
+    for connection in held:
+        connection.close()
+    server.close()
+
+
+def test_real_sdk_hanging_server_keeps_the_host_responsive_and_sigterm_bounded(
+        tmp_path: Path, run_dir: str, sdk_python: str,
+        silent_server: tuple[int, threading.Event]) -> None:
+    port, accepted = silent_server
+    stop_timeout = 5.0
+    actors = [dict(SESSION[0], stop_timeout_seconds=stop_timeout)]
+    with host_process(tmp_path, run_dir, actors, env=sdk_env(port),
+                      **sdk_sections(sdk_python)) as host:
+        assert accepted.wait(60), "the SDK never connected to the silent server"
+        started = time.monotonic()
+        answer = subprocess.run(
+            [sys.executable, "-m", "actors.cli", "status", "--run-dir", run_dir, "--json"],
+            cwd=str(REPO_ROOT), capture_output=True, timeout=30, check=True)
+        assert time.monotonic() - started < 10
+        assert b'"fxcm_session"' in answer.stdout
+        signalled = time.monotonic()
+        host.signal()
+        assert host.wait(stop_timeout + 20) == 0
+        elapsed = time.monotonic() - signalled
+        assert elapsed < stop_timeout + 10, elapsed
+        assert "did not stop within" in host.output()  # it had to be killed, as designed
