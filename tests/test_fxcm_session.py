@@ -34,8 +34,9 @@ from tests.helpers import (
 )
 
 SESSION = [{"name": "fxcm_session", "class": "actors.fxcm_session:FxcmSession"}]
-def utc_ms(*parts: int) -> int:
-    return int(datetime.datetime(*parts, tzinfo=datetime.timezone.utc).timestamp() * 1000)
+def utc_ms(year: int, month: int, day: int, hour: int) -> int:
+    moment = datetime.datetime(year, month, day, hour, tzinfo=datetime.timezone.utc)
+    return int(moment.timestamp() * 1000)
 
 
 WEDNESDAY_NOON = utc_ms(2026, 11, 18, 12)  # FX market open
