@@ -135,6 +135,12 @@ class Actor(object):
 
     # -- the API for subclasses -------------------------------------------------------------
 
+    @classmethod
+    def check_settings(cls, settings: Dict[str, Any]) -> None:
+        """Raise ConfigError naming the key if ``settings`` cannot work. The host calls this
+        for every configured actor before it starts any, so a bad value stops the host at
+        start with one line instead of crash-looping an actor."""
+
     def on_start(self) -> None:
         """Called on every (re)start, after WELCOME and ``restore``; register timers here."""
 

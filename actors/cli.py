@@ -48,6 +48,9 @@ def cmd_host(args: argparse.Namespace) -> int:
         "broker.replay.speed": args.replay_speed,
         "broker.sim.seed": args.sim_seed,
         "symbols": args.symbols.split(",") if args.symbols else None,
+        "redis.url": args.redis_url,
+        "redis.port": args.redis_port,
+        "cache.dir": args.cache_dir,
     }
     if args.replay_file and not args.broker:
         overrides["broker.kind"] = "replay"
@@ -228,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="1 = real time, 10 = ten times faster, 0 = as fast as possible")
     host.add_argument("--sim-seed", type=int, help="seed of the simulated market")
     host.add_argument("--symbols", help="comma-separated symbols, e.g. EURUSD,XAUUSD")
+    host.add_argument("--redis-url", help="'embedded' (default) or redis://, rediss://, unix://")
+    host.add_argument("--redis-port", type=int, help="TCP port of the embedded Redis")
+    host.add_argument("--cache-dir", help="the bar store directory")
     host.set_defaults(func=cmd_host)
 
     tap = commands.add_parser("tap", help="print the bus traffic live")

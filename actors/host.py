@@ -25,8 +25,10 @@ from typing import IO, Any
 import zmq
 
 from actors._http import HttpServer
+from actors._redis_server import EmbeddedRedis
 from actors._supervisor import Exit, ProcessRunner, RestartIntensity, Runner, ThreadRunner
 from actors.base import RunOptions
+from actors.child import load_class
 from bus import Backoff, ControlChannel, Router, RouterSettings, ipc_endpoint
 from config import ActorSpec, Settings
 from protocol.errors import ConfigError, ConnectorError, RequestTimeout
@@ -75,6 +77,16 @@ class _Slot:
         }
 
 
+def _without_password(url: str) -> str:
+    """A Redis URL fit for a log line."""
+    scheme, sep, rest = url.partition("://")
+    if "@" not in rest:
+        return url
+    credentials, _, where = rest.rpartition("@")
+    user = credentials.partition(":")[0]
+    return "{}{}{}:***@{}".format(scheme, sep, user, where)
+
+
 def merge_status(router_status: dict[str, Any]) -> dict[str, Any]:
     """Join the router's per-actor figures with the supervisor's view it carries."""
     host = router_status.get("host") or {}
@@ -113,6 +125,7 @@ class Host:
         self.router: Router | None = None
         self.http: HttpServer | None = None
         self._control: ControlChannel | None = None
+        self.redis: EmbeddedRedis | None = None
         self.escalated = False
 
     # -- public ------------------------------------------------------------------------------
@@ -125,9 +138,11 @@ class Host:
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(signum, lambda signum, frame: self.request_stop())
+        self._check_actor_settings()
         self._take_run_dir()
         try:
             self._start_router()
+            self._start_redis()
             self._banner()
             self._start_all()
             self._supervise()
@@ -151,6 +166,12 @@ class Host:
         missing = [slot.spec.name for slot in self._slots
                    if slot.spec.required and slot.state != RUNNING]
         return not missing, missing
+
+    def _check_actor_settings(self) -> None:
+        """Every actor checks its own settings before anything starts."""
+        for slot in self._slots:
+            cls = load_class(slot.spec.cls)
+            cls.check_settings(slot.spec.settings)
 
     # -- start -------------------------------------------------------------------------------
 
@@ -211,6 +232,17 @@ class Host:
             "started_at": time.time(),
         })
 
+    def _start_redis(self) -> None:
+        """Start the embedded Redis when configured, and tell every actor where Redis is."""
+        section = self.settings.raw["redis"]
+        url = section["url"]
+        if url == "embedded" and section["required"]:
+            self.redis = EmbeddedRedis(self.run_dir, section["port"])
+            self.redis.start()
+            url = self.redis.url
+        for slot in self._slots:
+            slot.spec.settings.setdefault("redis", {})["url"] = url
+
     def _write_json(self, name: str, data: dict[str, Any]) -> None:
         path = os.path.join(self.run_dir, name)
         temporary = path + ".tmp"
@@ -228,6 +260,18 @@ class Host:
                                                    router.settings.inproc_endpoint),
                  "  tap       {}  -> fxcm tap --run-dir {}".format(
                      router.settings.tap_endpoint, self.run_dir)]
+        if self.redis is not None:
+            lines.append("  redis     {} and 127.0.0.1:{} (embedded)".format(
+                self.redis.url, self.redis.port))
+            prefix = self.settings.raw["redis_publisher"]["channel_prefix"]
+            lines.append("            watch: redis-cli -p {} SUBSCRIBE {}".format(
+                self.redis.port, " ".join("{}:{}".format(prefix, name) for name in (
+                    "ohlcv", "price_tik", "heartbeat", "market_status", "status"))))
+        elif self.settings.raw["redis"]["required"]:
+            lines.append("  redis     {}".format(_without_password(
+                self.settings.raw["redis"]["url"])))
+        else:
+            lines.append("  redis     off (FXCM_REDIS_REQUIRED=0: file-only)")
         if self.http is not None:
             base = "http://{}:{}".format(self.settings.http.host, self.http.port)
             lines.append("  metrics   {}/metrics   health {}/livez {}/readyz".format(
@@ -448,6 +492,8 @@ class Host:
             self._control.close()
         if self.router is not None:
             self.router.stop()
+        if self.redis is not None:
+            self.redis.stop()
         for name in ("bus.json", "host.json"):
             try:
                 os.unlink(os.path.join(self.run_dir, name))

@@ -36,7 +36,7 @@ ACTOR_DEFAULTS: dict[str, Any] = {
 _FREE_FORM = {"mailbox_bounds", "settings", "min_interval_seconds"}
 
 # Keys every actor receives in its settings, next to its own section (named after the actor).
-SHARED_KEYS = ("symbols", "price_basis", "calendar_file", "broker")
+SHARED_KEYS = ("symbols", "price_basis", "calendar_file", "broker", "cache", "redis")
 
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,6 +46,23 @@ ENVIRONMENT: dict[str, tuple[str, type]] = {
     "FXCM_BROKER": ("broker.kind", str),
     "FXCM_PYTHON37": ("broker.python", str),
     "FXCM_CALENDAR_PATH": ("calendar_file", str),
+    "FXCM_CACHE_DIR": ("cache.dir", str),
+    "FXCM_REDIS_URL": ("redis.url", str),
+    "FXCM_REDIS_PORT": ("redis.port", int),
+    "FXCM_REDIS_REQUIRED": ("redis.required", bool),
+    "FXCM_CHANNEL_PREFIX": ("redis_publisher.channel_prefix", str),
+    "FXCM_OHLCV_CHANNEL": ("redis_publisher.channels.ohlcv", str),
+    "FXCM_PRICE_SNAPSHOT_CHANNEL": ("redis_publisher.channels.price_tik", str),
+    "FXCM_HEARTBEAT_CHANNEL": ("redis_publisher.channels.heartbeat", str),
+    "FXCM_MARKET_STATUS_CHANNEL": ("redis_publisher.channels.market_status", str),
+    "FXCM_STATUS_CHANNEL": ("redis_publisher.channels.status", str),
+    "FXCM_COMMANDS_CHANNEL": ("redis_publisher.channels.commands", str),
+    "FXCM_HMAC_ALGO": ("redis_publisher.hmac_algo", str),
+    "FXCM_BACKFILL_MIN_MINUTES": ("history_poller.backfill_min_minutes", int),
+    "FXCM_BACKFILL_MAX_MINUTES": ("history_poller.backfill_max_minutes", int),
+    "FXCM_DYNAMIC_UNIVERSE_MAX_TARGETS": ("history_poller.max_targets", int),
+    "FXCM_STREAM_CONFIG": ("history_poller.targets", str),
+    "FXCM_METRICS_PORT": ("http.port", int),
     "FXCM_LOG_LEVEL": ("log_level", str),
     "FXCM_HTTP_HOST": ("http.host", str),
     "FXCM_HTTP_PORT": ("http.port", int),
@@ -347,6 +364,14 @@ def _check_pipeline(data: dict[str, Any]) -> None:
         except ProtocolError:
             raise ConfigError("fxcm_session.quota.priority_targets[{}]: must be SYMBOL:tf, "
                               "got {!r}".format(index, target)) from None
+    redis_url = data["redis"]["url"]
+    if redis_url != "embedded" and not redis_url.startswith(("redis://", "rediss://",
+                                                              "unix://")):
+        raise ConfigError("redis.url: must be 'embedded' or a redis://, rediss:// or unix:// URL, "
+                          "got {!r}".format(redis_url))
+    if not 0 <= data["redis"]["port"] <= 65535:
+        raise ConfigError("redis.port: must be within 0..65535, got {}".format(
+            data["redis"]["port"]))
     if data["calendar_file"]:
         from config.calendar import load_calendar
         load_calendar(data["calendar_file"])  # fails here, at start, naming the entry

@@ -283,7 +283,10 @@ class FxcmSession(Actor):
     def _set_session(self, state: str, reason: str) -> None:
         if state == self.session_state and reason == self.session_reason:
             return
-        log.info("%s: session %s -> %s (%s)", self.name, self.session_state, state, reason)
+        if state == self.session_state:
+            log.info("%s: session %s (%s)", self.name, state, reason)
+        else:
+            log.info("%s: session %s -> %s (%s)", self.name, self.session_state, state, reason)
         self.session_state = state
         self.session_reason = reason
         self.session_since_ms = int(time.time() * 1000)

