@@ -1,0 +1,67 @@
+"""``python -m tests.bench [name ...] [--json PATH] [--strict]``: run benchmarks, print a table.
+
+To add a benchmark, write ``tests/bench/bench_<name>.py`` with ``run() -> list[Row]`` and add its
+module name to ``BENCHMARKS``. Progress goes to stderr, the table to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+from collections.abc import Sequence
+
+from ._results import Row, format_table
+
+BENCHMARKS: tuple[str, ...] = (
+    "tests.bench.bench_bus",
+)
+
+
+def _short(module: str) -> str:
+    return module.rsplit(".", 1)[-1].replace("bench_", "", 1)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
+    parser.add_argument("names", nargs="*", metavar="name",
+                        help="run only these benchmarks (e.g. 'bus'); default: all of {}".format(
+                            ", ".join(_short(module) for module in BENCHMARKS)))
+    parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON to PATH")
+    parser.add_argument("--strict", action="store_true",
+                        help="exit 1 when a row misses its target")
+    args = parser.parse_args(argv)
+
+    selected = [module for module in BENCHMARKS
+                if not args.names or _short(module) in args.names]
+    unknown = set(args.names) - {_short(module) for module in BENCHMARKS}
+    if unknown:
+        parser.error("unknown benchmark(s): {}".format(", ".join(sorted(unknown))))
+
+    rows: list[Row] = []
+    started = time.monotonic()
+    for name in selected:
+        print("== {}".format(name), file=sys.stderr, flush=True)
+        module_started = time.monotonic()
+        module_rows = importlib.import_module(name).run()
+        print("== {} took {:.1f} s".format(name, time.monotonic() - module_started),
+              file=sys.stderr, flush=True)
+        rows.extend(module_rows)
+
+    print()
+    print(format_table(rows))
+    print("\n({} benchmark module(s), {:.1f} s)".format(len(selected),
+                                                       time.monotonic() - started))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump([row.as_dict() for row in rows], handle, indent=2)
+            handle.write("\n")
+    if args.strict and any(row.met is False for row in rows):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
