@@ -53,12 +53,46 @@ _ACTOR_FIGURES = {
 }
 
 
+_FAMILIES = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily}
+
+
+def actor_metrics(statuses: dict[str, Any]) -> Iterator[Metric]:
+    """Metrics that actors report in ``status()["metrics"]``:
+    ``{name: {"type": "counter"|"gauge", "help": str, "samples": [[{label: value}, number]]}}``.
+    Families of the same name from several actors are merged; a malformed entry is skipped
+    (the actor's own status shows what it sent)."""
+    merged: dict[str, tuple[str, str, list[tuple[dict[str, str], float]]]] = {}
+    for status in statuses.values():
+        metrics = status.get("metrics") if isinstance(status, dict) else None
+        if not isinstance(metrics, dict):
+            continue
+        for name, spec in metrics.items():
+            if not isinstance(spec, dict) or spec.get("type") not in _FAMILIES:
+                continue
+            kind, text, samples = merged.setdefault(
+                name, (spec["type"], str(spec.get("help", name)), []))
+            for sample in spec.get("samples", []):
+                try:
+                    labels, value = sample
+                    samples.append(({str(k): str(v) for k, v in labels.items()}, float(value)))
+                except (TypeError, ValueError, AttributeError):
+                    continue
+    for name, (kind, text, samples) in merged.items():
+        base = name[:-len("_total")] if kind == "counter" and name.endswith("_total") else name
+        label_names = sorted({label for labels, _ in samples for label in labels})
+        family = _FAMILIES[kind](base, text, labels=label_names)
+        for labels, value in samples:
+            family.add_metric([labels.get(label, "") for label in label_names], value)
+        yield family
+
+
 class BusCollector(Collector):
     def __init__(self, status: StatusSource) -> None:
         self._status = status
 
     def collect(self) -> Iterator[Metric]:
         status = self._status()
+        yield from actor_metrics(status.get("actor_status", {}))
         router = status.get("router", {})
         for key, (name, text) in _ROUTER_COUNTERS.items():
             yield CounterMetricFamily(name, text, value=float(router.get(key, 0)))

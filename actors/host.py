@@ -26,6 +26,7 @@ import zmq
 
 from actors._http import HttpServer
 from actors._redis_server import EmbeddedRedis
+from actors._status_listener import StatusListener
 from actors._supervisor import Exit, ProcessRunner, RestartIntensity, Runner, ThreadRunner
 from actors.base import RunOptions
 from actors.child import load_class
@@ -93,6 +94,8 @@ def merge_status(router_status: dict[str, Any]) -> dict[str, Any]:
     slots: dict[str, Any] = host.get("actors", {})
     actors: dict[str, Any] = {}
     for name, figures in router_status.get("actors", {}).items():
+        if name.startswith("$"):
+            continue  # the host's own connections
         view = dict(figures)
         if name in slots:
             view.update(slots[name])
@@ -126,6 +129,7 @@ class Host:
         self.http: HttpServer | None = None
         self._control: ControlChannel | None = None
         self.redis: EmbeddedRedis | None = None
+        self._listener: StatusListener | None = None
         self.escalated = False
 
     # -- public ------------------------------------------------------------------------------
@@ -155,7 +159,9 @@ class Host:
         router = self.router
         snapshot = dict(router.stats_snapshot) if router is not None else {}
         snapshot["host"] = self._host_info()
-        return merge_status(snapshot)
+        result = merge_status(snapshot)
+        result["actor_status"] = self._listener.latest if self._listener is not None else {}
+        return result
 
     def is_live(self) -> bool:
         router = self.router
@@ -207,6 +213,8 @@ class Host:
             self.context, declared=tuple(slot.spec.name for slot in self._slots))
         self.router.start()
         self._control = ControlChannel(self.router.settings.inproc_endpoint, self.context)
+        self._listener = StatusListener(self.router.settings.inproc_endpoint, self.context)
+        self._listener.start()
         self._write_json("bus.json", {
             "endpoint": ipc_endpoint(self.run_dir, "bus.sock"),
             "tap_endpoint": ipc_endpoint(self.run_dir, "tap.sock"),
@@ -488,6 +496,8 @@ class Host:
     def _close(self) -> None:
         if self.http is not None:
             self.http.stop()
+        if self._listener is not None:
+            self._listener.stop()
         if self._control is not None:
             self._control.close()
         if self.router is not None:

@@ -102,6 +102,20 @@ class Ticker(Actor):
         self.publish("demo.tick.{}".format(self.n % 3), {"n": self.n}, "demo.tick")
 
 
+class Metered(Actor):
+    """Reports a counter and a gauge in its status, as actors expose Prometheus metrics."""
+
+    def status(self) -> Any:
+        result = super(Metered, self).status()
+        result["metrics"] = {
+            "fxcm_test_widgets_total": {"type": "counter", "help": "Widgets made",
+                                        "samples": [[{"kind": "blue"}, 3], [{"kind": "red"}, 4]]},
+            "fxcm_test_temperature": {"type": "gauge", "help": "Degrees",
+                                      "samples": [[{}, 21.5]]},
+        }
+        return result
+
+
 class CrashOnStart(Actor):
     def on_start(self) -> None:
         raise RuntimeError("this actor never starts")

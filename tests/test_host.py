@@ -294,6 +294,27 @@ def test_status_command_shows_actors_and_http_endpoints_answer(
         assert "fxcm_bus_malformed_frames_total 0.0" in metrics
 
 
+def test_metrics_that_actors_report_in_their_status_are_exported(
+        tmp_path: Path, run_dir: str) -> None:
+    actors = [{"name": "metered", "class": "tests.sample_actors:Metered"}]
+    with host_process(tmp_path, run_dir, actors, bus={"status_interval_seconds": 0.2}):
+        with open(os.path.join(run_dir, "host.json")) as handle:
+            port = json.load(handle)["http_port"]
+
+        def metrics() -> str:
+            url = "http://127.0.0.1:{}/metrics".format(port)
+            with urllib.request.urlopen(url, timeout=10) as response:
+                text: str = response.read().decode()
+                return text
+
+        text = wait_for(lambda: next((m for m in [metrics()] if "fxcm_test_widgets" in m), ""),
+                        30, "the actor's metrics on /metrics")
+        assert 'fxcm_test_widgets_total{kind="blue"} 3.0' in text
+        assert 'fxcm_test_widgets_total{kind="red"} 4.0' in text
+        assert "fxcm_test_temperature 21.5" in text
+        assert "$host" not in bus_status(run_dir)["actors"]
+
+
 def test_second_host_on_the_same_run_dir_is_refused(tmp_path: Path, run_dir: str) -> None:
     with host_process(tmp_path, run_dir, []) as first:
         (tmp_path / "second").mkdir()
