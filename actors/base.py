@@ -261,7 +261,8 @@ class Actor(object):
             self.name, options.endpoint, options.context,
             subscriptions=self._subscriptions(options), prefetch=options.prefetch,
             ack_mode=self.ack_mode,
-            meta={"placement": options.placement, "class": type(self).__name__})
+            meta={"placement": options.placement, "class": type(self).__name__},
+            batching=True)
         client.on_welcome = self._on_welcome
         self.client = client
         self.set_state(STARTING)
@@ -367,6 +368,8 @@ class Actor(object):
                     timer.fn()
                     self.counters["timer_runs"] += 1
                     timer.due = time.monotonic() + timer.interval
+            # What this turn published goes out as one batch, before the loop can block.
+            client.flush()
             client.check_alive()
 
     def _ack(self, client: BusClient, force: bool = False) -> None:

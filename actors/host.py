@@ -269,12 +269,17 @@ class Host:
                  "  tap       {}  -> fxcm tap --run-dir {}".format(
                      router.settings.tap_endpoint, self.run_dir)]
         if self.redis is not None:
-            lines.append("  redis     {} and 127.0.0.1:{} (embedded)".format(
-                self.redis.url, self.redis.port))
             prefix = self.settings.raw["redis_publisher"]["channel_prefix"]
-            lines.append("            watch: redis-cli -p {} SUBSCRIBE {}".format(
-                self.redis.port, " ".join("{}:{}".format(prefix, name) for name in (
-                    "ohlcv", "price_tik", "heartbeat", "market_status", "status"))))
+            channels = " ".join("{}:{}".format(prefix, name) for name in (
+                "ohlcv", "price_tik", "heartbeat", "market_status", "status"))
+            if self.redis.port:
+                lines.append("  redis     {} and 127.0.0.1:{} (embedded)".format(
+                    self.redis.url, self.redis.port))
+                where = "-p {}".format(self.redis.port)
+            else:
+                lines.append("  redis     {} (embedded, no TCP port)".format(self.redis.url))
+                where = "-s {}".format(self.redis.socket_path)
+            lines.append("            watch: redis-cli {} SUBSCRIBE {}".format(where, channels))
         elif self.settings.raw["redis"]["required"]:
             lines.append("  redis     {}".format(_without_password(
                 self.settings.raw["redis"]["url"])))

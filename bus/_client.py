@@ -20,6 +20,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 import zmq
 
+from bus._frames import NOBLOCK, recv_frames, send_frames
 from protocol import wire
 from protocol.errors import BackpressureError, EndpointError, ProtocolError, RequestTimeout
 from protocol.messages import from_wire, to_wire, wire_name
@@ -105,10 +106,17 @@ class Backoff(object):
 class BusClient(object):
     """One actor's connection to the router. Not thread-safe: use it from one thread."""
 
+    # An outbox flushes at this many messages or bytes even inside one loop turn.
+    MAX_BATCH = 512
+    MAX_BATCH_BYTES = 1 << 20
+
     def __init__(self, name: str, endpoint: str, context: Optional[zmq.Context] = None,
                  subscriptions: Tuple[Subscription, ...] = (), prefetch: int = 64,
                  ack_mode: str = "auto", meta: Optional[Dict[str, Any]] = None,
-                 reconnect: Optional[Backoff] = None) -> None:
+                 reconnect: Optional[Backoff] = None, batching: bool = False) -> None:
+        """``batching``: publish/send only queue into an outbox that goes out as one batch on
+        ``flush()`` (the actor loop flushes every turn; acks, replies, BYE and every wait flush
+        first, so nothing is reordered or held back). Off: every send goes out at once."""
         self.name = name
         self.endpoint = endpoint
         self.context = context or zmq.Context.instance()
@@ -134,6 +142,9 @@ class BusClient(object):
         self._last_acked = 0
         self._handled_since_ack = 0
         self._bye_answered = False
+        self.batching = batching
+        self._outbox: List[List[bytes]] = []  # [b"P", topic, header, body] or [b"S", dest, ...]
+        self._outbox_bytes = 0
         self.stats: Dict[str, Any] = {
             "sent": 0, "published": 0, "received": 0, "acked": 0, "checkpoints": 0,
             "blocked": 0, "blocked_seconds": 0.0, "backpressure_timeouts": 0,
@@ -217,6 +228,10 @@ class BusClient(object):
             info["error"] = error[:500]
         self._bye_answered = False
         try:
+            self.flush()
+        except EndpointError:
+            return False
+        try:
             self._raw_send([wire.BYE, wire.pack(info)])
             deadline = time.monotonic() + timeout
             while not self._bye_answered:
@@ -236,7 +251,7 @@ class BusClient(object):
         if self.sock is None:
             raise EndpointError("{}: not connected to {}".format(self.name, self.endpoint))
         try:
-            self.sock.send_multipart([wire.SIGNATURE] + frames)
+            send_frames(self.sock, [wire.SIGNATURE] + frames)
         except zmq.ZMQError as exc:
             raise EndpointError("{}: send to {} failed: {}".format(
                 self.name, self.endpoint, exc)) from exc
@@ -251,6 +266,7 @@ class BusClient(object):
         if self.credit > 0:
             self.credit -= 1
             return True
+        self.flush()  # the router can only hand credit back for what it has received
         self._read(0)
         if self.credit > 0:
             self.credit -= 1
@@ -278,24 +294,59 @@ class BusClient(object):
         ``timeout=0`` makes it a try: returns False instead of blocking."""
         if msg_type is None:
             msg_type = wire_name(body)
-        frames = [wire.PUB, topic.encode("utf-8"), self.header(msg_type),
-                  wire.pack(to_wire(body))]
+        topic_bytes = topic.encode("utf-8")
+        header = self.header(msg_type)
+        payload = wire.pack(to_wire(body))
         if not self._take_credit(timeout):
             return self._refused(timeout, topic)
-        self._raw_send(frames)
         self.stats["published"] += 1
+        if self.batching:
+            self._queue([b"P", topic_bytes, header, payload])
+        else:
+            self._raw_send([wire.PUB, topic_bytes, header, payload])
         return True
 
     def send(self, dest: str, msg_type: str, body: Any, timeout: Optional[float] = None,
              corr: Optional[str] = None, reply_to: Optional[str] = None) -> bool:
         """Send ``body`` to the actor ``dest``'s mailbox; credit rules as in ``publish``."""
-        frames = [wire.SEND, dest.encode("utf-8"), msg_type.encode("utf-8"),
-                  self.header(msg_type, corr, reply_to), wire.pack(to_wire(body))]
+        item = [b"S", dest.encode("utf-8"), msg_type.encode("utf-8"),
+                self.header(msg_type, corr, reply_to), wire.pack(to_wire(body))]
         if not self._take_credit(timeout):
             return self._refused(timeout, dest)
-        self._raw_send(frames)
         self.stats["sent"] += 1
+        if self.batching:
+            self._queue(item)
+        else:
+            self._raw_send([wire.SEND] + item[1:])
         return True
+
+    def _queue(self, item: List[bytes]) -> None:
+        self._outbox.append(item)
+        self._outbox_bytes += len(item[-1]) + len(item[-2])
+        if len(self._outbox) >= self.MAX_BATCH or self._outbox_bytes >= self.MAX_BATCH_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send what the outbox holds, in order: runs of publishes as PUBN, runs of sends as
+        SENDN (a run of one in the plain multi-frame form)."""
+        outbox = self._outbox
+        if not outbox:
+            return
+        self._outbox = []
+        self._outbox_bytes = 0
+        start = 0
+        while start < len(outbox):
+            kind = outbox[start][0]
+            end = start
+            while end < len(outbox) and outbox[end][0] == kind:
+                end += 1
+            run = outbox[start:end]
+            if len(run) == 1:
+                self._raw_send([wire.PUB if kind == b"P" else wire.SEND] + run[0][1:])
+            else:
+                self._raw_send([wire.PUBN if kind == b"P" else wire.SENDN,
+                                wire.pack([item[1:] for item in run])])
+            start = end
 
     def _refused(self, timeout: Optional[float], where: str) -> bool:
         if timeout is not None and timeout <= 0:
@@ -310,6 +361,7 @@ class BusClient(object):
         if header.reply_to is None:
             raise ProtocolError("{}: cannot reply to a message without reply_to".format(
                 self.name))
+        self.flush()  # what the handler published before replying goes out first
         self._raw_send([wire.REPLY, header.reply_to.encode("utf-8"), msg_type.encode("utf-8"),
                         self.header(msg_type, header.corr), wire.pack(to_wire(body))])
 
@@ -320,6 +372,7 @@ class BusClient(object):
         corr = "{}:{}:{}".format(self.name, os.getpid(), next(self._corr))
         deadline = time.monotonic() + timeout
         self.send(dest, msg_type, body, timeout=timeout, corr=corr, reply_to=self.name)
+        self.flush()
         self._awaiting = corr
         self._reply = None
         try:
@@ -374,10 +427,9 @@ class BusClient(object):
         sock = self.sock
         if sock is None:
             return
-        recv = sock.recv_multipart
         while True:
             try:
-                frames = recv(zmq.NOBLOCK)
+                frames = recv_frames(sock, NOBLOCK)
             except zmq.Again:
                 return
             self._last_recv = time.monotonic()
@@ -393,6 +445,16 @@ class BusClient(object):
             delivery_id, attempt = wire.unpack_tag(frames[2])
             self.buffer.append(Delivery(delivery_id, attempt, frames[3], frames[4], frames[5]))
             self.stats["received"] += 1
+        elif verb == wire.DELIVERN and len(frames) == 3:
+            items = wire.unpack(frames[2], "DELIVERN")
+            if not isinstance(items, list):
+                raise ProtocolError("DELIVERN must carry a list")
+            append = self.buffer.append
+            for item in items:
+                if not isinstance(item, list) or len(item) != 5:
+                    raise ProtocolError("a DELIVERN item is [id, attempt, topic, header, body]")
+                append(Delivery(item[0], item[1], item[2], item[3], item[4]))
+            self.stats["received"] += len(items)
         elif verb == wire.CREDIT and len(frames) == 3:
             self.credit += wire.unpack_u32(frames[2], "CREDIT")
         elif verb == wire.REPLY and len(frames) == 5:
@@ -467,6 +529,9 @@ class BusClient(object):
         """Ack everything handled so far; in checkpoint mode ``checkpoint`` is required."""
         if not self._handled_since_ack and checkpoint is None:
             return
+        # Outputs first: an ack (or checkpoint) must never overtake the messages published
+        # while handling what it acknowledges, or a crash would lose them.
+        self.flush()
         frames = [wire.ACK, wire.pack_u64(self._last_handled)]
         if checkpoint is not None:
             frames.append(checkpoint)

@@ -28,6 +28,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
 
 import zmq
 
+from bus._frames import NOBLOCK, recv_frames, send_frames
 from bus._mailbox import POLICIES, Envelope, LosslessMailbox, Mailbox, make_mailbox
 from protocol import wire
 from protocol.errors import EndpointError, ProtocolError
@@ -192,7 +193,9 @@ class Router(object):
             self._actor(name)
         self._handlers: Dict[bytes, Callable[[bytes, List[bytes]], None]] = {
             wire.PUB: self._on_pub,
+            wire.PUBN: self._on_pubn,
             wire.SEND: self._on_send,
+            wire.SENDN: self._on_sendn,
             wire.ACK: self._on_ack,
             wire.HELLO: self._on_hello,
             wire.REPLY: self._on_reply,
@@ -279,7 +282,6 @@ class Router(object):
         poller.register(sock, zmq.POLLIN)
         if tap is not None:
             poller.register(tap, zmq.POLLIN)
-        recv_multipart = sock.recv_multipart
         handle = self._handle
         next_housekeeping = 0.0
         try:
@@ -291,7 +293,7 @@ class Router(object):
                     # Drain what is there before polling again: one poll per burst, not per message.
                     for _ in range(2048):
                         try:
-                            frames = recv_multipart(zmq.NOBLOCK)
+                            frames = recv_frames(sock, NOBLOCK)
                         except zmq.Again:
                             break
                         handle(frames, now)
@@ -453,25 +455,10 @@ class Router(object):
         producer = self._peer(conn)
         if producer is None:
             return
-        topic = frames[3]
-        targets = self._route_cache.get(topic)
-        if targets is None:
-            targets = self._routes(topic)
-        header = frames[4]
-        body = frames[5]
-        producer.sent += 1
-        self.counters["published"] += 1
-        if not targets:
-            self.counters["unrouted"] += 1
-        for actor, mailbox in targets:
-            mailbox.put(Envelope(topic, header, body))
-            if mailbox.is_full():
-                self._block(producer, mailbox)
-            if actor.conn is not None and len(actor.inflight) < actor.prefetch:
-                self._pump(actor)
-        if self._tap_prefixes:
-            self._tap_copy(topic, b"pub", header, body)
-        self._credit(producer)
+        touched: Set[_Actor] = set()
+        self._route_pub(producer, frames[3], frames[4], frames[5], touched)
+        self._pump_all(touched)
+        self._credit(producer, 1)
 
     def _on_send(self, conn: bytes, frames: List[bytes]) -> None:
         if len(frames) != 7:
@@ -480,28 +467,91 @@ class Router(object):
         producer = self._peer(conn)
         if producer is None:
             return
+        touched: Set[_Actor] = set()
+        self._route_send(producer, frames[3], frames[4], frames[5], frames[6], touched)
+        self._pump_all(touched)
+        self._credit(producer, 1)
+
+    def _on_batch(self, conn: bytes, frames: List[bytes], width: int) -> List[Any]:
+        """The items of a PUBN/SENDN batch: a msgpack list of ``width``-element byte lists."""
+        if len(frames) != 4:
+            raise ProtocolError("a batch takes one frame, got {}".format(len(frames) - 3))
+        items = wire.unpack(frames[3], "batch")
+        if not isinstance(items, list) or not items:
+            raise ProtocolError("a batch must be a non-empty list")
+        for item in items:
+            if not isinstance(item, list) or len(item) != width or not all(
+                    isinstance(part, bytes) for part in item):
+                raise ProtocolError("each batch item must be a list of {} byte strings".format(
+                    width))
+        return items
+
+    def _on_pubn(self, conn: bytes, frames: List[bytes]) -> None:
+        items = self._on_batch(conn, frames, 3)
+        producer = self._peer(conn)
+        if producer is None:
+            return
+        touched: Set[_Actor] = set()
+        route = self._route_pub
+        for topic, header, body in items:
+            route(producer, topic, header, body, touched)
+        self._pump_all(touched)
+        self._credit(producer, len(items))
+
+    def _on_sendn(self, conn: bytes, frames: List[bytes]) -> None:
+        items = self._on_batch(conn, frames, 4)
+        producer = self._peer(conn)
+        if producer is None:
+            return
+        touched: Set[_Actor] = set()
+        for dest, msg_type, header, body in items:
+            self._route_send(producer, dest, msg_type, header, body, touched)
+        self._pump_all(touched)
+        self._credit(producer, len(items))
+
+    def _route_pub(self, producer: _Actor, topic: bytes, header: bytes, body: bytes,
+                   touched: Set[_Actor]) -> None:
+        targets = self._route_cache.get(topic)
+        if targets is None:
+            targets = self._routes(topic)
+        producer.sent += 1
+        self.counters["published"] += 1
+        if not targets:
+            self.counters["unrouted"] += 1
+        for actor, mailbox in targets:
+            mailbox.put(Envelope(topic, header, body))
+            if mailbox.is_full():
+                self._block(producer, mailbox)
+            touched.add(actor)
+        if self._tap_prefixes:
+            self._tap_copy(topic, b"pub", header, body)
+
+    def _route_send(self, producer: _Actor, dest_name: bytes, msg_type: bytes, header: bytes,
+                    body: bytes, touched: Set[_Actor]) -> None:
         producer.sent += 1
         self.counters["sent"] += 1
-        msg_type = frames[4]
         try:
-            dest = self._actors.get(frames[3].decode("utf-8"))
+            dest = self._actors.get(dest_name.decode("utf-8"))
         except UnicodeDecodeError:
             raise ProtocolError("SEND destination is not UTF-8") from None
-        envelope = Envelope(msg_type, frames[5], frames[6])
+        envelope = Envelope(msg_type, header, body)
         if dest is None:
             self.counters["unroutable"] += 1
             self._dead_letter(producer, envelope, "no actor named {!r}".format(
-                frames[3].decode("utf-8")))
+                dest_name.decode("utf-8")))
         else:
             mailbox = dest.direct
             mailbox.put(envelope)
             if mailbox.is_full():
                 self._block(producer, mailbox)
-            if dest.conn is not None and len(dest.inflight) < dest.prefetch:
-                self._pump(dest)
+            touched.add(dest)
         if self._tap_prefixes:
-            self._tap_copy(msg_type, b"send", frames[5], frames[6])
-        self._credit(producer)
+            self._tap_copy(msg_type, b"send", header, body)
+
+    def _pump_all(self, actors: Set[_Actor]) -> None:
+        for actor in actors:
+            if actor.conn is not None and len(actor.inflight) < actor.prefetch:
+                self._pump(actor)
 
     def _on_reply(self, conn: bytes, frames: List[bytes]) -> None:
         if len(frames) != 7:
@@ -616,15 +666,19 @@ class Router(object):
         return actor
 
     def _pump(self, actor: _Actor) -> None:
-        """Deliver pending messages up to the actor's prefetch window."""
+        """Deliver pending messages up to the actor's prefetch window: one DELIVER for a single
+        message, one DELIVERN for a backlog (one frame instead of four per message)."""
         conn = actor.conn
         if conn is None:
             return
         inflight = actor.inflight
+        room = actor.prefetch - len(inflight)
+        if room <= 0:
+            return
         mailboxes = actor.mailboxes
         count = len(mailboxes)
-        send = self._sock.send_multipart
-        while len(inflight) < actor.prefetch:
+        batch: List[Tuple[int, Envelope]] = []
+        while len(batch) < room:
             envelope = None
             mailbox = None
             for step in range(count):
@@ -636,26 +690,36 @@ class Router(object):
                     actor.rr = (index + 1) % count
                     break
             if envelope is None or mailbox is None:
-                return
+                break
             delivery_id = actor.next_delivery
             actor.next_delivery += 1
             envelope.deliveries += 1
             if envelope.deliveries > 1:
                 actor.redelivered += 1
             inflight[delivery_id] = (mailbox, envelope)
-            actor.delivered += 1
-            try:
-                send([conn, wire.SIGNATURE, wire.DELIVER,
+            batch.append((delivery_id, envelope))
+        if not batch:
+            return
+        actor.delivered += len(batch)
+        if len(batch) == 1:
+            delivery_id, envelope = batch[0]
+            frames = [conn, wire.SIGNATURE, wire.DELIVER,
                       wire.pack_tag(delivery_id, envelope.deliveries),
-                      envelope.topic, envelope.header, envelope.body], zmq.NOBLOCK)
-            except zmq.ZMQError as exc:
-                self._send_failed(actor, exc)
-                return
+                      envelope.topic, envelope.header, envelope.body]
+        else:
+            frames = [conn, wire.SIGNATURE, wire.DELIVERN, wire.pack(
+                [[delivery_id, envelope.deliveries, envelope.topic, envelope.header,
+                  envelope.body] for delivery_id, envelope in batch])]
+        try:
+            send_frames(self._sock, frames, NOBLOCK)
+        except zmq.ZMQError as exc:
+            self._send_failed(actor, exc)
+            return
         actor.last_send = time.monotonic()
 
     def _send(self, conn: bytes, frames: List[bytes]) -> None:
         try:
-            self._sock.send_multipart([conn, wire.SIGNATURE] + frames, zmq.NOBLOCK)
+            send_frames(self._sock, [conn, wire.SIGNATURE] + frames, NOBLOCK)
         except zmq.ZMQError as exc:
             actor = self._by_conn.get(conn)
             if actor is not None:
@@ -676,8 +740,8 @@ class Router(object):
 
     # -- flow control ----------------------------------------------------------------------
 
-    def _credit(self, producer: _Actor) -> None:
-        producer.owed += 1
+    def _credit(self, producer: _Actor, count: int) -> None:
+        producer.owed += count
         if not producer.blocked_on and producer.owed >= self._grant_batch \
                 and producer.conn is not None:
             owed = producer.owed
@@ -786,7 +850,7 @@ class Router(object):
         if not wanted or self._tap is None:
             return
         try:
-            self._tap.send_multipart([topic, kind, header, body], zmq.NOBLOCK)
+            send_frames(self._tap, [topic, kind, header, body], NOBLOCK)
             self.counters["tap_copies"] += 1
         except zmq.Again:
             self.counters["tap_dropped"] += 1

@@ -13,6 +13,13 @@ Every multipart message (after the ROUTER's routing id) starts with the signatur
     BYE     reason                               CTRL    result
     CTRL    request
 
+Batches: ``PUBN batch``, ``SENDN batch`` (actor -> router) and ``DELIVERN batch`` (router ->
+actor) carry several messages in ONE msgpack frame: lists of ``[topic, header, body]``,
+``[dest, type, header, body]`` and ``[delivery_id, attempt, topic, header, body]``. Every frame
+is a pyzmq call that releases the GIL; with several threads sharing it, the number of calls,
+not the bytes, bounds the bus, so producers batch what they publish in one loop turn and the
+router hands an actor its backlog at once. A single message keeps the multi-frame form.
+
 ``tag`` packs the delivery id (u64) and the attempt number (u16). ``REPLY`` is our addition to
 the verbs of the design: a reply goes straight to the requester's live connection, outside the
 mailboxes and the prefetch window, so that a request made from inside a handler cannot deadlock
@@ -48,11 +55,14 @@ CREDIT = b"CREDIT"
 PING = b"PING"
 PONG = b"PONG"
 BYE = b"BYE"
+PUBN = b"PUBN"
+SENDN = b"SENDN"
+DELIVERN = b"DELIVERN"
 RESET = b"RESET"
 CTRL = b"CTRL"
 
 VERBS = frozenset([HELLO, WELCOME, SEND, PUB, DELIVER, REPLY, ACK, CREDIT, PING, PONG, BYE,
-                   RESET, CTRL])
+                   RESET, CTRL, PUBN, SENDN, DELIVERN])
 
 _TAG = struct.Struct("!QH")
 _U64 = struct.Struct("!Q")

@@ -91,7 +91,10 @@ def bus_status(run_dir: str) -> dict[str, Any]:
 
 def write_config(directory: Path, run_dir: str, actors: list[dict[str, Any]],
                  **sections: Any) -> Path:
-    config: dict[str, Any] = {"run_dir": run_dir, "http": {"port": 0}, "actors": actors}
+    # Port 0: the HTTP port is picked by the kernel, and the embedded Redis listens on its unix
+    # socket only, so hosts of concurrent tests never fight over a port.
+    config: dict[str, Any] = {"run_dir": run_dir, "http": {"port": 0}, "actors": actors,
+                              "redis": {"port": 0}}
     config.update(sections)
     path = directory / "config.json"
     path.write_text(json.dumps(config))
@@ -177,13 +180,25 @@ def host_in_thread(tmp_path: Path, run_dir: str, actors: list[dict[str, Any]],
     """A real Host (router, supervisor, thread actors) inside the test process."""
     settings = config.load(str(write_config(tmp_path, run_dir, actors, **sections)))
     host = Host(settings, context=zmq.Context())
-    result: list[int] = []
-    thread = threading.Thread(target=lambda: result.append(host.run()), daemon=True)
+    result: list[Any] = []
+
+    def run() -> None:
+        try:
+            result.append(host.run())
+        except BaseException as exc:  # shown by the wait below, not lost in a thread
+            result.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     names = tuple(actor["name"] for actor in actors)
-    wait_for(lambda: os.path.exists(os.path.join(run_dir, "bus.json"))
-             and all(bus_status(run_dir)["actors"].get(n, {}).get("state") == "running"
-                     for n in names), 60, "the host's actors to run", interval=0.05)
+
+    def running() -> bool:
+        if result:
+            raise AssertionError("the host ended before its actors ran: {!r}".format(result[0]))
+        return os.path.exists(os.path.join(run_dir, "bus.json")) and all(
+            bus_status(run_dir)["actors"].get(n, {}).get("state") == "running" for n in names)
+
+    wait_for(running, 60, "the host's actors to run", interval=0.05)
     try:
         yield host
     finally:

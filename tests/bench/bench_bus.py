@@ -252,14 +252,17 @@ def _start_router(context: zmq.Context, run_dir: str) -> Router:
 
 
 def _feed_bus(context: zmq.Context, endpoint: str, count: int, done: _Waitable) -> None:
-    """Subject producer: ``BusClient.publish`` of the tick, blocking on credit."""
-    client = BusClient(PRODUCER, endpoint, context)
+    """Subject producer: ``BusClient.publish`` of the tick, blocking on credit, batching as an
+    actor does (its loop flushes the outbox every turn; a tight loop flushes at MAX_BATCH and
+    whenever it waits for credit)."""
+    client = BusClient(PRODUCER, endpoint, context, batching=True)
     client.connect(TIMEOUT)
     try:
         publish = client.publish
         body = TICK
         for _ in range(count):
             publish(TOPIC, body, timeout=TIMEOUT)
+        client.flush()
         done.wait(TIMEOUT)  # LINGER 0: keep the socket until the consumer has everything
     finally:
         client.close()
