@@ -28,6 +28,11 @@ _FROM_FXCM_TF = {code: tf for tf, code in FXCM_TF.items()}
 
 SESSION_STATES = ("CONNECTING", "STREAM", "IDLE", "DISCONNECTED", "RECOVERING")
 
+# The pipeline clock travels in the tick stream (same producer, same ordered mailbox), so that a
+# checkpointed consumer replays ticks and clock in exactly the order it first saw them, and a
+# bar closed by the clock before a crash is closed by it again after the restart.
+CLOCK_TOPIC = "tick.$clock"
+
 
 def normalize_symbol(raw: str) -> str:
     """``EUR/USD``, ``eurusd`` or ``EURUSD`` -> ``EURUSD``; raises ProtocolError if empty."""

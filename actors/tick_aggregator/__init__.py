@@ -1,0 +1,6 @@
+"""tick_aggregator: 1m bars from ticks and the derived chain 5m .. 1d (DESIGN.md section 6)."""
+
+from actors.tick_aggregator._actor import TickAggregator
+from actors.tick_aggregator._logic import Aggregator
+
+__all__ = ["Aggregator", "TickAggregator"]

@@ -1,0 +1,115 @@
+"""tick_aggregator: the actor around ``Aggregator``.
+
+One subscription, ``tick.`` lossless in checkpoint ack mode: it carries the ticks and the
+pipeline clock (``tick.$clock``) from fxcm_session in one order. The aggregator's whole state
+goes to the router with each checkpoint, so a restarted instance replays exactly the messages
+after it and emits exactly the final bars an uninterrupted run would (re-emitted bars carry the
+same key and values; downstream deduplicates them). No wall clock, no timers of its own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from actors.base import LOSSLESS, Actor, Subscribe, handles
+from actors.tick_aggregator._logic import Aggregator
+from bus import Delivery
+from protocol.errors import ConfigError, ProtocolError
+from protocol.market import TIMEFRAMES, Bar, Clock, Tick, bar_topic
+
+
+class TickAggregator(Actor):
+    ack_mode = "checkpoint"
+    subscriptions = (Subscribe("tick.", LOSSLESS),)
+
+    @classmethod
+    def check_settings(cls, settings: dict[str, Any]) -> None:
+        name = "tick_aggregator"
+        timeframes = settings.get("timeframes")
+        if not isinstance(timeframes, list) or "1m" not in timeframes:
+            raise ConfigError("{}.timeframes: must be a list that includes 1m".format(name))
+        for tf in timeframes:
+            if tf not in TIMEFRAMES:
+                raise ConfigError("{}.timeframes: unknown timeframe {!r} (known: {})".format(
+                    name, tf, ", ".join(TIMEFRAMES)))
+        for key in ("close_grace_ms", "max_synth_gap_minutes"):
+            value = settings.get(key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError("{}.{}: must be an integer >= 0".format(name, key))
+        interval = settings.get("live_publish_interval_seconds")
+        if not isinstance(interval, (int, float)) or interval < 0:
+            raise ConfigError("{}.live_publish_interval_seconds: must be >= 0".format(name))
+
+    def __init__(self, name: str, settings: dict[str, Any] | None = None) -> None:
+        super().__init__(name, settings)
+        self._aggregator: Aggregator | None = None
+        self._last_preview_ms = 0
+        self.published: dict[str, int] = {}
+
+    @property
+    def aggregator(self) -> Aggregator:
+        # Built on first use: restore() (from WELCOME) runs before on_start.
+        if self._aggregator is None:
+            from config.calendar import load_calendar
+
+            settings = self.settings
+            self._aggregator = Aggregator(
+                list(settings["symbols"]),
+                [tf for tf in TIMEFRAMES if tf in settings["timeframes"]],
+                settings["price_basis"], int(settings["close_grace_ms"]),
+                int(settings["max_synth_gap_minutes"]),
+                load_calendar(settings.get("calendar_file") or None))
+        return self._aggregator
+
+    def snapshot(self) -> Any:
+        return self.aggregator.snapshot()
+
+    def restore(self, state: Any) -> None:
+        self.aggregator.restore(state)
+
+    def on_start(self) -> None:
+        self.preview_ms = int(float(self.settings["live_publish_interval_seconds"]) * 1000)
+        _ = self.aggregator
+
+    @handles("tick")
+    def on_tick(self, tick: Any, delivery: Delivery) -> None:
+        if not isinstance(tick, Tick):
+            raise ProtocolError("a tick message must carry a Tick")
+        self._emit(self.aggregator.on_tick(tick))
+
+    @handles("clock")
+    def on_clock(self, clock: Any, delivery: Delivery) -> None:
+        if not isinstance(clock, Clock):
+            raise ProtocolError("a clock message must carry a Clock")
+        self._emit(self.aggregator.on_clock(clock.now_ms))
+        if self.preview_ms and clock.now_ms - self._last_preview_ms >= self.preview_ms:
+            self._last_preview_ms = clock.now_ms
+            for bar in self.aggregator.previews():
+                # a preview is never worth blocking for: the next one supersedes it
+                self.try_publish(bar_topic(bar.symbol, bar.tf), bar)
+
+    def _emit(self, bars: list[Bar]) -> None:
+        for bar in bars:
+            self.publish(bar_topic(bar.symbol, bar.tf), bar)
+            self.published[bar.tf] = self.published.get(bar.tf, 0) + 1
+
+    def status(self) -> dict[str, Any]:
+        result = super().status()
+        counters = dict(self.aggregator.counters)
+        result["aggregation"] = counters
+        result["published"] = dict(self.published)
+        result["metrics"] = {
+            "fxcm_tick_agg_bars_total": {
+                "type": "counter", "help": "Final bars emitted by tick aggregation",
+                "samples": [[{"tf": tf}, count] for tf, count in self.published.items()]},
+            "fxcm_tick_agg_late_ticks_total": {
+                "type": "counter", "help": "Ticks for a minute already final (not applied)",
+                "samples": [[{}, counters.get("late_ticks", 0)]]},
+            "fxcm_tick_agg_synthetic_bars_total": {
+                "type": "counter", "help": "Flat bars for quiet minutes in trading hours",
+                "samples": [[{}, counters.get("synthetic_bars", 0)]]},
+            "fxcm_tick_agg_synthetic_capped_total": {
+                "type": "counter", "help": "Quiet minutes beyond max_synth_gap_minutes",
+                "samples": [[{}, counters.get("synthetic_capped", 0)]]},
+        }
+        return result
