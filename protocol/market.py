@@ -32,6 +32,9 @@ SESSION_STATES = ("CONNECTING", "STREAM", "IDLE", "DISCONNECTED", "RECOVERING")
 # checkpointed consumer replays ticks and clock in exactly the order it first saw them, and a
 # bar closed by the clock before a crash is closed by it again after the restart.
 CLOCK_TOPIC = "tick.$clock"
+# The session state travels there too: a consumer of the tick stream learns in order that
+# ticks stopped because the session was lost, not because the market was quiet.
+SESSION_IN_TICKS_TOPIC = "tick.$session"
 
 
 def normalize_symbol(raw: str) -> str:

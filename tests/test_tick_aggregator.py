@@ -35,6 +35,12 @@ def tick(ts: int, mid: float, symbol: str = "EURUSD") -> Tick:
     return Tick(symbol, ts, mid - 0.0001, mid + 0.0001)
 
 
+def warm(agg: Aggregator, before: int, symbol: str = "EURUSD") -> None:
+    """A first tick long before ``before``: the partial first minute and the derived buckets
+    holding it are behind us."""
+    agg.on_tick(tick(before - 3 * 86_400_000, 1.0, symbol))
+
+
 def finals(bars: list[Bar]) -> dict[tuple[str, str, int], Bar]:
     result: dict[tuple[str, str, int], Bar] = {}
     for bar in bars:
@@ -48,7 +54,9 @@ def finals(bars: list[Bar]) -> dict[tuple[str, str, int], Bar]:
 
 def reference(ticks: list[Tick], max_synth: int) -> dict[tuple[str, str, int], tuple[Any, ...]]:
     """Final bars the rules of DESIGN.md section 6 produce when only ticks arrive (no clock):
-    ``(symbol, tf, open_time) -> (open, high, low, close, tick_count, synthetic)``."""
+    ``(symbol, tf, open_time) -> (open, high, low, close, tick_count, synthetic)``. The first
+    minute seen is partial (the aggregator started mid-stream): neither it nor a derived bar
+    holding it is final."""
     accepted: dict[int, list[tuple[int, float]]] = {}
     newest_minute: int | None = None
     for t in ticks:  # arrival order
@@ -64,7 +72,8 @@ def reference(ticks: list[Tick], max_synth: int) -> dict[tuple[str, str, int], t
         prices = [p for _, p in points]
         latest = max(ts for ts, _ in points)
         close = [p for ts, p in points if ts == latest][-1]
-        one[minute] = (points[0][1], max(prices), min(prices), close, len(points), False)
+        if index > 0:
+            one[minute] = (points[0][1], max(prices), min(prices), close, len(points), False)
         gap = 0
         quiet = minute + MINUTE_MS
         while quiet < minutes[index + 1]:
@@ -89,6 +98,8 @@ def reference(ticks: list[Tick], max_synth: int) -> dict[tuple[str, str, int], t
             groups.setdefault(start, []).append(m)
         starts = sorted(groups)
         for position, start in enumerate(starts):
+            if start <= minutes[0]:
+                continue  # holds the partial first minute
             last = groups[start][-1]
             if tf == "1d":
                 end = CALENDAR.next_trading_day_start(start)
@@ -146,9 +157,12 @@ def test_aggregation_matches_a_reference_fold_for_every_timeframe(
 # -- boundaries ---------------------------------------------------------------------------------
 
 def test_a_tick_exactly_at_the_end_of_a_bucket_opens_the_next_bar() -> None:
-    agg = aggregator()
+    agg = aggregator(max_synth=0)
     t0 = utc_ms(2026, 11, 18, 12)
-    assert agg.on_tick(tick(t0 + 10, 1.1)) == []
+    warm(agg, t0)
+    agg.on_tick(tick(t0 - 1, 1.0))
+    assert [b.open_time for b in agg.on_tick(tick(t0 + 10, 1.1)) if b.tf == "1m"] == [
+        t0 - MINUTE_MS]
     assert agg.on_tick(tick(t0 + MINUTE_MS - 1, 1.2)) == []
     bars = agg.on_tick(tick(t0 + MINUTE_MS, 1.3))
     one = [bar for bar in bars if bar.tf == "1m"]
@@ -159,8 +173,10 @@ def test_a_tick_exactly_at_the_end_of_a_bucket_opens_the_next_bar() -> None:
 
 
 def test_close_is_the_tick_with_the_latest_event_time_and_open_the_first_arrival() -> None:
-    agg = aggregator()
+    agg = aggregator(max_synth=0)
     t0 = utc_ms(2026, 11, 18, 12)
+    warm(agg, t0)
+    agg.on_tick(tick(t0 - 1, 1.0))
     for ts, mid in ((t0 + 30_000, 1.2), (t0 + 50_000, 1.4), (t0 + 10_000, 1.0),
                     (t0 + 40_000, 1.3)):
         agg.on_tick(tick(ts, mid))
@@ -174,7 +190,7 @@ def local_hour(ms: int) -> tuple[int, int]:
 
 
 def test_daily_and_4h_bars_start_at_17_new_york_around_both_dst_changes() -> None:
-    for year, month, days in ((2026, 3, (5, 6, 9, 10)), (2026, 10, (29, 30)),
+    for year, month, days in ((2026, 3, (5, 6, 9, 10)), (2026, 10, (27, 30)),
                               (2026, 11, (2, 3))):
         agg = aggregator(max_synth=10_000)
         emitted: list[Bar] = []
@@ -200,6 +216,7 @@ def test_daily_and_4h_bars_start_at_17_new_york_around_both_dst_changes() -> Non
 def test_a_quiet_minute_in_trading_hours_becomes_one_flat_synthetic_bar() -> None:
     agg = aggregator(grace=1500)
     t0 = utc_ms(2026, 11, 18, 12)
+    agg.on_tick(tick(t0 - 30_000, 1.0))  # the partial first minute, skipped
     agg.on_tick(tick(t0 + 5_000, 1.1))
     agg.on_tick(tick(t0 + 20_000, 1.2))
     first = [b for b in agg.on_clock(t0 + MINUTE_MS + 1_500) if b.tf == "1m"]
@@ -213,8 +230,9 @@ def test_a_quiet_minute_in_trading_hours_becomes_one_flat_synthetic_bar() -> Non
 
 
 def test_the_clock_closes_a_minute_only_after_the_grace() -> None:
-    agg = aggregator(grace=1500)
+    agg = aggregator(grace=1500, max_synth=0)
     t0 = utc_ms(2026, 11, 18, 12)
+    agg.on_tick(tick(t0 - 30_000, 1.0))  # the partial first minute, skipped
     agg.on_tick(tick(t0 + 5_000, 1.1))
     assert agg.on_clock(t0 + MINUTE_MS + 1_499) == []
     assert [b.tf for b in agg.on_clock(t0 + MINUTE_MS + 1_500)] == ["1m"]
@@ -228,8 +246,8 @@ def test_a_closed_market_yields_no_synthetic_bars() -> None:
     agg.on_tick(tick(friday, 1.1))
     emitted = agg.on_clock(utc_ms(2026, 11, 22, 12))  # Sunday noon: closed all along
     one = [b for b in emitted if b.tf == "1m"]
-    assert [(b.open_time, b.synthetic) for b in one] == [
-        (friday, False), (friday + MINUTE_MS, True)]
+    assert [(b.open_time, b.synthetic) for b in one] == [(friday + MINUTE_MS, True)]
+    assert agg.counters["partial_minutes_skipped"] == 1
 
 
 def test_a_gap_longer_than_the_cap_yields_no_more_synthetic_bars_than_the_cap() -> None:
@@ -245,6 +263,7 @@ def test_a_gap_longer_than_the_cap_yields_no_more_synthetic_bars_than_the_cap() 
 def test_derived_bars_close_when_the_market_closes_inside_them() -> None:
     agg = aggregator(max_synth=0)
     friday = utc_ms(2026, 11, 20, 21, 30)  # 16:30 New York: the 1h and 4h bars run past 17:00
+    agg.on_tick(tick(utc_ms(2026, 11, 19, 21), 1.0))  # Thursday: an earlier trading day
     for minute in range(30):
         agg.on_tick(tick(friday + minute * MINUTE_MS, 1.1))
     emitted = agg.on_clock(utc_ms(2026, 11, 20, 22, 5))
@@ -338,3 +357,22 @@ def test_killed_aggregator_emits_the_same_final_bars_as_an_uninterrupted_run(
     assert set(got) == set(expected)
     for key, bar in expected.items():
         assert got[key].same_values(bar), (key, got[key], bar)
+
+
+def test_after_the_session_is_lost_quiet_minutes_are_not_faked_and_partial_bars_are_skipped(
+        ) -> None:
+    agg = aggregator(max_synth=100)
+    t0 = utc_ms(2026, 11, 18, 12)
+    warm(agg, t0)
+    agg.on_tick(tick(t0 + 1_000, 1.1))
+    agg.on_tick(tick(t0 + 61_000, 1.2))  # t0 final; t0+1m forming
+    agg.on_session(False)  # disconnected: t0+1m is partial now
+    emitted = agg.on_clock(t0 + 30 * MINUTE_MS)
+    emitted += agg.on_tick(tick(t0 + 31 * MINUTE_MS + 5_000, 1.3))  # reconnected
+    emitted += agg.on_tick(tick(t0 + 32 * MINUTE_MS + 5_000, 1.4))
+    one = [b for b in emitted if b.tf == "1m"]
+    assert one == []  # nothing for the blind half hour, nothing for the partial minutes
+    assert agg.counters["partial_minutes_dropped"] == 1
+    emitted = agg.on_tick(tick(t0 + 33 * MINUTE_MS, 1.5))
+    assert [(b.open_time, b.synthetic) for b in emitted if b.tf == "1m"] == [
+        (t0 + 32 * MINUTE_MS, False)]

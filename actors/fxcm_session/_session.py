@@ -32,6 +32,7 @@ from bus import Backoff, Delivery
 from protocol.errors import ConfigError, HistoryNotReady, LoginFailed, ProtocolError
 from protocol.market import (
     CLOCK_TOPIC,
+    SESSION_IN_TICKS_TOPIC,
     TF_MS,
     Clock,
     HistoryReply,
@@ -297,8 +298,10 @@ class FxcmSession(Actor):
         self._publish_state()
 
     def _publish_state(self) -> None:
-        self.publish("session.state", SessionState(self.session_state, self.session_reason,
-                                                   self.session_since_ms, self.broker.kind))
+        state = SessionState(self.session_state, self.session_reason, self.session_since_ms,
+                             self.broker.kind)
+        self.publish("session.state", state)
+        self.publish(SESSION_IN_TICKS_TOPIC, state)
 
     def _publish_clock(self) -> None:
         # Never worth blocking the tick path for: a skipped clock is superseded 4 times a second.
@@ -487,6 +490,8 @@ class FxcmSession(Actor):
         self._logged_in = True
         self._connected_at = time.monotonic()
         self._resubscribed_at = 0.0
+        if self.session_state == STREAM:
+            return  # ticks outran this notice: the stream is already up
         if recovering:
             self._set_session(RECOVERING, "logged in again; waiting for ticks")
         else:

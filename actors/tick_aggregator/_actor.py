@@ -15,7 +15,7 @@ from actors.base import LOSSLESS, Actor, Subscribe, handles
 from actors.tick_aggregator._logic import Aggregator
 from bus import Delivery
 from protocol.errors import ConfigError, ProtocolError
-from protocol.market import TIMEFRAMES, Bar, Clock, Tick, bar_topic
+from protocol.market import TIMEFRAMES, Bar, Clock, SessionState, Tick, bar_topic
 
 
 class TickAggregator(Actor):
@@ -76,6 +76,14 @@ class TickAggregator(Actor):
         if not isinstance(tick, Tick):
             raise ProtocolError("a tick message must carry a Tick")
         self._emit(self.aggregator.on_tick(tick))
+
+    @handles("session.state")
+    def on_session(self, state: Any, delivery: Delivery) -> None:
+        if not isinstance(state, SessionState):
+            raise ProtocolError("a session.state message must carry a SessionState")
+        # Only a lost session means ticks may have been missed; connecting and recovering
+        # follow a loss (already marked) or the start (fresh anyway).
+        self.aggregator.on_session(state.state != "DISCONNECTED")
 
     @handles("clock")
     def on_clock(self, clock: Any, delivery: Delivery) -> None:

@@ -15,6 +15,11 @@ Per symbol:
   is final when its last minute is final, when a later minute arrives, or when the market
   closes inside it and does not reopen before its end.
 
+Partial bars are never final: after a fresh start, and after the session was lost
+(``on_session``), the first minute seen and the derived buckets holding it lack the ticks from
+before; they are skipped (counted) and history_poller fills them from history. While the
+session is lost, quiet minutes are not faked as synthetic either: nobody knows they were quiet.
+
 Everything the aggregator knows is in ``snapshot()``, so a checkpointed restart that replays the
 same ticks and clock readings emits the same final bars.
 """
@@ -91,7 +96,8 @@ class _Bucket:
 
 
 class _Symbol:
-    __slots__ = ("current", "next_minute", "last_close", "gap", "derived")
+    __slots__ = ("current", "next_minute", "last_close", "gap", "derived", "fresh",
+                 "first_minute")
 
     def __init__(self) -> None:
         self.current: _Bucket | None = None
@@ -99,6 +105,8 @@ class _Symbol:
         self.last_close: float | None = None
         self.gap = 0  # synthetic minutes emitted in a row
         self.derived: dict[str, _Bucket] = {}
+        self.fresh = True  # nothing seen since start or since the session was lost
+        self.first_minute: int | None = None  # the partial minute after being fresh
 
 
 class Aggregator:
@@ -138,7 +146,15 @@ class Aggregator:
         out: list[Bar] = []
         # A tick at or past the current bucket's end makes it final.
         self._finalize_current(tick.symbol, state, out)
-        self._advance(tick.symbol, state, minute, out)
+        if state.fresh:
+            # Ticks before this one were not seen: this minute, and the derived buckets that
+            # hold it, are partial and left to history; quiet minutes before it are unknown.
+            state.fresh = False
+            state.first_minute = minute
+            state.next_minute = minute
+            state.derived.clear()
+        else:
+            self._advance(tick.symbol, state, minute, out)
         state.current = _Bucket(minute, price, tick.ts_ms)
         self.counters["ticks"] += 1
         return out
@@ -157,6 +173,20 @@ class Aggregator:
             self._close_derived_at_market_close(symbol, state, now_ms, out)
         return out
 
+    def on_session(self, connected: bool) -> None:
+        """The session was lost (``connected=False``): what is forming is partial, and the
+        time until the next tick is unknown, not quiet."""
+        if connected:
+            return
+        for state in self.symbols.values():
+            if state.current is not None:
+                self.counters["partial_minutes_dropped"] += 1
+            state.current = None
+            state.fresh = True
+            if state.derived:
+                self.counters["partial_derived_dropped"] += len(state.derived)
+            state.derived.clear()
+
     def previews(self) -> list[Bar]:
         """The forming 1m bars (``complete=False``), for live previews."""
         return [self._bar(symbol, "1m", state.current, complete=False)
@@ -169,20 +199,20 @@ class Aggregator:
         if current is None:
             return
         state.current = None
-        bar = self._bar(symbol, "1m", current, complete=True)
         state.last_close = current.close
         state.next_minute = current.open_time + MINUTE_MS
         state.gap = 0
+        if current.open_time == state.first_minute:
+            self.counters["partial_minutes_skipped"] += 1
+            return
         self.counters["bars_1m"] += 1
-        self._final_1m(symbol, state, bar, out)
+        self._final_1m(symbol, state, self._bar(symbol, "1m", current, complete=True), out)
 
     def _advance(self, symbol: str, state: _Symbol, until: int, out: list[Bar]) -> None:
         """Account for every quiet minute before ``until``: a synthetic bar inside trading
         hours (up to the cap), nothing when closed."""
         minute = state.next_minute
-        if minute is None or state.last_close is None:
-            if state.next_minute is None:
-                state.next_minute = until
+        if minute is None or state.last_close is None or state.fresh:
             return
         is_open = self.calendar.is_open
         while minute < until:
@@ -214,6 +244,8 @@ class Aggregator:
         day_start = self.calendar.trading_day_start
         for tf in self.derived_tfs:
             start = bucket_start(bar.open_time, tf, day_start)
+            if state.first_minute is not None and start <= state.first_minute:
+                continue  # holds the partial first minute: history fills it
             bucket = state.derived.get(tf)
             if bucket is not None and bucket.open_time != start:
                 out.append(self._bar(symbol, tf, bucket, complete=True))
@@ -269,6 +301,7 @@ class Aggregator:
                     state.current.to_state() if state.current is not None else None,
                     state.next_minute, state.last_close, state.gap,
                     {tf: bucket.to_state() for tf, bucket in state.derived.items()},
+                    state.fresh, state.first_minute,
                 ]
                 for symbol, state in self.symbols.items()
             },
@@ -276,7 +309,7 @@ class Aggregator:
         }
 
     def restore(self, snapshot: dict[str, Any]) -> None:
-        for symbol, (current, next_minute, last_close, gap, derived) in \
+        for symbol, (current, next_minute, last_close, gap, derived, fresh, first_minute) in \
                 snapshot["symbols"].items():
             state = self.symbols.get(symbol)
             if state is None:
@@ -286,4 +319,6 @@ class Aggregator:
             state.last_close = last_close
             state.gap = gap
             state.derived = {tf: _Bucket.from_state(bucket) for tf, bucket in derived.items()}
+            state.fresh = fresh
+            state.first_minute = first_minute
         self.counters = Counter(snapshot.get("counters", {}))
