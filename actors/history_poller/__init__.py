@@ -1,0 +1,6 @@
+"""history_poller: the bar store, warmup, gap repair and the history commands."""
+
+from actors.history_poller._actor import HistoryPoller
+from actors.history_poller._store import BarStore
+
+__all__ = ["BarStore", "HistoryPoller"]

@@ -1,0 +1,502 @@
+"""history_poller: the bar store, warmup, gap repair and the history commands.
+
+- Persists every final bar on ``bar.`` (lossless) in the bar store, the single on-disk truth,
+  one final per key (a different second final is a counted conflict, never an overwrite).
+- Warmup at start: load the store, publish its tail (source ``store``), fetch what is missing
+  since the last stored 1m bar (daily first, then 1m in chunks, through fxcm_session's quota),
+  rebuild the derived timeframes from 1m, then mark the feed ready (``poller.ready``).
+- Gap repair: every ``poll_seconds`` it looks for 1m minutes missing inside trading hours
+  (after downtime, or left partial by tick aggregation) and fetches them from history
+  (``source=history``); derived bars whose minutes are all stored but that are missing are
+  rebuilt from 1m (``source=derived``).
+- Commands (``poller.<op>`` requests from command_handler, replied with ``poller.result``):
+  warmup, backfill (lookback clamped to backfill_min..max_minutes), republish_tail,
+  tail_guard (the exact missing minutes of a window; repaired when asked), set_universe.
+
+Every history call is a job step: jobs are generators that yield HistoryRequests and receive
+HistoryReplies; one scheduler sends one request at a time, honours ``throttled``/``retry_after``
+and ``not_ready``, and replies to a command when its job ends. So the loop never sleeps and
+bars keep being persisted while history is fetched.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Generator, Iterable
+from typing import Any
+
+from actors.base import LATEST, LOSSLESS, Actor, Subscribe, handles
+from actors.history_poller._store import BarStore
+from bus import Backoff, Delivery
+from protocol.bars import bucket_start
+from protocol.errors import ConfigError, ConnectorError, ProtocolError, RequestTimeout
+from protocol.market import (
+    CLOCK_TOPIC,
+    MINUTE_MS,
+    TF_MS,
+    TIMEFRAMES,
+    Bar,
+    Clock,
+    HistoryReply,
+    HistoryRequest,
+    bar_topic,
+    normalize_symbol,
+    normalize_tf,
+    parse_targets,
+)
+
+log = logging.getLogger("fxcm.poller")
+
+Job = Generator[HistoryRequest, HistoryReply, dict[str, Any]]
+DERIVED = [tf for tf in TIMEFRAMES if tf != "1m"]
+
+
+class _Scheduled:
+    __slots__ = ("name", "job", "request", "reply", "not_before", "delivery", "attempts",
+                 "started")
+
+    def __init__(self, name: str, job: Job, delivery: Delivery | None) -> None:
+        self.name = name
+        self.job = job
+        self.request: HistoryRequest | None = None
+        self.reply: HistoryReply | None = None
+        self.not_before = 0.0
+        self.delivery = delivery
+        self.attempts = 0
+        self.started = False
+
+
+class HistoryPoller(Actor):
+    # Bars to persist, and the pipeline clock (the replay clock under replay) for "now".
+    subscriptions = (Subscribe("bar.", LOSSLESS), Subscribe(CLOCK_TOPIC, LATEST))
+
+    @classmethod
+    def check_settings(cls, settings: dict[str, Any]) -> None:
+        for key in ("max_targets", "warmup_bars", "max_bars", "chunk_bars", "republish_batch",
+                    "backfill_min_minutes", "backfill_max_minutes", "tail_guard_window_minutes"):
+            value = settings.get(key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError("history_poller.{}: must be a positive integer".format(key))
+        if settings["backfill_min_minutes"] > settings["backfill_max_minutes"]:
+            raise ConfigError("history_poller.backfill_min_minutes: must be <= "
+                              "backfill_max_minutes")
+        if settings["chunk_bars"] > 5000:
+            raise ConfigError("history_poller.chunk_bars: at most 5000 bars per request")
+        for key in ("poll_seconds", "request_timeout_seconds", "idle_poll_multiplier"):
+            if float(settings.get(key, 0)) <= 0:
+                raise ConfigError("history_poller.{}: must be > 0".format(key))
+        try:
+            cls._targets_from(settings)
+        except ProtocolError as exc:
+            raise ConfigError("history_poller.targets: {}".format(exc)) from None
+
+    @staticmethod
+    def _targets_from(settings: dict[str, Any]) -> list[tuple[str, str]]:
+        spec = settings.get("targets") or ""
+        if spec:
+            return parse_targets(spec)
+        return [(normalize_symbol(symbol), "1m") for symbol in settings["symbols"]]
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def on_start(self) -> None:
+        from config.calendar import load_calendar
+
+        settings = self.settings
+        self.calendar = load_calendar(settings.get("calendar_file") or None)
+        self.symbols = [normalize_symbol(s) for s in settings["symbols"]]
+        self.targets = self._targets_from(settings)[:int(settings["max_targets"])]
+        self.store = BarStore(settings["cache"]["dir"], int(settings["max_bars"]))
+        self.jobs: deque[_Scheduled] = deque()
+        self.counts: Counter[str] = Counter()
+        self.empty_minutes: set[tuple[str, int]] = set()  # history had no bar there
+        self.ready = False
+        self.error_backoff = Backoff(1.0, 30.0, 0.2)
+        self.request_timeout = float(settings["request_timeout_seconds"])
+        self.clock_ms = 0  # the pipeline clock; nothing is fetched before the first reading
+        self.live_start = 0  # minutes from here on belong to tick aggregation in this run
+        started = time.monotonic()
+        for symbol in self.symbols:
+            for tf in TIMEFRAMES:
+                self.store.load(symbol, tf)
+        self.load_seconds = time.monotonic() - started
+        self._schedule("warmup", self._warmup_job(self.symbols, None), None)
+        self.every(0.02, self._work)
+        self.every(float(settings["poll_seconds"]), self._repair_scan)
+
+    def on_close(self) -> None:
+        store = getattr(self, "store", None)
+        if store is not None:
+            store.compact_all()
+
+    def _now_minute(self) -> int:
+        return self.clock_ms - self.clock_ms % MINUTE_MS
+
+    @handles("clock")
+    def on_clock(self, clock: Any, delivery: Delivery) -> None:
+        if isinstance(clock, Clock) and clock.now_ms > self.clock_ms:
+            self.clock_ms = clock.now_ms
+            if not self.live_start:
+                self.live_start = self._now_minute()
+
+    # -- persistence -------------------------------------------------------------------------
+
+    @handles("bar")
+    def on_bar(self, bar: Any, delivery: Delivery) -> None:
+        if not isinstance(bar, Bar):
+            raise ProtocolError("a bar message must carry a Bar")
+        if bar.complete:
+            self.counts["persist_" + self.store.put(bar)] += 1
+
+    def _accept(self, bars: Iterable[Bar], before_ms: int, counts: Counter[str]) -> None:
+        """Store and publish fetched history bars: final ones strictly before ``before_ms``."""
+        for bar in bars:
+            if not bar.complete or bar.open_time >= before_ms:
+                counts["skipped_live"] += 1
+                continue
+            outcome = self.store.put(bar)
+            counts[outcome] += 1
+            if outcome == "stored":
+                self.publish(bar_topic(bar.symbol, bar.tf), bar)
+                counts["published"] += 1
+
+    # -- the scheduler -----------------------------------------------------------------------
+
+    def _schedule(self, name: str, job: Job, delivery: Delivery | None) -> None:
+        self.jobs.append(_Scheduled(name, job, delivery))
+
+    def _work(self) -> None:
+        """One step of the first job: send its pending request, or advance it."""
+        if not self.jobs or not self.live_start:
+            return
+        item = self.jobs[0]
+        if time.monotonic() < item.not_before:
+            return
+        try:
+            if item.request is None:
+                if not item.started:
+                    item.started = True
+                    item.request = next(item.job)
+                else:
+                    assert item.reply is not None
+                    item.request = item.job.send(item.reply)
+                item.reply = None
+                item.attempts = 0
+        except StopIteration as done:
+            self.jobs.popleft()
+            self._finish(item, True, done.value or {})
+            return
+        except ConnectorError as exc:
+            self.jobs.popleft()
+            self._finish(item, False, {"code": "poller_error", "message": str(exc)})
+            return
+        request = item.request
+        assert request is not None
+        try:
+            _, reply = self.request("fxcm_session", "history.get", request,
+                                    timeout=self.request_timeout)
+        except RequestTimeout as exc:
+            item.attempts += 1
+            self.counts["history_timeouts"] += 1
+            item.not_before = time.monotonic() + self.error_backoff.compute(item.attempts)
+            log.warning("%s: history request timed out (%s); retry %d", self.name, exc,
+                        item.attempts)
+            return
+        if not isinstance(reply, HistoryReply):
+            raise ProtocolError("history.bars body must be a HistoryReply")
+        self.counts["history_" + reply.status] += 1
+        if reply.status == "throttled" or (reply.status == "not_ready" and item.attempts < 3):
+            item.attempts += 1
+            item.not_before = time.monotonic() + max(0.05, reply.retry_after)
+            return
+        item.reply = reply
+        item.request = None
+
+    def _finish(self, item: _Scheduled, ok: bool, payload: dict[str, Any]) -> None:
+        if item.name == "warmup" and item.delivery is None:
+            self.ready = True
+            payload = dict(payload, load_seconds=round(self.load_seconds, 3))
+            self.publish("poller.ready", payload, "poller.ready")
+            log.info("%s: feed ready: %s", self.name, payload)
+        if item.delivery is not None:
+            body = {"ok": True, "result": payload} if ok else {"ok": False, "error": payload}
+            self.reply(item.delivery, "poller.result", body)
+
+    # -- fetching ----------------------------------------------------------------------------
+
+    def _fetch(self, symbol: str, tf: str, start_ms: int, end_ms: int,
+               counts: Counter[str]) -> Generator[HistoryRequest, HistoryReply, list[Bar]]:
+        """All bars of ``[start_ms, end_ms)`` in chunks of ``chunk_bars``."""
+        step = TF_MS[tf]
+        chunk = int(self.settings["chunk_bars"]) * step
+        bars: list[Bar] = []
+        start = start_ms
+        while start < end_ms:
+            end = min(start + chunk, end_ms)
+            # priority is fxcm_session's quota decision (its priority_targets)
+            reply = yield HistoryRequest(symbol, tf, start, end - 1, 0, False)
+            counts["requests"] += 1
+            if reply.status == "ok":
+                bars += [bar for bar in reply.to_bars() if start <= bar.open_time < end]
+            else:
+                counts["chunk_" + reply.status] += 1
+                log.warning("%s: history %s %s [%d, %d) %s: %s", self.name, symbol, tf, start,
+                            end, reply.status, reply.error)
+            start = end
+        return bars
+
+    def _rebuild(self, symbol: str, start_ms: int, end_ms: int, counts: Counter[str]) -> None:
+        """Derived bars of buckets inside ``[start_ms, end_ms)`` from the stored 1m bars, where
+        the store has none yet."""
+        minutes = [bar for bar in self.store.bars(symbol, "1m")
+                   if start_ms <= bar.open_time < end_ms]
+        day_start = self.calendar.trading_day_start
+        for tf in DERIVED:
+            groups: dict[int, list[Bar]] = {}
+            for bar in minutes:
+                groups.setdefault(bucket_start(bar.open_time, tf, day_start), []).append(bar)
+            for start, bars in groups.items():
+                end = self._bucket_end(start, tf)
+                if start < start_ms or end > end_ms or self.store.get(symbol, tf, start):
+                    continue
+                if not self._covered(symbol, start, end):
+                    continue
+                derived = Bar(symbol, tf, start, start + TF_MS[tf] - 1, bars[0].open,
+                              max(b.high for b in bars), min(b.low for b in bars),
+                              bars[-1].close, float(sum(b.tick_count for b in bars)),
+                              sum(b.tick_count for b in bars), True,
+                              all(b.synthetic for b in bars), "derived")
+                if self.store.put(derived) == "stored":
+                    self.publish(bar_topic(symbol, tf), derived)
+                    counts["rebuilt"] += 1
+
+    def _bucket_end(self, start: int, tf: str) -> int:
+        if tf == "1d":
+            return int(self.calendar.next_trading_day_start(start))
+        if tf == "4h":
+            return min(start + TF_MS[tf], int(self.calendar.next_trading_day_start(start)))
+        return start + TF_MS[tf]
+
+    def _covered(self, symbol: str, start: int, end: int) -> bool:
+        """Every open minute of ``[start, end)`` is stored or known empty in history."""
+        stored = self.store.open_times(symbol, "1m")
+        return all(minute in stored or (symbol, minute) in self.empty_minutes
+                   for minute in self.calendar.open_minutes(start, end, symbol))
+
+    def _missing(self, symbol: str, start: int, end: int) -> list[int]:
+        stored = self.store.open_times(symbol, "1m")
+        return [minute for minute in self.calendar.open_minutes(start, end, symbol)
+                if minute not in stored and (symbol, minute) not in self.empty_minutes]
+
+    def _fill(self, symbol: str, minutes: list[int], counts: Counter[str]
+              ) -> Generator[HistoryRequest, HistoryReply, None]:
+        """Fetch the given missing minutes (in runs) and remember the ones history lacks."""
+        runs: list[tuple[int, int]] = []
+        for minute in sorted(minutes):
+            if runs and minute == runs[-1][1]:
+                runs[-1] = (runs[-1][0], minute + MINUTE_MS)
+            else:
+                runs.append((minute, minute + MINUTE_MS))
+        for start, end in runs:
+            bars = yield from self._fetch(symbol, "1m", start, end, counts)
+            self._accept(bars, self._horizon(), counts)
+            got = {bar.open_time for bar in bars}
+            for minute in range(start, end, MINUTE_MS):
+                if minute not in got:
+                    self.empty_minutes.add((symbol, minute))
+                    counts["empty_in_history"] += 1
+
+    def _horizon(self) -> int:
+        """Minutes at or after this are not final yet anywhere."""
+        return self._now_minute() - MINUTE_MS
+
+    # -- jobs --------------------------------------------------------------------------------
+
+    def _warmup_job(self, symbols: list[str], lookback_minutes: int | None) -> Job:
+        counts: Counter[str] = Counter()
+        started = time.monotonic()
+        warmup = lookback_minutes or int(self.settings["warmup_bars"])
+        for symbol in symbols:  # the store's tail first: late joiners and a restarted publisher
+            for tf in TIMEFRAMES:
+                for bar in self.store.bars(symbol, tf)[-int(self.settings["republish_batch"]):]:
+                    self.publish(bar_topic(symbol, tf), Bar(
+                        bar.symbol, bar.tf, bar.open_time, bar.close_time, bar.open, bar.high,
+                        bar.low, bar.close, bar.volume, bar.tick_count, True, bar.synthetic,
+                        "store"))
+                    counts["republished"] += 1
+        for symbol in symbols:  # daily before minute chunks
+            days = yield from self._fetch(
+                symbol, "1d", self.live_start - max(warmup, 1440) * MINUTE_MS - 86_400_000,
+                self.live_start, counts)
+            self._accept(days, self.calendar.trading_day_start(self.live_start), counts)
+        for symbol in symbols:
+            last = self.store.last(symbol, "1m")
+            start = self.live_start - warmup * MINUTE_MS
+            if last is not None and last.open_time >= start:
+                start = last.open_time + MINUTE_MS
+            bars = yield from self._fetch(symbol, "1m", start, self.live_start, counts)
+            self._accept(bars, self.live_start, counts)
+            self._rebuild(symbol, self.live_start - warmup * MINUTE_MS, self.live_start, counts)
+        return dict(counts, seconds=round(time.monotonic() - started, 3))
+
+    def _backfill_job(self, args: dict[str, Any]) -> Job:
+        counts: Counter[str] = Counter()
+        symbol = normalize_symbol(str(args["symbol"]))
+        low = int(self.settings["backfill_min_minutes"])
+        high = int(self.settings["backfill_max_minutes"])
+        end = self._horizon()
+        if "start_ms" in args:
+            start, end = int(args["start_ms"]), min(int(args["end_ms"]), end)
+            minutes = max(0, (end - start) // MINUTE_MS)
+            clamped = min(max(minutes, low), high)
+            start = end - clamped * MINUTE_MS
+        else:
+            minutes = int(args.get("lookback_minutes", low))
+            clamped = min(max(minutes, low), high)
+            start = end - clamped * MINUTE_MS
+        start -= start % MINUTE_MS
+        bars = yield from self._fetch(symbol, "1m", start, end, counts)
+        self._accept(bars, end, counts)
+        self._rebuild(symbol, start, end, counts)
+        return dict(counts, symbol=symbol, requested_minutes=minutes, lookback_minutes=clamped,
+                    clamped=clamped != minutes, start_ms=start, end_ms=end)
+
+    def _tail_guard_job(self, args: dict[str, Any]) -> Job:
+        counts: Counter[str] = Counter()
+        window = int(args.get("window_minutes") or int(args.get("window_hours", 0)) * 60
+                     or int(self.settings["tail_guard_window_minutes"]))
+        end = self._horizon()
+        start = end - window * MINUTE_MS
+        symbols = args.get("symbols") or self.symbols
+        report: dict[str, Any] = {}
+        for symbol in symbols:
+            stored = self.store.open_times(symbol, "1m")
+            missing = [minute for minute in self.calendar.open_minutes(start, end, symbol)
+                       if minute not in stored]
+            entry: dict[str, Any] = {"missing": missing, "missing_count": len(missing)}
+            if missing and args.get("repair", False):
+                yield from self._fill(symbol, missing, counts)
+                self._rebuild(symbol, start, end, counts)
+                stored_now = self.store.open_times(symbol, "1m")
+                entry["still_missing"] = [m for m in missing if m not in stored_now]
+                entry["repaired"] = len(missing) - len(entry["still_missing"])
+            report[symbol] = entry
+        return {"window_minutes": window, "start_ms": start, "end_ms": end, "symbols": report,
+                "counts": dict(counts)}
+
+    def _republish_job(self, args: dict[str, Any]) -> Job:
+        symbol = normalize_symbol(str(args["symbol"]))
+        timeframes = args.get("timeframes") or ["1m"]
+        window = int(args.get("window_hours", 24)) * 3600 * 1000
+        since = self._horizon() - window
+        published = 0
+        for tf in timeframes:
+            for bar in self.store.bars(symbol, normalize_tf(tf)):
+                if bar.open_time >= since:
+                    self.publish(bar_topic(symbol, bar.tf), Bar(
+                        bar.symbol, bar.tf, bar.open_time, bar.close_time, bar.open, bar.high,
+                        bar.low, bar.close, bar.volume, bar.tick_count, True, bar.synthetic,
+                        "store"))
+                    published += 1
+        return {"symbol": symbol, "timeframes": timeframes, "published": published}
+        yield  # a generator without history calls
+
+    # -- periodic repair -----------------------------------------------------------------------
+
+    def _repair_scan(self) -> None:
+        if not self.ready or self.jobs:
+            return
+        end = self._horizon() - MINUTE_MS  # leave tick aggregation its grace
+        start = end - int(self.settings["tail_guard_window_minutes"]) * MINUTE_MS
+        for symbol in self.symbols:
+            missing = self._missing(symbol, start, end)
+            if missing:
+                counts: Counter[str] = self.counts
+                self._schedule("repair", self._repair_job(symbol, missing, start, end, counts),
+                               None)
+            else:
+                rebuilt: Counter[str] = Counter()
+                self._rebuild(symbol, start, end, rebuilt)
+                self.counts["rebuilt"] += rebuilt["rebuilt"]
+
+    def _repair_job(self, symbol: str, missing: list[int], start: int, end: int,
+                    counts: Counter[str]) -> Job:
+        log.info("%s: repairing %d missing minutes of %s from history", self.name, len(missing),
+                 symbol)
+        yield from self._fill(symbol, missing, counts)
+        self._rebuild(symbol, start, end, counts)
+        counts["repairs"] += 1
+        return {}
+
+    # -- commands ----------------------------------------------------------------------------
+
+    def on_message(self, body: Any, delivery: Delivery) -> None:
+        kind = delivery.type
+        if not kind.startswith("poller.") or delivery.header.reply_to is None:
+            super().on_message(body, delivery)
+            return
+        op = kind[len("poller."):]
+        args = body if isinstance(body, dict) else {}
+        try:
+            if op == "warmup":
+                symbols = args.get("symbols") or self.symbols
+                minutes = (args.get("lookback_days", 0) * 1440
+                           or args.get("lookback_hours", 0) * 60
+                           or args.get("min_history_bars") or None)
+                self._schedule("warmup-command", self._warmup_job(list(symbols), minutes),
+                               delivery)
+            elif op == "backfill":
+                self._schedule("backfill", self._backfill_job(args), delivery)
+            elif op == "tail_guard":
+                self._schedule("tail_guard", self._tail_guard_job(args), delivery)
+            elif op == "republish_tail":
+                self._schedule("republish_tail", self._republish_job(args), delivery)
+            elif op == "set_universe":
+                targets = [(normalize_symbol(t["symbol"]), normalize_tf(t["tf"]))
+                           for t in args.get("targets", [])]
+                cap = int(self.settings["max_targets"])
+                self.targets = targets[:cap]
+                self.reply(delivery, "poller.result", {"ok": True, "result": {
+                    "targets": len(self.targets), "capped": len(targets) > cap}})
+            else:
+                self.reply(delivery, "poller.result", {"ok": False, "error": {
+                    "code": "unknown_command", "message": "no poller command " + op}})
+        except (KeyError, TypeError, ValueError, ProtocolError) as exc:
+            self.reply(delivery, "poller.result", {"ok": False, "error": {
+                "code": "contract_error", "message": "{}: {}".format(type(exc).__name__, exc)}})
+
+    # -- status --------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        result = super().status()
+        store: dict[str, Any] = self.store.status() if hasattr(self, "store") else {}
+        if store.get("read_only") or store.get("quarantined"):
+            result["state"] = "degraded"
+        counters: dict[str, int] = store.get("counters", {})
+        result.update({
+            "ready": getattr(self, "ready", False),
+            "store": store,
+            "jobs": [item.name for item in getattr(self, "jobs", [])],
+            "counts": dict(getattr(self, "counts", {})),
+            "targets": ["{}:{}".format(s, tf) for s, tf in getattr(self, "targets", [])],
+            "metrics": {
+                "fxcm_store_conflicts_total": {
+                    "type": "counter", "help": "Different finals offered for a stored key",
+                    "samples": [[{}, counters.get("conflicts", 0)]]},
+                "fxcm_connector_errors_total": {
+                    "type": "counter", "help": "Errors by type (cache_io: bar store IO)",
+                    "samples": [[{"type": "cache_io"}, counters.get("io_errors", 0)]]},
+                "fxcm_store_quarantined_total": {
+                    "type": "counter", "help": "Damaged bar store files quarantined",
+                    "samples": [[{}, counters.get("quarantined", 0)]]},
+                "fxcm_store_read_only": {
+                    "type": "gauge", "help": "1 when the bar store fell back to read-only",
+                    "samples": [[{}, 1.0 if store.get("read_only") else 0.0]]},
+                "fxcm_feed_ready": {
+                    "type": "gauge", "help": "1 once warmup has finished",
+                    "samples": [[{}, 1.0 if getattr(self, "ready", False) else 0.0]]},
+            },
+        })
+        return result

@@ -1,0 +1,261 @@
+"""history_poller: the bar store, warmup after downtime, gap repair and the commands."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from actors.fxcm_session._sim import SimMarket
+from actors.history_poller import BarStore
+from bus import ipc_endpoint
+from config.calendar import load_calendar
+from protocol.market import MINUTE_MS, TF_MS, Bar, HistoryReply
+from tests.helpers import Probe, bus_status, host_process, open_calendar, wait_for
+from tests.test_fxcm_session import collected, collector, write_ticks
+
+
+def utc_ms(year: int, month: int, day: int, hour: int, minute: int = 0) -> int:
+    moment = datetime.datetime(year, month, day, hour, minute, tzinfo=datetime.timezone.utc)
+    return int(moment.timestamp() * 1000)
+
+
+def bar(open_time: int, price: float = 1.1, tf: str = "1m", source: str = "history") -> Bar:
+    return Bar("EURUSD", tf, open_time, open_time + TF_MS[tf] - 1, price, price + 0.001,
+               price - 0.001, price, 12.0, 12, True, False, source)
+
+
+# -- the store, as pure code ------------------------------------------------------------------
+
+def test_store_keeps_bars_across_a_reload(tmp_path: Path) -> None:
+    store = BarStore(str(tmp_path), 100)
+    t0 = utc_ms(2026, 11, 18, 10)
+    assert [store.put(bar(t0 + i * MINUTE_MS)) for i in range(5)] == ["stored"] * 5
+    again = BarStore(str(tmp_path), 100)
+    assert again.load("EURUSD", "1m") == 5
+    assert again.bars("EURUSD", "1m") == store.bars("EURUSD", "1m")
+
+
+def test_store_has_one_final_per_key_and_counts_a_conflict(tmp_path: Path) -> None:
+    store = BarStore(str(tmp_path), 100)
+    t0 = utc_ms(2026, 11, 18, 10)
+    assert store.put(bar(t0, 1.1)) == "stored"
+    assert store.put(bar(t0, 1.1, source="tick")) == "duplicate"
+    assert store.put(bar(t0, 1.2, source="tick")) == "conflict"
+    assert store.get("EURUSD", "1m", t0) == bar(t0, 1.1)
+    assert store.counters["conflicts"] == 1
+
+
+def test_store_keeps_the_newest_max_bars_and_compacts_atomically(tmp_path: Path) -> None:
+    store = BarStore(str(tmp_path), 10)
+    t0 = utc_ms(2026, 11, 18, 10)
+    for i in range(35):
+        store.put(bar(t0 + i * MINUTE_MS))
+    store.compact_all()
+    assert [b.open_time for b in store.bars("EURUSD", "1m")] == [
+        t0 + i * MINUTE_MS for i in range(25, 35)]
+    assert not os.path.exists(store.path("EURUSD", "1m") + ".tmp")
+    lines = Path(store.path("EURUSD", "1m")).read_text().splitlines()
+    assert len(lines) == 11  # header + the newest 10
+
+
+def test_a_truncated_store_file_is_quarantined(tmp_path: Path) -> None:
+    store = BarStore(str(tmp_path), 100)
+    t0 = utc_ms(2026, 11, 18, 10)
+    for i in range(5):
+        store.put(bar(t0 + i * MINUTE_MS))
+    path = Path(store.path("EURUSD", "1m"))
+    path.write_bytes(path.read_bytes()[:-20])  # a crash mid-write
+    again = BarStore(str(tmp_path), 100)
+    assert again.load("EURUSD", "1m") == 0
+    assert again.counters["quarantined"] == 1
+    assert not path.exists()
+    assert len(list(path.parent.glob("1m.bars.corrupt-*"))) == 1
+
+
+def test_a_garbled_store_file_is_quarantined(tmp_path: Path) -> None:
+    store = BarStore(str(tmp_path), 100)
+    t0 = utc_ms(2026, 11, 18, 10)
+    for i in range(5):
+        store.put(bar(t0 + i * MINUTE_MS))
+    path = Path(store.path("EURUSD", "1m"))
+    text = path.read_text().replace("1.101", "1.901", 1)
+    path.write_text(text)
+    again = BarStore(str(tmp_path), 100)
+    assert again.load("EURUSD", "1m") == 0
+    assert again.quarantined and "corrupt" in again.quarantined[0]
+
+
+def test_an_io_error_switches_the_store_to_read_only_and_it_keeps_serving(
+        tmp_path: Path) -> None:
+    (tmp_path / "EURUSD").write_text("a file where the store wants a directory")
+    store = BarStore(str(tmp_path), 100)
+    t0 = utc_ms(2026, 11, 18, 10)
+    assert store.put(bar(t0)) == "stored"
+    assert store.read_only and store.counters["io_errors"] >= 1
+    assert store.put(bar(t0 + MINUTE_MS)) == "stored"  # in memory, no more IO attempts
+    assert [b.open_time for b in store.bars("EURUSD", "1m")] == [t0, t0 + MINUTE_MS]
+
+
+# -- warmup after downtime, through a host ------------------------------------------------------
+
+def poller(**settings: Any) -> dict[str, Any]:
+    return {"name": "history_poller", "class": "actors.history_poller:HistoryPoller",
+            "settings": settings}
+
+
+AGGREGATOR = {"name": "tick_aggregator", "class": "actors.tick_aggregator:TickAggregator"}
+SESSION = {"name": "fxcm_session", "class": "actors.fxcm_session:FxcmSession"}
+
+
+@pytest.mark.timeout(300)
+def test_warmup_after_two_hours_of_downtime_fills_the_gap_and_no_key_has_two_finals(
+        tmp_path: Path, run_dir: str) -> None:
+    calendar_path = open_calendar(tmp_path)
+    calendar = load_calendar(str(calendar_path))
+    cache = tmp_path / "cache"
+    market = SimMarket(5, 2.0, calendar)
+    now = int(time.time() * 1000)
+    downtime_start = now - now % MINUTE_MS - 120 * MINUTE_MS
+    store = BarStore(str(cache), 3000)
+    for row in market.bars("EURUSD", "1m", downtime_start - 240 * MINUTE_MS,
+                           downtime_start - 1, now, "mid", calendar.trading_day_start):
+        store.put(Bar("EURUSD", "1m", int(row[0]), int(row[0]) + MINUTE_MS - 1, row[1],
+                      row[2], row[3], row[4], row[5], int(row[5]), True, False, "history"))
+    store.compact_all()
+
+    actors = [collector("bar.", "poller.ready"), poller(), AGGREGATOR, SESSION]
+    sections: dict[str, Any] = {"symbols": ["EURUSD"], "calendar_file": str(calendar_path),
+                "cache": {"dir": str(cache)},
+                "broker": {"sim": {"seed": 5, "tick_rate_per_second": 2.0}},
+                "history_poller": {"warmup_bars": 400, "poll_seconds": 0.5}}
+    with host_process(tmp_path, run_dir, actors, **sections):
+        probe = Probe("probe", ipc_endpoint(run_dir, "bus.sock"))
+        ready = collected(probe, "poller.ready", 1, timeout=120)[0]
+        live_start = bus_status(run_dir)["actors"]["history_poller"]["state"]
+        assert live_start == "running"
+        assert ready["published"] >= 110  # about 120 minutes of 1m bars, plus derived
+
+        def edge_repaired() -> list[Bar] | None:
+            """Tick aggregation skips its partial first minute; history repairs it."""
+            bars = collected(probe, "bar", 1)
+            ticks = sorted(b.open_time for b in bars if b.source == "tick" and b.tf == "1m")
+            history = {b.open_time for b in bars if b.source == "history" and b.tf == "1m"}
+            return bars if ticks and ticks[0] - MINUTE_MS in history else None
+
+        # a live market: the first tick bar is final a minute or two after start
+        bars = wait_for(edge_repaired, 240, "the first tick bar and the repaired edge",
+                        interval=1.0)
+        probe.close()
+
+    finals: dict[tuple[str, str, int], Bar] = {}
+    for item in bars:
+        if item.complete:
+            assert finals.setdefault(item.key, item).same_values(item), item.key
+    reloaded = BarStore(str(cache), 3000)
+    reloaded.load("EURUSD", "1m")
+    stored = reloaded.open_times("EURUSD", "1m")
+    gap = range(downtime_start, downtime_start + 115 * MINUTE_MS, MINUTE_MS)
+    assert [minute for minute in gap if minute not in stored] == []
+    history = [b for b in bars if b.source == "history" and b.tf == "1m"]
+    assert len(history) >= 115
+    derived = {b.tf for b in bars if b.source == "derived"}
+    assert {"5m", "15m", "30m", "1h"} <= derived
+
+
+# -- commands, against a replay (its clock stands still: "now" is exact) -------------------------
+
+def replay_host(tmp_path: Path, run_dir: str, holes: list[int], **poller_settings: Any) -> Any:
+    start = utc_ms(2026, 11, 18, 10)
+    end = start + 120 * MINUTE_MS
+    rng = random.Random(2)
+    rows = [(ts, "EURUSD", round(1.1 + rng.random() / 1000, 5), 0.0)
+            for ts in range(start, end, 2_000)]
+    rows = [(ts, symbol, bid, round(bid + 0.0002, 5)) for ts, symbol, bid, _ in rows]
+    file = write_ticks(tmp_path / "ticks.csv", rows)
+    cache = tmp_path / "cache"
+    store = BarStore(str(cache), 3000)
+    for minute in range(start, end - 30 * MINUTE_MS, MINUTE_MS):
+        if minute not in holes:
+            store.put(bar(minute, source="history"))
+    store.compact_all()
+    actors = [poller(**poller_settings), SESSION]
+    sections: dict[str, Any] = {"symbols": ["EURUSD"], "cache": {"dir": str(cache)},
+                "broker": {"kind": "replay", "replay": {"file": str(file), "speed": 0.0}},
+                "history_poller": {"warmup_bars": 10, "poll_seconds": 3600.0,
+                                   "backfill_min_minutes": 10, "backfill_max_minutes": 60}}
+    return host_process(tmp_path, run_dir, actors, **sections), start, end
+
+
+def command(probe: Probe, op: str, args: dict[str, Any]) -> dict[str, Any]:
+    kind, body = probe.client.request("history_poller", "poller." + op, args, timeout=60)
+    assert kind == "poller.result", (kind, body)
+    return dict(body)
+
+
+def test_backfill_clamps_its_lookback(tmp_path: Path, run_dir: str) -> None:
+    host, start, end = replay_host(tmp_path, run_dir, [])
+    with host:
+        probe = Probe("probe", ipc_endpoint(run_dir, "bus.sock"))
+        wide = command(probe, "backfill", {"symbol": "EURUSD", "lookback_minutes": 100_000})
+        assert wide["ok"] and wide["result"]["lookback_minutes"] == 60
+        assert wide["result"]["clamped"] is True
+        narrow = command(probe, "backfill", {"symbol": "EURUSD", "lookback_minutes": 1})
+        assert narrow["result"]["lookback_minutes"] == 10 and narrow["result"]["clamped"]
+        exact = command(probe, "backfill", {"symbol": "EURUSD", "lookback_minutes": 20})
+        assert exact["result"]["lookback_minutes"] == 20
+        assert exact["result"]["clamped"] is False
+        probe.close()
+
+
+def test_tail_guard_reports_the_exact_missing_minutes_and_repairs_them(
+        tmp_path: Path, run_dir: str) -> None:
+    base = utc_ms(2026, 11, 18, 10)
+    holes = [base + 17 * MINUTE_MS, base + 18 * MINUTE_MS, base + 55 * MINUTE_MS]
+    host, start, end = replay_host(tmp_path, run_dir, holes)
+    with host:
+        probe = Probe("probe", ipc_endpoint(run_dir, "bus.sock"))
+        wait_for(lambda: bus_status(run_dir)["actors"]["fxcm_session"]["state"] == "running",
+                 30, "the session")
+
+        def audit(repair: bool) -> dict[str, Any]:
+            report = command(probe, "tail_guard", {"symbols": ["EURUSD"],
+                                                   "window_minutes": 110, "repair": repair})
+            assert report["ok"], report
+            result: dict[str, Any] = report["result"]
+            return result
+
+        # the replay clock stops at the file's last tick: wait until it got there
+        def at_the_end() -> dict[str, Any] | None:
+            result = audit(False)
+            return result if result["end_ms"] >= end - 2 * MINUTE_MS else None
+
+        first = wait_for(at_the_end, 60, "the replay to reach its end")
+        entry = first["symbols"]["EURUSD"]
+        window = range(first["start_ms"], first["end_ms"], MINUTE_MS)
+        disk = BarStore(str(tmp_path / "cache"), 3000)  # appends are flushed: what it holds
+        disk.load("EURUSD", "1m")
+        stored = disk.open_times("EURUSD", "1m")
+        expected = [m for m in window if m not in stored]
+        assert set(holes) <= set(expected)
+        assert entry["missing"] == expected
+        assert entry["missing_count"] == len(expected)
+        repaired = audit(True)["symbols"]["EURUSD"]
+        assert repaired["still_missing"] == []
+        assert repaired["repaired"] == len(expected)
+        assert audit(False)["symbols"]["EURUSD"]["missing"] == []
+        probe.close()
+
+
+def test_history_reply_rows_become_bars_on_the_basis() -> None:
+    reply = HistoryReply("EURUSD", "5m", "ok", 0.0, "",
+                         [[utc_ms(2026, 11, 18, 10), 1.1, 1.2, 1.0, 1.15, 42.0, True]])
+    (result,) = reply.to_bars()
+    assert result.close_time == result.open_time + 5 * MINUTE_MS - 1
+    assert (result.open, result.high, result.low, result.close) == (1.1, 1.2, 1.0, 1.15)
+    assert result.volume == 42.0 and result.tick_count == 42 and result.source == "history"
