@@ -157,6 +157,11 @@ class Actor(object):
     def restore(self, state: Any) -> None:
         """Take back the state of the last checkpoint (``checkpoint`` ack mode)."""
 
+    def ready_to_ack(self) -> bool:
+        """Called before every ack: make what was handled durable; return False to withhold
+        the ack (the router then stops delivering after ``prefetch``: backpressure)."""
+        return True
+
     def on_message(self, body: Any, delivery: Delivery) -> None:
         """Called for a message with no handler for its type; counts it by default."""
         self.counters["unhandled"] += 1
@@ -193,8 +198,9 @@ class Actor(object):
         return self._bus.publish(topic, body, msg_type, 0)
 
     def request(self, dest: str, msg_type: str, body: Any, timeout: float) -> Tuple[str, Any]:
-        """Ask ``dest`` and wait for its reply: (reply type, body); RequestTimeout if none."""
-        return self._bus.request(dest, msg_type, body, timeout)
+        """Ask ``dest`` and wait for its reply: (reply type, body); RequestTimeout if none, or
+        at once when the actor is asked to stop."""
+        return self._bus.request(dest, msg_type, body, timeout, cancel=self._stop)
 
     def reply(self, delivery: Delivery, msg_type: str, body: Any) -> None:
         self._bus.reply(delivery, msg_type, body)
@@ -373,6 +379,8 @@ class Actor(object):
             client.check_alive()
 
     def _ack(self, client: BusClient, force: bool = False) -> None:
+        if not self.ready_to_ack():
+            return
         if self.ack_mode == "checkpoint":
             if client.unacked() or force:
                 client.ack(wire.pack(self.snapshot()))

@@ -269,7 +269,7 @@ class Host:
                  "  tap       {}  -> fxcm tap --run-dir {}".format(
                      router.settings.tap_endpoint, self.run_dir)]
         if self.redis is not None:
-            prefix = self.settings.raw["redis_publisher"]["channel_prefix"]
+            prefix = self.settings.raw["channels"]["prefix"]
             channels = " ".join("{}:{}".format(prefix, name) for name in (
                 "ohlcv", "price_tik", "heartbeat", "market_status", "status"))
             if self.redis.port:

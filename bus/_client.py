@@ -14,6 +14,7 @@ import itertools
 import logging
 import os
 import random
+import threading
 import time
 from collections import deque
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
@@ -365,10 +366,12 @@ class BusClient(object):
         self._raw_send([wire.REPLY, header.reply_to.encode("utf-8"), msg_type.encode("utf-8"),
                         self.header(msg_type, header.corr), wire.pack(to_wire(body))])
 
-    def request(self, dest: str, msg_type: str, body: Any, timeout: float) -> Tuple[str, Any]:
+    def request(self, dest: str, msg_type: str, body: Any, timeout: float,
+                cancel: Optional[threading.Event] = None) -> Tuple[str, Any]:
         """Send a request and wait for its reply; returns (reply type, decoded body).
 
-        Deliveries that arrive meanwhile stay buffered for the actor's loop."""
+        Deliveries that arrive meanwhile stay buffered for the actor's loop. ``cancel`` (set
+        from another thread) ends the wait early with RequestTimeout."""
         corr = "{}:{}:{}".format(self.name, os.getpid(), next(self._corr))
         deadline = time.monotonic() + timeout
         self.send(dest, msg_type, body, timeout=timeout, corr=corr, reply_to=self.name)
@@ -381,7 +384,10 @@ class BusClient(object):
                 if remaining <= 0:
                     raise RequestTimeout("{}: no reply from {} to {!r} within {} s".format(
                         self.name, dest, msg_type, timeout))
-                self._read(min(remaining, 1.0))
+                if cancel is not None and cancel.is_set():
+                    raise RequestTimeout("{}: request to {} cancelled (stopping)".format(
+                        self.name, dest))
+                self._read(min(remaining, 0.2 if cancel is not None else 1.0))
                 self._check_router_alive()
             header, body_bytes = self._reply
         finally:

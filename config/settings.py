@@ -36,7 +36,8 @@ ACTOR_DEFAULTS: dict[str, Any] = {
 _FREE_FORM = {"mailbox_bounds", "settings", "min_interval_seconds"}
 
 # Keys every actor receives in its settings, next to its own section (named after the actor).
-SHARED_KEYS = ("symbols", "price_basis", "calendar_file", "broker", "cache", "redis")
+SHARED_KEYS = ("symbols", "price_basis", "calendar_file", "broker", "cache", "redis",
+               "channels")
 
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,13 +51,13 @@ ENVIRONMENT: dict[str, tuple[str, type]] = {
     "FXCM_REDIS_URL": ("redis.url", str),
     "FXCM_REDIS_PORT": ("redis.port", int),
     "FXCM_REDIS_REQUIRED": ("redis.required", bool),
-    "FXCM_CHANNEL_PREFIX": ("redis_publisher.channel_prefix", str),
-    "FXCM_OHLCV_CHANNEL": ("redis_publisher.channels.ohlcv", str),
-    "FXCM_PRICE_SNAPSHOT_CHANNEL": ("redis_publisher.channels.price_tik", str),
-    "FXCM_HEARTBEAT_CHANNEL": ("redis_publisher.channels.heartbeat", str),
-    "FXCM_MARKET_STATUS_CHANNEL": ("redis_publisher.channels.market_status", str),
-    "FXCM_STATUS_CHANNEL": ("redis_publisher.channels.status", str),
-    "FXCM_COMMANDS_CHANNEL": ("redis_publisher.channels.commands", str),
+    "FXCM_CHANNEL_PREFIX": ("channels.prefix", str),
+    "FXCM_OHLCV_CHANNEL": ("channels.ohlcv", str),
+    "FXCM_PRICE_SNAPSHOT_CHANNEL": ("channels.price_tik", str),
+    "FXCM_HEARTBEAT_CHANNEL": ("channels.heartbeat", str),
+    "FXCM_MARKET_STATUS_CHANNEL": ("channels.market_status", str),
+    "FXCM_STATUS_CHANNEL": ("channels.status", str),
+    "FXCM_COMMANDS_CHANNEL": ("channels.commands", str),
     "FXCM_HMAC_ALGO": ("redis_publisher.hmac_algo", str),
     "FXCM_BACKFILL_MIN_MINUTES": ("history_poller.backfill_min_minutes", int),
     "FXCM_BACKFILL_MAX_MINUTES": ("history_poller.backfill_max_minutes", int),

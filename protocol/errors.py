@@ -4,6 +4,7 @@
 
     ConnectorError
     ├── ProtocolError            malformed frame, header or body; unknown message type
+    │   └── ContractError        a payload breaks its Redis channel's schema (protocol.contracts)
     ├── BusError                 the bus refused or lost something
     │   ├── BackpressureError    a lossless mailbox stayed full past the send timeout
     │   ├── RequestTimeout       no reply to a request within its timeout

@@ -154,3 +154,36 @@ class Collector(Actor):
     def on_collected(self, body: Any, delivery: Delivery) -> None:
         start = int(body or 0)
         self.reply(delivery, "collected", self.kept[start:])
+
+
+class PollerStandIn(Actor):
+    """A stand-in ``history_poller`` for the command tests. Answers each ``poller.<op>``
+    request with ``poller.result`` ``{"ok": true, "result": {"op": op, "args": args}}`` and
+    keeps the calls, which a ``poller.calls`` request returns as ``[[op, args], ...]``.
+    ``args["provider"]`` steers it: ``"stand-in:fail"`` answers ``{"ok": false, "error":
+    {"code": "stand_in_failure", ...}}``; ``"stand-in:slow:<seconds>"`` answers only after
+    that long (to outlast the requester's timeout)."""
+
+    def __init__(self, name: str, settings: Any = None) -> None:
+        super(PollerStandIn, self).__init__(name, settings)
+        self.calls = []  # type: List[Any]
+
+    def on_message(self, body: Any, delivery: Delivery) -> None:
+        kind = delivery.type
+        if not kind.startswith("poller.") or delivery.header.reply_to is None:
+            self.counters["unhandled"] += 1
+            return
+        if kind == "poller.calls":
+            self.reply(delivery, "poller.calls", self.calls)
+            return
+        op = kind[len("poller."):]
+        self.calls.append([op, body])
+        provider = body.get("provider", "") if isinstance(body, dict) else ""
+        if provider.startswith("stand-in:slow:"):
+            time.sleep(float(provider.rsplit(":", 1)[1]))  # a deliberately slow poller
+        if provider == "stand-in:fail":
+            self.reply(delivery, "poller.result", {
+                "ok": False, "error": {"code": "stand_in_failure",
+                                       "message": "told to fail by its provider argument"}})
+            return
+        self.reply(delivery, "poller.result", {"ok": True, "result": {"op": op, "args": body}})

@@ -232,7 +232,8 @@ class HistoryPoller(Actor):
         step = TF_MS[tf]
         chunk = int(self.settings["chunk_bars"]) * step
         bars: list[Bar] = []
-        start = start_ms
+        # from the bucket holding start_ms: a daily bar opens at 17:00 New York, before it
+        start = bucket_start(start_ms, tf, self.calendar.trading_day_start)
         while start < end_ms:
             end = min(start + chunk, end_ms)
             # priority is fxcm_session's quota decision (its priority_targets)
@@ -308,6 +309,22 @@ class HistoryPoller(Actor):
                     self.empty_minutes.add((symbol, minute))
                     counts["empty_in_history"] += 1
 
+    def _lookback_start(self, symbol: str, end: int, minutes: int) -> int:
+        """The start of the last ``minutes`` open minutes before ``end`` (calendar-aware: a
+        warmup on a Sunday reaches back into Friday, not into the closed weekend)."""
+        need = minutes * MINUTE_MS
+        cursor = end
+        week = 7 * 86_400_000
+        while need > 0 and cursor > end - 8 * week:
+            for open_start, open_end in reversed(
+                    self.calendar.open_intervals(cursor - week, cursor, symbol)):
+                span = open_end - open_start
+                if span >= need:
+                    return open_end - need
+                need -= span
+            cursor -= week
+        return cursor
+
     def _horizon(self) -> int:
         """Minutes at or after this are not final yet anywhere."""
         return self._now_minute() - MINUTE_MS
@@ -326,19 +343,20 @@ class HistoryPoller(Actor):
                         bar.low, bar.close, bar.volume, bar.tick_count, True, bar.synthetic,
                         "store"))
                     counts["republished"] += 1
+        begins = {symbol: self._lookback_start(symbol, self.live_start, warmup)
+                  for symbol in symbols}
         for symbol in symbols:  # daily before minute chunks
-            days = yield from self._fetch(
-                symbol, "1d", self.live_start - max(warmup, 1440) * MINUTE_MS - 86_400_000,
-                self.live_start, counts)
+            days = yield from self._fetch(symbol, "1d", begins[symbol] - 86_400_000,
+                                          self.live_start, counts)
             self._accept(days, self.calendar.trading_day_start(self.live_start), counts)
         for symbol in symbols:
             last = self.store.last(symbol, "1m")
-            start = self.live_start - warmup * MINUTE_MS
+            start = begins[symbol]
             if last is not None and last.open_time >= start:
                 start = last.open_time + MINUTE_MS
             bars = yield from self._fetch(symbol, "1m", start, self.live_start, counts)
             self._accept(bars, self.live_start, counts)
-            self._rebuild(symbol, self.live_start - warmup * MINUTE_MS, self.live_start, counts)
+            self._rebuild(symbol, begins[symbol], self.live_start, counts)
         return dict(counts, seconds=round(time.monotonic() - started, 3))
 
     def _backfill_job(self, args: dict[str, Any]) -> Job:

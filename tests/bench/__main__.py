@@ -17,6 +17,7 @@ from ._results import Row, format_table
 
 BENCHMARKS: tuple[str, ...] = (
     "tests.bench.bench_bus",
+    "tests.bench.bench_redis",
 )
 
 

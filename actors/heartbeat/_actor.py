@@ -1,0 +1,541 @@
+"""The heartbeat actor: health in, ``heartbeat``, ``market_status`` and ``status.public`` out.
+
+Inputs (all ``latest``: heartbeat wants the newest of each, and never holds a producer back):
+``session.state`` and ``clock`` from fxcm_session, ``bar.`` (newest per ``bar.<SYMBOL>.<tf>``),
+``actor.status.`` (every actor's status: the snapshotter's ``price_stream``, fxcm_session's
+session figures, redis_publisher's Redis state), ``command.result`` (the last command), and the
+runtime's own view: the router's status (``op: status`` over a ControlChannel) joined with the
+supervisor's by ``actors.host.merge_status``.
+
+Time: market hours, bar lag and staleness are judged on the pipeline clock (the newest
+``clock`` message, advanced by the time since it came, except for a replay whose clock only
+moves with its events); before the first ``clock`` the wall clock stands in. ``ts`` fields are
+the wall time of publication, which is what a consumer compares with its own clock.
+
+Cadence (section ``heartbeat``): the diagnostic state and the market are evaluated every
+``evaluate_interval_seconds``; a change of the diagnostic state is logged with its time and
+sends a heartbeat and a public status at once; a change of the market (open/closed, next
+opening, session, symbols open) sends ``market_status`` at once. Otherwise ``heartbeat`` goes
+every ``interval_seconds``, ``market_status`` every ``market_status_interval_seconds`` and
+``status.public`` every ``status_interval_seconds``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from actors.base import LATEST, Actor, Subscribe, handles
+from actors.heartbeat._diagnostic import (
+    IDLE,
+    STATES,
+    DiagInputs,
+    DiagnosticMachine,
+    iso_utc,
+)
+from actors.heartbeat._market import MarketView
+from actors.heartbeat._payloads import (
+    note,
+    ohlcv_state,
+    price_state,
+    process_state,
+    public_command,
+    public_status,
+    runtime_view,
+)
+from actors.heartbeat._stats import BarTracker
+from actors.host import merge_status
+from bus import ControlChannel, Delivery
+from config.calendar import TradingCalendar, load_calendar
+from protocol.errors import ConfigError, ConnectorError
+from protocol.market import CLOCK_TOPIC, TF_MS, Bar, Clock, SessionState
+
+log = logging.getLogger("fxcm.heartbeat")
+
+STATUS_PREFIX = "actor.status."
+
+_NUMBERS = ("interval_seconds", "market_status_interval_seconds", "status_interval_seconds",
+            "stale_tick_seconds", "lag_warn_seconds", "lag_error_seconds",
+            "evaluate_interval_seconds", "status_stale_seconds", "stats_window_seconds",
+            "runtime_timeout_seconds")
+_NAMES = ("lag_timeframe", "session_actor", "snapshotter_actor", "publisher_actor")
+
+
+def _setting(settings: dict[str, Any], key: str) -> Any:
+    if key not in settings:
+        raise ConfigError("heartbeat.{}: missing".format(key))
+    return settings[key]
+
+
+class Heartbeat(Actor):
+    """See the module docstring. Settings: section ``heartbeat`` of runtime_settings.json (the
+    intervals, the thresholds, ``lag_timeframe``, and the names of the actors whose status it
+    reads: ``session_actor``, ``snapshotter_actor``, ``publisher_actor``), plus the shared
+    ``symbols``, ``calendar_file`` and ``redis.required``."""
+
+    subscriptions = (
+        Subscribe("session.state", LATEST),
+        Subscribe(CLOCK_TOPIC, LATEST),
+        Subscribe("bar.", LATEST),
+        Subscribe(STATUS_PREFIX, LATEST),
+        Subscribe("command.result", LATEST),
+    )
+
+    def __init__(self, name: str, settings: dict[str, Any] | None = None) -> None:
+        super().__init__(name, settings)
+        self.session: SessionState | None = None
+        self.clock: tuple[int, str, float] | None = None  # now_ms, broker, received (mono)
+        self.statuses: dict[str, tuple[dict[str, Any], float]] = {}
+        self.last_command: dict[str, Any] | None = None
+        self.runtime: dict[str, Any] = {}
+        self.runtime_errors = 0
+        self.sent = {"heartbeat": 0, "market_status": 0, "status.public": 0}
+        self.refused = 0
+        self.ignored = 0
+        self.cycle_seconds = 0.0
+        self.last_heartbeat_wall: float | None = None
+        self._finals_at_last_heartbeat = 0
+        self._market_key: tuple[Any, ...] | None = None
+        self._control: ControlChannel | None = None
+        self._session_seen_running = False
+        self.watch_from_ms = 0  # when heartbeat started watching, on the pipeline clock
+
+    # -- settings -----------------------------------------------------------------------------
+
+    @classmethod
+    def check_settings(cls, settings: dict[str, Any]) -> None:
+        for key in _NUMBERS:
+            value = _setting(settings, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigError("heartbeat.{}: must be a number > 0, got {!r}".format(
+                    key, value))
+        for key in _NAMES:
+            value = _setting(settings, key)
+            if not isinstance(value, str) or not value:
+                raise ConfigError("heartbeat.{}: must be a non-empty string, got {!r}".format(
+                    key, value))
+        if settings["lag_timeframe"] not in TF_MS:
+            raise ConfigError("heartbeat.lag_timeframe: must be one of {}, got {!r}".format(
+                ", ".join(TF_MS), settings["lag_timeframe"]))
+        if settings["lag_warn_seconds"] >= settings["lag_error_seconds"]:
+            raise ConfigError("heartbeat.lag_warn_seconds: must be < lag_error_seconds ({}), "
+                              "got {}".format(settings["lag_error_seconds"],
+                                              settings["lag_warn_seconds"]))
+        symbols = settings.get("symbols")
+        if not isinstance(symbols, list) or not symbols:
+            raise ConfigError("symbols: heartbeat needs at least one symbol")
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def on_start(self) -> None:
+        self.check_settings(self.settings)
+        s = self.settings
+        self.symbols: list[str] = list(s["symbols"])
+        self.lag_tf: str = s["lag_timeframe"]
+        self.calendar: TradingCalendar = load_calendar(s.get("calendar_file") or None)
+        self.market = MarketView(self.calendar, self.symbols)
+        self.machine = DiagnosticMachine(float(s["stale_tick_seconds"]),
+                                         float(s["lag_error_seconds"]))
+        self.tracker = BarTracker(self.calendar, int(float(s["stats_window_seconds"]) * 1000),
+                                  self.lag_tf)
+        self.watch_from_ms = self.now_ms()
+        client = self.client
+        assert client is not None
+        self._control = ControlChannel(client.endpoint, client.context)
+        self._refresh_runtime()
+        self.every(float(s["evaluate_interval_seconds"]), self._evaluate)
+        self.every(float(s["interval_seconds"]), self._heartbeat)
+        self.every(float(s["market_status_interval_seconds"]), self._market_status)
+        self.every(float(s["status_interval_seconds"]), self._public_status)
+        self._evaluate()
+
+    def on_close(self) -> None:
+        if self._control is not None:
+            self._control.close()
+            self._control = None
+
+    # -- inputs -------------------------------------------------------------------------------
+
+    @handles("session.state")
+    def on_session(self, body: Any, delivery: Delivery) -> None:
+        if isinstance(body, SessionState):
+            self.session = body
+        else:
+            self.ignored += 1
+
+    @handles("clock")
+    def on_clock(self, body: Any, delivery: Delivery) -> None:
+        if isinstance(body, Clock):
+            if self.clock is None:  # the pipeline's time replaces the wall clock's from now on
+                self.watch_from_ms = body.now_ms
+            self.clock = (body.now_ms, body.broker, time.monotonic())
+        else:
+            self.ignored += 1
+
+    @handles("bar")
+    def on_bar(self, body: Any, delivery: Delivery) -> None:
+        if isinstance(body, Bar):
+            self.tracker.add(body, time.monotonic())
+        else:
+            self.ignored += 1
+
+    @handles("actor.status")
+    def on_status(self, body: Any, delivery: Delivery) -> None:
+        name = delivery.topic.decode("utf-8", "replace")[len(STATUS_PREFIX):]
+        if isinstance(body, dict) and name != self.name:
+            self.statuses[name] = (body, time.monotonic())
+
+    @handles("command.result")
+    def on_command_result(self, body: Any, delivery: Delivery) -> None:
+        if isinstance(body, dict):
+            self.last_command = public_command(body, time.time())
+        else:
+            self.ignored += 1
+
+    # -- what heartbeat knows ------------------------------------------------------------------
+
+    def now_ms(self) -> int:
+        """The pipeline clock (see the module docstring)."""
+        if self.clock is None:
+            return int(time.time() * 1000)
+        now_ms, broker, received = self.clock
+        if broker == "replay":
+            return now_ms
+        return now_ms + int((time.monotonic() - received) * 1000)
+
+    def _status_of(self, key: str) -> tuple[dict[str, Any] | None, float | None]:
+        """The newest status of the actor named by setting ``key``, and its age in seconds."""
+        entry = self.statuses.get(self.settings[key])
+        if entry is None:
+            return None, None
+        body, received = entry
+        return body, time.monotonic() - received
+
+    def _fresh(self, age: float | None) -> bool:
+        return age is not None and age <= float(self.settings["status_stale_seconds"])
+
+    def _session_view(self) -> tuple[str | None, str, int | None]:
+        """fxcm_session's state, reason and since: the newer of its ``session.state`` message
+        and its status (a restarted heartbeat has only the latter until the next change)."""
+        status, age = self._status_of("session_actor")
+        message = self.session
+        from_status: tuple[str | None, str, int | None] = (None, "", None)
+        if status is not None and self._fresh(age) and "session_state" in status:
+            from_status = (str(status["session_state"]), str(status.get("session_reason", "")),
+                           int(status.get("session_since_ms", 0) or 0))
+        if message is not None and (from_status[2] is None
+                                    or message.since_ms >= from_status[2]):
+            return message.state, message.reason, message.since_ms
+        return from_status
+
+    def _history_error(self) -> str | None:
+        status, age = self._status_of("session_actor")
+        if status is None or not self._fresh(age):
+            return None
+        backoff = status.get("backoff") or {}
+        failures = int(backoff.get("history_failures", 0) or 0)
+        paused = float(backoff.get("history_paused_for", 0.0) or 0.0) - (age or 0.0)
+        if failures > 0 and paused > 0:
+            return "{} failure(s) in a row, history paused {:.0f} s".format(failures, paused)
+        return None
+
+    def _login_retry_in(self) -> float | None:
+        status, age = self._status_of("session_actor")
+        if status is None or not self._fresh(age):
+            return None
+        backoff = status.get("backoff") or {}
+        retry = float(backoff.get("next_login_in", 0.0) or 0.0) - (age or 0.0)
+        return retry if retry > 0 else None
+
+    def _price_stream(self) -> tuple[dict[str, Any] | None, float | None]:
+        status, age = self._status_of("snapshotter_actor")
+        stream = status.get("price_stream") if status is not None else None
+        return (stream if isinstance(stream, dict) else None), age
+
+    def _tick_silence(self, now_ms: int) -> float | None:
+        """Seconds without a tick as the snapshotter saw it, aged by its status's age, and
+        never longer than the market has been open again (a Monday morning is not silent)."""
+        stream, age = self._price_stream()
+        if stream is None or not self._fresh(age) or stream.get("state") == "stopped":
+            return None
+        silence = stream.get("tick_silence_seconds")
+        if not isinstance(silence, (int, float)):
+            return None
+        silence = float(silence) + (age or 0.0)
+        opened = self.market.open_since(now_ms)
+        if opened is not None:
+            silence = min(silence, max(0.0, (now_ms - opened) / 1000.0))
+        return silence
+
+    def _session_actor_state(self) -> str | None:
+        """The runtime's state of fxcm_session; None when it is not configured, or has not
+        been started yet (the host starts heartbeat first, so that it hears everything)."""
+        actors = self.runtime.get("actors", {})
+        entry = actors.get(self.settings["session_actor"])
+        if not isinstance(entry, dict):
+            return None
+        state = str(entry.get("state"))
+        if state == "running":
+            self._session_seen_running = True
+        elif state == "stopped" and not self._session_seen_running:
+            return None
+        return state
+
+    def _overdue(self, now_ms: int) -> tuple[float | None, str]:
+        opened = {symbol: self.market.symbol_open_since(symbol, now_ms)
+                  for symbol in self.symbols}
+        return self.tracker.overdue(now_ms, self.symbols, self.lag_tf, opened,
+                                    self.watch_from_ms)
+
+    def _market_known(self) -> bool:
+        return (self.session is not None or self.clock is not None
+                or self._status_of("session_actor")[0] is not None)
+
+    def _publisher(self) -> dict[str, Any]:
+        """What redis_publisher's status says of Redis and its channel names, if it runs."""
+        status, age = self._status_of("publisher_actor")
+        if status is None:
+            return {}
+        redis = status.get("redis")
+        connected = status.get("redis_connected")
+        if connected is None and isinstance(redis, dict):
+            connected = redis.get("connected", redis.get("up"))
+        channels = status.get("channels")
+        shown: dict[str, Any] = {"connected": bool(connected) if connected is not None else None,
+                                 "status_age_seconds": round(age or 0.0, 3)}
+        if isinstance(redis, dict):
+            shown.update({key: redis[key] for key in (
+                "required", "mode", "down_seconds", "reconnect_attempts", "failures",
+                "last_error") if key in redis})
+        journal = status.get("journal")
+        if isinstance(journal, dict):
+            shown["journal"] = journal
+        return {"connected": shown["connected"], "redis": shown,
+                "channels": channels if isinstance(channels, dict) else {}}
+
+    # -- evaluation -----------------------------------------------------------------------------
+
+    def _inputs(self, now_ms: int) -> DiagInputs:
+        state, reason, _ = self._session_view()
+        overdue, target = self._overdue(now_ms)
+        market_open = self.market.is_open(now_ms)
+        return DiagInputs(
+            market_open=market_open,
+            next_open_ms=None if market_open else self.market.next_open(now_ms),
+            session_state=state, session_reason=reason,
+            session_actor=self._session_actor_state(),
+            history_error=self._history_error(),
+            tick_silence_seconds=self._tick_silence(now_ms),
+            bars_overdue_seconds=overdue, overdue_target=target)
+
+    def _evaluate(self) -> None:
+        now_ms = self.now_ms()
+        change = self.machine.evaluate(self._inputs(now_ms), now_ms)
+        if change is not None:
+            log.info("%s: diagnostic state %s -> %s at %s (%s)", self.name,
+                     change.previous or "-", change.state, iso_utc(change.at_ms), change.reason)
+            self._heartbeat(refresh=False)
+            self._public_status()
+        key = self.market.change_key(now_ms)
+        if key != self._market_key:
+            if self._market_key is not None:
+                log.info("%s: market %s at %s", self.name, "open" if key[0] else "closed",
+                         iso_utc(now_ms))
+            self._market_key = key
+            self._market_status()
+
+    def _refresh_runtime(self) -> None:
+        if self._control is None:
+            return
+        try:
+            result = self._control.call({"op": "status"},
+                                        float(self.settings["runtime_timeout_seconds"]))
+            self.runtime = runtime_view(merge_status(result.get("status", {})))
+        except ConnectorError as exc:
+            self.runtime_errors += 1
+            log.warning("%s: no runtime status from the router: %s", self.name, exc)
+            self.runtime = dict(self.runtime, error=str(exc))
+
+    # -- outputs --------------------------------------------------------------------------------
+
+    def _send(self, topic: str, payload: dict[str, Any]) -> None:
+        if self.try_publish(topic, payload, topic):
+            self.sent[topic] += 1
+        else:
+            self.refused += 1
+
+    def _session_block(self, now_ms: int) -> dict[str, Any]:
+        block = self.market.calendar_block(now_ms)
+        block["stats"] = self.tracker.stats(now_ms)
+        return block
+
+    def heartbeat_payload(self, now_ms: int, wall_ms: int) -> dict[str, Any]:
+        mono = time.monotonic()
+        view = self.machine.view(now_ms)
+        state = (view["state"] or "RECOVERING").lower()
+        last_close = self.tracker.last_close_ms(self.lag_tf)
+        silence = self._tick_silence(now_ms)
+        market_open = self.market.is_open(now_ms)
+        stream, stream_age = self._price_stream()
+        publisher = self._publisher()
+        channels = publisher.get("channels", {})
+        session_status, session_age = self._status_of("session_actor")
+        price_stream: dict[str, Any] = dict(stream) if stream is not None else {"state": "down"}
+        price_stream["status_age_seconds"] = round(stream_age, 3) if stream_age is not None \
+            else None
+        if "price_tik" in channels:
+            price_stream["channel"] = channels["price_tik"]
+        diag: dict[str, Any] = dict(view)
+        fxcm: dict[str, Any] = {}
+        session_state, session_reason, session_since = self._session_view()
+        fxcm.update({"session_state": session_state, "session_reason": session_reason,
+                     "session_since_ms": session_since})
+        if session_status is not None:
+            diag["backoff"] = session_status.get("backoff", {})
+            fxcm.update({key: session_status.get(key) for key in (
+                "ticks_published", "ticks_per_second", "reconnects", "resubscribes",
+                "rejected_ticks") if key in session_status})
+            fxcm["status_age_seconds"] = round(session_age or 0.0, 3)
+            broker = session_status.get("broker")
+            if isinstance(broker, dict):
+                fxcm["broker"] = broker
+        context: dict[str, Any] = {
+            "mode": state,
+            "redis_connected": publisher.get("connected"),
+            "redis_required": bool((self.settings.get("redis") or {}).get("required", True)),
+            "publish_interval_seconds": float(self.settings["interval_seconds"]),
+            "cycle_seconds": round(self.cycle_seconds, 6),
+            "lag_seconds": round((now_ms - last_close) / 1000.0, 3)
+            if last_close is not None else None,
+            "stream_targets": self.tracker.targets_view(now_ms, mono, self.symbols, self.lag_tf),
+            "published_bars": self.tracker.finals - self._finals_at_last_heartbeat,
+            "price_stream": price_stream,
+            "tick_silence_seconds": round(silence, 3) if silence is not None else None,
+            "session": self._session_block(now_ms),
+            "diag": diag,
+            "fxcm": fxcm,
+            "runtime": self.runtime,
+            "clock": {"now_ms": now_ms, "source": "pipeline" if self.clock else "wall",
+                      "broker": self.clock[1] if self.clock else None},
+        }
+        if "redis" in publisher:
+            context["redis"] = publisher["redis"]  # the publisher's view: outages show here
+        if "heartbeat" in channels:
+            context["channel"] = channels["heartbeat"]
+        if "ohlcv" in channels:
+            context["redis_channel"] = channels["ohlcv"]
+        if session_status is not None and isinstance(session_status.get("quota"), dict):
+            context["history"] = session_status["quota"]
+        payload: dict[str, Any] = {
+            "type": "heartbeat",
+            "state": state,
+            "ts": iso_utc(wall_ms),
+            "last_bar_close_ms": last_close,
+            "tick_silence_seconds": context["tick_silence_seconds"],
+            "sleep_seconds": float(self.settings["interval_seconds"]),
+            "context": context,
+        }
+        if view["state"] == IDLE or not market_open:
+            next_open = self.market.next_open(now_ms)
+            payload["next_open_utc"] = iso_utc(next_open)
+            context["idle_reason"] = view["reason"]
+            context["next_open_seconds"] = round((next_open - now_ms) / 1000.0, 3)
+        return payload
+
+    def _heartbeat(self, refresh: bool = True) -> None:
+        started = time.perf_counter()
+        if refresh:
+            self._refresh_runtime()
+        payload = self.heartbeat_payload(self.now_ms(), int(time.time() * 1000))
+        self._finals_at_last_heartbeat = self.tracker.finals
+        self.cycle_seconds = time.perf_counter() - started
+        payload["context"]["cycle_seconds"] = round(self.cycle_seconds, 6)
+        self._send("heartbeat", payload)
+        self.last_heartbeat_wall = time.time()
+
+    def market_status_payload(self, now_ms: int, wall_ms: int) -> dict[str, Any]:
+        payload = self.market.market_status(now_ms, wall_ms)
+        payload["session"]["stats"] = self.tracker.stats(now_ms)
+        return payload
+
+    def _market_status(self) -> None:
+        self._send("market_status", self.market_status_payload(self.now_ms(),
+                                                               int(time.time() * 1000)))
+
+    def public_status_payload(self, now_ms: int, wall: float) -> dict[str, Any]:
+        market_open = self.market.is_open(now_ms)
+        stream, age = self._price_stream()
+        price = price_state(stream, age, float(self.settings["status_stale_seconds"]))
+        overdue, _ = self._overdue(now_ms)
+        ohlcv = ohlcv_state(market_open, bool(self.tracker.targets), overdue,
+                            float(self.settings["lag_warn_seconds"]),
+                            float(self.settings["lag_error_seconds"]))
+        state = self.machine.state
+        return public_status(
+            ts=wall, process=process_state(state, market_open),
+            market=("open" if market_open else "closed") if self._market_known() else "unknown",
+            price=price, ohlcv=ohlcv, session=self.market.public_session(now_ms),
+            note_text=note(state, self.machine.reason, market_open, price, ohlcv,
+                           self._login_retry_in()),
+            last_command=self.last_command)
+
+    def _public_status(self) -> None:
+        self._send("status.public", self.public_status_payload(self.now_ms(), time.time()))
+
+    # -- status and metrics ---------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        result = super().status()
+        machine = getattr(self, "machine", None)
+        if machine is None:
+            return result
+        now_ms = self.now_ms()
+        result.update({
+            "diagnostic": machine.view(now_ms),
+            "sent": dict(self.sent),
+            "refused": self.refused,
+            "ignored": self.ignored,
+            "runtime_errors": self.runtime_errors,
+            "bars": {"finals": self.tracker.finals, "previews": self.tracker.previews},
+        })
+        result["metrics"] = self._metrics(now_ms)
+        return result
+
+    def _metrics(self, now_ms: int) -> dict[str, Any]:
+        targets = self.tracker.targets_view(now_ms, time.monotonic(), self.symbols, self.lag_tf)
+        seen = [target for target in targets if target["last_close_ms"] is not None]
+
+        def per_target(field: str) -> list[list[Any]]:
+            return [[{"symbol": t["symbol_code"], "tf": t["timeframe"]}, float(t[field])]
+                    for t in seen]
+        market_open = self.market.is_open(now_ms)
+        return {
+            "fxcm_stream_lag_seconds": {
+                "type": "gauge", "help": "Pipeline now minus the close time of the newest "
+                "final bar.", "samples": per_target("lag_seconds")},
+            "fxcm_stream_staleness_seconds": {
+                "type": "gauge", "help": "Seconds since the newest final bar arrived.",
+                "samples": per_target("staleness_seconds")},
+            "fxcm_stream_last_close_ms": {
+                "type": "gauge", "help": "Close time (ms UTC) of the newest final bar.",
+                "samples": per_target("last_close_ms")},
+            "fxcm_market_status": {
+                "type": "gauge", "help": "1 when the market is open, 0 when closed.",
+                "samples": [[{}, 1.0 if market_open else 0.0]]},
+            "fxcm_next_open_seconds": {
+                "type": "gauge", "help": "Seconds until the market next opens.",
+                "samples": [[{}, (self.market.next_open(now_ms) - now_ms) / 1000.0]]},
+            "fxcm_connector_heartbeat_timestamp": {
+                "type": "gauge", "help": "UNIX time of the last heartbeat.",
+                "samples": [[{}, self.last_heartbeat_wall]]
+                if self.last_heartbeat_wall is not None else []},
+            "fxcm_diagnostic_state": {
+                "type": "gauge", "help": "1 for the current diagnostic state.",
+                "samples": [[{"state": state}, 1.0 if state == self.machine.state else 0.0]
+                            for state in STATES]},
+            "fxcm_health_messages_total": {
+                "type": "counter", "help": "Health messages published, by kind.",
+                "samples": [[{"kind": kind}, float(count)] for kind, count in self.sent.items()]},
+        }
+
