@@ -18,6 +18,7 @@ from ._results import Row, format_table
 BENCHMARKS: tuple[str, ...] = (
     "tests.bench.bench_bus",
     "tests.bench.bench_redis",
+    "tests.bench.bench_pipeline",
 )
 
 
