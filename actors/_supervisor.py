@@ -59,7 +59,8 @@ class RestartIntensity:
         return len(self._times) > self.max_restarts
 
     def recent(self, now: float) -> int:
-        return sum(1 for t in self._times if now - t <= self.window_seconds)
+        # read from the HTTP thread while the supervisor appends: iterate a copy
+        return sum(1 for t in list(self._times) if now - t <= self.window_seconds)
 
 
 class Runner:

@@ -366,7 +366,11 @@ class Actor(object):
                     since_ack = 0
                 if client.sock is not sock:
                     break
-            while self._posted:
+            # Only what was posted before this turn: a callback that posts itself again
+            # (a tick drain with more to do) must not starve timers, deliveries and stop.
+            for _ in range(len(self._posted)):
+                if self._stop.is_set():
+                    break
                 self._posted.popleft()()
             now = time.monotonic()
             for timer in self._timers:

@@ -16,6 +16,7 @@ import os
 import random
 import threading
 import time
+import weakref
 from collections import deque
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
@@ -143,6 +144,8 @@ class BusClient(object):
         self._last_acked = 0
         self._handled_since_ack = 0
         self._bye_answered = False
+        self._keepalive: Optional[threading.Thread] = None
+        self._keepalive_stop = threading.Event()
         self.batching = batching
         self._outbox: List[List[bytes]] = []  # [b"P", topic, header, body] or [b"S", dest, ...]
         self._outbox_bytes = 0
@@ -210,9 +213,46 @@ class BusClient(object):
         return self.welcome
 
     def close(self) -> None:
+        self._keepalive_stop.set()
         if self.sock is not None:
             self.sock.close(0)
             self.sock = None
+
+    def _start_keepalive(self) -> None:
+        """Over ipc, a thread with its own socket tells the router this process is alive
+        while a long handler keeps the actor's thread from answering PINGs; it ends with
+        the client (or the process)."""
+        if self.transport != "ipc" or self._keepalive is not None:
+            return
+        interval = float(self.welcome.get("ping_interval", 1.0))
+        stop = self._keepalive_stop
+        context, endpoint, name = self.context, self.endpoint, self.name
+        # A weak reference: a client dropped without close() must not keep this thread (and
+        # its socket, which would block the context's termination) alive.
+        client = weakref.ref(self)
+
+        def run() -> None:
+            sock = context.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.SNDHWM, 4)
+            try:
+                sock.connect(endpoint)
+                payload = wire.pack({"op": "alive", "name": name, "pid": os.getpid()})
+                while not stop.wait(interval):
+                    alive = client()
+                    if alive is None or alive.sock is None:
+                        return
+                    del alive
+                    try:
+                        sock.send_multipart([wire.SIGNATURE, wire.CTRL, payload], zmq.NOBLOCK)
+                    except zmq.ZMQError:
+                        pass  # the router is away: the actor's own liveness check decides
+            finally:
+                sock.close(0)
+
+        self._keepalive = threading.Thread(target=run, name="keepalive-" + self.name,
+                                           daemon=True)
+        self._keepalive.start()
 
     def bye(self, crashed: bool = False, delivery: Optional[int] = None,
             error: str = "", timeout: float = 5.0) -> bool:
@@ -483,6 +523,7 @@ class BusClient(object):
             self._liveness = float(welcome.get("ping_interval", 1.0)) * int(
                 welcome.get("liveness_misses", 3))
             self.welcome = welcome
+            self._start_keepalive()
             if self.on_welcome is not None:
                 self.on_welcome(welcome)
         elif verb == wire.CTRL and len(frames) == 3:
@@ -511,6 +552,9 @@ class BusClient(object):
         """Over ipc, a router silent for the liveness interval is gone: reconnect."""
         if self.transport != "ipc" or not self.welcome:
             return
+        if time.monotonic() - self._last_recv <= self._liveness:
+            return
+        self.drain()  # after a long handler, the router's PINGs wait unread in the socket
         if time.monotonic() - self._last_recv <= self._liveness:
             return
         self.stats["reconnects"] += 1

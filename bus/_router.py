@@ -493,10 +493,12 @@ class Router(object):
             return
         touched: Set[_Actor] = set()
         route = self._route_pub
-        for topic, header, body in items:
-            route(producer, topic, header, body, touched)
-        self._pump_all(touched)
-        self._credit(producer, len(items))
+        try:
+            for topic, header, body in items:
+                route(producer, topic, header, body, touched)
+        finally:  # a batch that fails half way must not cost the producer its credit
+            self._pump_all(touched)
+            self._credit(producer, len(items))
 
     def _on_sendn(self, conn: bytes, frames: List[bytes]) -> None:
         items = self._on_batch(conn, frames, 4)
@@ -504,10 +506,12 @@ class Router(object):
         if producer is None:
             return
         touched: Set[_Actor] = set()
-        for dest, msg_type, header, body in items:
-            self._route_send(producer, dest, msg_type, header, body, touched)
-        self._pump_all(touched)
-        self._credit(producer, len(items))
+        try:
+            for dest, msg_type, header, body in items:
+                self._route_send(producer, dest, msg_type, header, body, touched)
+        finally:
+            self._pump_all(touched)
+            self._credit(producer, len(items))
 
     def _route_pub(self, producer: _Actor, topic: bytes, header: bytes, body: bytes,
                    touched: Set[_Actor]) -> None:
@@ -520,7 +524,8 @@ class Router(object):
             self.counters["unrouted"] += 1
         for actor, mailbox in targets:
             mailbox.put(Envelope(topic, header, body))
-            if mailbox.is_full():
+            # A producer is never held back by its own mailbox: only it could drain it.
+            if mailbox.is_full() and actor is not producer:
                 self._block(producer, mailbox)
             touched.add(actor)
         if self._tap_prefixes:
@@ -542,7 +547,7 @@ class Router(object):
         else:
             mailbox = dest.direct
             mailbox.put(envelope)
-            if mailbox.is_full():
+            if mailbox.is_full() and dest is not producer:
                 self._block(producer, mailbox)
             touched.add(dest)
         if self._tap_prefixes:
@@ -626,6 +631,12 @@ class Router(object):
         if not isinstance(request, dict):
             raise ProtocolError("CTRL request must be a map")
         op = request.get("op")
+        if op == "alive":
+            # an ipc peer's keepalive (its own socket): its actor is busy, not gone. No answer.
+            actor = self._actors.get(str(request.get("name")))
+            if actor is not None and actor.conn is not None and actor.pid == request.get("pid"):
+                actor.last_recv = time.monotonic()
+            return
         result: Dict[str, Any] = {"ok": True}
         if op == "status":
             result["status"] = self._stats()
@@ -636,7 +647,8 @@ class Router(object):
         elif op == "dead":
             actor = self._actors.get(str(request.get("name")))
             if actor is not None and actor.conn is not None:
-                self._disconnect(actor, crashed=True, reason=str(request.get("reason", "died")))
+                self._disconnect(actor, crashed=True, reason=str(request.get("reason", "died")),
+                                 charge_oldest=True)
         elif op == "dead_letters":
             result["dead_letters"] = [letter.summary() for letter in self._dead_letters]
         else:
@@ -769,11 +781,14 @@ class Router(object):
     # -- failure ---------------------------------------------------------------------------
 
     def _disconnect(self, actor: _Actor, crashed: bool, reason: str,
-                    culprit: Optional[int] = None) -> None:
+                    culprit: Optional[int] = None, charge_oldest: bool = False) -> None:
         """The actor's connection is gone: its inflight messages go back to their mailboxes.
 
-        On a crash, the message in the handler (``culprit``, else the oldest inflight one) is
-        charged one failure; at ``max_redeliveries`` failures it becomes a dead letter.
+        Only a message that failed its handler is charged a failure: the ``culprit`` the actor
+        named, or, for a process that died without a word (``charge_oldest``: SIGKILL, a
+        segfault), the oldest inflight one. At ``max_redeliveries`` failures it becomes a dead
+        letter. A timer or ack failure, a liveness timeout or a replaced connection charges
+        nothing: those messages did not fail.
         """
         if actor.conn is not None:
             self._by_conn.pop(actor.conn, None)
@@ -782,9 +797,9 @@ class Router(object):
             actor.crashes += 1
         inflight = list(actor.inflight.items())
         actor.inflight.clear()
-        if crashed and inflight:
-            ids = [delivery_id for delivery_id, _ in inflight]
-            index = ids.index(culprit) if culprit in ids else 0
+        ids = [delivery_id for delivery_id, _ in inflight]
+        index = ids.index(culprit) if culprit in ids else (0 if charge_oldest and ids else None)
+        if crashed and index is not None:
             mailbox, envelope = inflight[index][1]
             envelope.failures += 1
             if envelope.failures >= self.settings.max_redeliveries:

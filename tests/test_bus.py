@@ -267,3 +267,95 @@ def test_router_delivers_nothing_to_the_tap_when_nobody_taps(router: Router) -> 
     wait_for(lambda: consumer.poll(0.05) >= 50 or len(consumer.buffer) >= 50, 10,
              "50 deliveries")
     assert router_status(router)["router"]["tap_copies"] == 0
+
+
+# -- regressions found in review ----------------------------------------------------------------
+
+def test_a_producer_is_never_held_back_by_its_own_mailbox(router: Router) -> None:
+    # it subscribes to what it publishes (as history_poller does with bars): only it could
+    # drain that mailbox, so blocking it there would be a deadlock
+    loop = connect(router, "loop", (Subscription("self.", LOSSLESS, 10),))
+    for index in range(5 * CREDIT_WINDOW):
+        assert loop.publish("self.x", index, "item", timeout=1.0)
+    assert router_status(router)["actors"]["loop"]["backpressure_events"] == 0
+
+
+def test_a_crash_that_names_no_delivery_charges_no_message(router: Router) -> None:
+    first = connect(router, "victim")  # the name exists before anything is sent to it
+    producer = connect(router, "p")
+    producer.send("victim", "job", "fine")
+    wait_for(lambda: first.poll(0.05) or first.buffer, 10, "the delivery")
+    first.bye(crashed=True, error="a timer failed")  # not the message's fault
+    first.close()
+    for _ in range(3):
+        victim = connect(router, "victim")
+
+        def delivered(client: BusClient = victim) -> bool:
+            return bool(client.poll(0.05) or client.buffer)
+
+        wait_for(delivered, 10, "the redelivery")
+        victim.bye(crashed=True, error="a timer failed")
+        victim.close()
+    victim = connect(router, "victim")
+    wait_for(lambda: victim.poll(0.05) or victim.buffer, 10, "the redelivery")
+    assert victim.buffer[0].body() == "fine"
+    status = router_status(router)
+    assert status["actors"]["victim"]["dead_letters"] == 0
+    assert status["actors"]["victim"]["crashes"] == 4
+
+
+def test_an_ipc_actor_busy_longer_than_the_liveness_window_is_not_declared_dead(
+        router: Router, context: zmq.Context[Any]) -> None:
+    from actors.base import Actor, RunOptions, handles
+
+    calls: list[int] = []
+
+    class Slow(Actor):
+        @handles("job")
+        def on_job(self, body: Any, delivery: Any) -> None:
+            calls.append(delivery.attempt)
+            time.sleep(3.5)  # a long handler, longer than 3 missed 1 s pings
+
+    options = RunOptions(router.settings.bus_endpoint, mailbox_bound=50, prefetch=8,
+                         send_timeout=5, context=zmq.Context(), status_interval=0,
+                         placement="process")
+    slow = Slow("slow")
+    thread = threading.Thread(target=slow.run, args=(options,), daemon=True)
+    thread.start()
+    wait_for(lambda: router_status(router)["actors"].get("slow", {}).get("connected"), 10,
+             "the slow actor")
+    producer = connect(router, "producer")
+    producer.send("slow", "job", 1)
+    wait_for(lambda: router_status(router)["actors"]["slow"]["acked"] == 1, 15, "the ack")
+    status = router_status(router)["actors"]["slow"]
+    slow.request_stop()
+    thread.join(10)
+    assert calls == [1]
+    assert status["crashes"] == 0 and status["redelivered"] == 0
+
+
+def test_a_callback_that_posts_itself_again_does_not_starve_timers_or_stop(
+        router: Router) -> None:
+    from actors.base import Actor, RunOptions
+
+    class Busy(Actor):
+        def on_start(self) -> None:
+            self.ticks = 0
+            self.every(0.05, self.tick)
+            self.call_soon(self.again)
+
+        def again(self) -> None:
+            self.call_soon(self.again)  # always more to do, like a tick drain under load
+
+        def tick(self) -> None:
+            self.ticks += 1
+
+    busy = Busy("busy")
+    options = RunOptions(router.settings.inproc_endpoint, mailbox_bound=50, prefetch=8,
+                         send_timeout=5, context=router.context, status_interval=0)
+    thread = threading.Thread(target=busy.run, args=(options,), daemon=True)
+    thread.start()
+    wait_for(lambda: getattr(busy, "ticks", 0) >= 3, 10, "the timer to run")
+    busy.request_stop()
+    thread.join(5)
+    assert not thread.is_alive()
