@@ -1,4 +1,4 @@
-"""The ``fxcm`` command: host, tap, attach, status."""
+"""The ``fxcm`` command: host, tap, attach, status, viewer, command."""
 
 from __future__ import annotations
 
@@ -215,6 +215,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- viewer and command (actors/tools) -------------------------------------------------------
+
+def cmd_viewer(args: argparse.Namespace) -> int:
+    from actors.tools import viewer
+
+    configure_logging("WARNING")
+    return viewer.run(_run_dir(args), args.redis_url, args.refresh, args.config)
+
+
+def cmd_command(args: argparse.Namespace) -> int:
+    from actors.tools import command
+
+    configure_logging("WARNING")
+    return command.run(args, _run_dir(args))
+
+
 # -- entry -----------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -256,6 +272,22 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true")
     status.add_argument("--timeout", type=float, default=5.0)
     status.set_defaults(func=cmd_status)
+
+    viewer = commands.add_parser("viewer", help="a live terminal dashboard (q quits)")
+    viewer.add_argument("--run-dir", help="the host's run dir (its status, its embedded Redis)")
+    viewer.add_argument("--redis-url", help="Redis URL (default: FXCM_REDIS_URL, else the "
+                        "embedded Redis of the run dir)")
+    viewer.add_argument("--refresh", type=float, default=1.0,
+                        help="seconds between two refreshes (default 1)")
+    viewer.add_argument("--config", help="settings file, for the channel names (as the host)")
+    viewer.set_defaults(func=cmd_viewer)
+
+    from actors.tools.command import add_arguments as add_command_arguments
+
+    command = commands.add_parser(
+        "command", help="send a command (warmup, backfill, ...) and wait for its result")
+    add_command_arguments(command)
+    command.set_defaults(func=cmd_command)
     return parser
 
 

@@ -1,0 +1,72 @@
+"""What both tools need to find a host's outputs: the Redis URL and the channel names.
+
+Pure but for two reads of the environment and one ``os.path.exists``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from actors.redis_publisher import CHANNEL_SUFFIXES
+from protocol.errors import ConfigError
+
+ENV_REDIS_URL = "FXCM_REDIS_URL"
+# The embedded Redis of a host listens on this socket in its run dir (actors/_redis_server.py).
+EMBEDDED_SOCKET = "redis.sock"
+
+
+def embedded_socket(run_dir: str) -> str:
+    return os.path.join(os.path.abspath(run_dir), EMBEDDED_SOCKET)
+
+
+def resolve_redis_url(given: str | None, run_dir: str,
+                      environ: Mapping[str, str] | None = None) -> str:
+    """``given`` (``--redis-url``), else ``FXCM_REDIS_URL``, else the embedded Redis of
+    ``run_dir`` (``unix://<run_dir>/redis.sock``) when that socket exists. "embedded" in
+    either place means the run dir's socket. Raises ConfigError saying what was tried."""
+    env = os.environ if environ is None else environ
+    for source, value in (("--redis-url", given), (ENV_REDIS_URL, env.get(ENV_REDIS_URL))):
+        if value and value != "embedded":
+            if "://" not in value:
+                raise ConfigError("{}: not a Redis URL (redis://, rediss://, unix://): "
+                                  "{!r}".format(source, value))
+            return value
+    path = embedded_socket(run_dir)
+    if os.path.exists(path):
+        return "unix://" + path
+    raise ConfigError("no Redis: no --redis-url, no {}, and no embedded Redis at {} (is a host "
+                      "running with --run-dir {}?)".format(ENV_REDIS_URL, path, run_dir))
+
+
+def channel_names(channels: Mapping[str, Any]) -> dict[str, str]:
+    """Logical name -> Redis channel, from the shared ``channels`` section, named as the
+    publisher names them (``""`` = ``<prefix>:<suffix>``)."""
+    prefix = str(channels.get("prefix") or "")
+    names: dict[str, str] = {}
+    for name, suffix in CHANNEL_SUFFIXES.items():
+        override = channels.get(name) or ""
+        if not override and not prefix:
+            raise ConfigError("channels.prefix: empty, and channels.{} is empty too".format(
+                name))
+        names[name] = str(override or "{}:{}".format(prefix, suffix))
+    return names
+
+
+def load_channels(config_path: str | None) -> tuple[str, dict[str, str]]:
+    """``(prefix, channels)`` from the shipped defaults, ``--config`` and ``FXCM_*``, as the
+    host reads them. Raises ConfigError naming the key."""
+    import config
+
+    section = config.load(config_path).raw["channels"]
+    return str(section["prefix"]), channel_names(section)
+
+
+def redact_url(url: str) -> str:
+    """A Redis URL fit for the screen: no password."""
+    scheme, sep, rest = url.partition("://")
+    if "@" not in rest:
+        return url
+    credentials, _, where = rest.rpartition("@")
+    return "{}{}{}:***@{}".format(scheme, sep, credentials.partition(":")[0], where)
