@@ -57,7 +57,7 @@ run: $(STAMP)
 	$(BIN)/fxcm host
 
 bench: $(STAMP)
-	$(BIN)/python -m tests.bench
+	$(BIN)/python -m tests.bench --report docs/performance.md
 
 clean:
 	rm -rf $(VENV) $(VENV37) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -22,6 +22,56 @@ BENCHMARKS: tuple[str, ...] = (
 )
 
 
+def _machine() -> list[str]:
+    import os
+    import platform
+
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    versions = []
+    for package in ("zmq", "msgpack", "redis"):
+        try:
+            module = importlib.import_module(package)
+            versions.append("{} {}".format(package, getattr(module, "__version__", "?")))
+        except ImportError:
+            continue
+    return ["- {} cores, {}".format(os.cpu_count(), model),
+            "- Python {} on {}".format(platform.python_version(), platform.platform()),
+            "- " + ", ".join(versions)]
+
+
+def markdown_report(rows: list[Row], modules: list[str], seconds: float, argv: str) -> str:
+    """docs/performance.md: each figure beside its same-run baseline, the machine, the command."""
+    lines = ["# Performance", "",
+             "Written by `make bench` ({} s, {}). Every figure stands beside a baseline "
+             "measured in the same run on the same machine, because these machines change "
+             "CPU speed several times a second; ratio = value / baseline.".format(
+                 round(seconds), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())), "",
+             "Machine:", ""] + _machine() + [
+             "", "Reproduce: `make bench` (or `.venv/bin/python -m tests.bench {}`)".format(
+                 argv or " ".join(_short(m) for m in modules)), "",
+             "| benchmark | value | unit | baseline | ratio | target | met |",
+             "| --- | ---: | --- | --- | ---: | --- | --- |"]
+    for row in rows:
+        baseline = "" if row.baseline is None else "{:,.4g} ({})".format(
+            row.baseline, row.baseline_name)
+        target = "" if row.target is None else "{} {:.2f}".format(
+            ">=" if row.higher_is_better else "<=", row.target)
+        met = {None: "", True: "yes", False: "**no**"}[row.met]
+        ratio = "" if row.ratio is None else "{:.2f}".format(row.ratio)
+        lines.append("| {} | {:,.4g} | {} | {} | {} | {} | {} |".format(
+            row.name, row.value, row.unit, baseline, ratio, target, met))
+    lines.append("")
+    return "\n".join(lines)
+
+
 def _short(module: str) -> str:
     return module.rsplit(".", 1)[-1].replace("bench_", "", 1)
 
@@ -32,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="run only these benchmarks (e.g. 'bus'); default: all of {}".format(
                             ", ".join(_short(module) for module in BENCHMARKS)))
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON to PATH")
+    parser.add_argument("--report", metavar="PATH",
+                        help="also write a Markdown report (e.g. docs/performance.md)")
     parser.add_argument("--strict", action="store_true",
                         help="exit 1 when a row misses its target")
     args = parser.parse_args(argv)
@@ -60,6 +112,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump([row.as_dict() for row in rows], handle, indent=2)
             handle.write("\n")
+    if args.report:
+        with open(args.report, "w", encoding="utf-8") as handle:
+            handle.write(markdown_report(rows, selected, time.monotonic() - started,
+                                         " ".join(sys.argv[1:])))
+        print("report written to {}".format(args.report), file=sys.stderr)
     if args.strict and any(row.met is False for row in rows):
         return 1
     return 0
