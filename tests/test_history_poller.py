@@ -259,3 +259,26 @@ def test_history_reply_rows_become_bars_on_the_basis() -> None:
     assert result.close_time == result.open_time + 5 * MINUTE_MS - 1
     assert (result.open, result.high, result.low, result.close) == (1.1, 1.2, 1.0, 1.15)
     assert result.volume == 42.0 and result.tick_count == 42 and result.source == "history"
+
+
+def test_targets_without_tick_aggregation_are_polled_from_history(
+        tmp_path: Path, run_dir: str) -> None:
+    calendar_path = open_calendar(tmp_path)
+    actors = [collector("bar."), poller(), SESSION]
+    sections: dict[str, Any] = {
+        "symbols": ["EURUSD"], "calendar_file": str(calendar_path),
+        "cache": {"dir": str(tmp_path / "cache")},
+        "history_poller": {"targets": "EUR/USD:m1,AUD/USD:m5", "poll_seconds": 0.3,
+                           "warmup_bars": 120}}
+    with host_process(tmp_path, run_dir, actors, **sections):
+        probe = Probe("probe", ipc_endpoint(run_dir, "bus.sock"))
+
+        def polled() -> list[Bar] | None:
+            bars = [b for b in collected(probe, "bar", 1) if b.symbol == "AUDUSD"]
+            return bars or None
+
+        bars = wait_for(polled, 60, "AUDUSD 5m bars polled from history", interval=0.5)
+        probe.close()
+    assert {(b.tf, b.source) for b in bars} == {("5m", "history")}
+    assert all(b.complete for b in bars)
+    assert len(bars) >= 20  # its lookback: 120 open minutes of 5m bars

@@ -122,9 +122,11 @@ class HistoryPoller(Actor):
             for tf in TIMEFRAMES:
                 self.store.load(symbol, tf)
         self.load_seconds = time.monotonic() - started
+        self.next_poll: dict[tuple[str, str], float] = {}
         self._schedule("warmup", self._warmup_job(self.symbols, None), None)
         self.every(0.02, self._work)
         self.every(float(settings["poll_seconds"]), self._repair_scan)
+        self.every(float(settings["poll_seconds"]), self._poll)
 
     def on_close(self) -> None:
         store = getattr(self, "store", None)
@@ -438,6 +440,37 @@ class HistoryPoller(Actor):
                 rebuilt: Counter[str] = Counter()
                 self._rebuild(symbol, start, end, rebuilt)
                 self.counts["rebuilt"] += rebuilt["rebuilt"]
+
+    def _poll(self) -> None:
+        """Targets tick aggregation does not cover (their symbol is not streamed) are polled
+        from history: every poll_seconds while they bring news, idle_poll_multiplier times
+        slower after a poll that found nothing new, never while their market is closed. One
+        target per turn, the longest-waiting first, so none starves."""
+        if not self.ready or any(item.name == "poll" for item in self.jobs):
+            return
+        now = time.monotonic()
+        due = [target for target in self.targets
+               if target[0] not in self.symbols and self.next_poll.get(target, 0.0) <= now
+               and self.calendar.is_open(self.clock_ms, target[0])]
+        if due:
+            target = min(due, key=lambda item: self.next_poll.get(item, 0.0))
+            self._schedule("poll", self._poll_job(target), None)
+
+    def _poll_job(self, target: tuple[str, str]) -> Job:
+        symbol, tf = target
+        counts: Counter[str] = Counter()
+        last = self.store.last(symbol, tf)
+        start = last.open_time + TF_MS[tf] if last is not None else self._lookback_start(
+            symbol, self.clock_ms, int(self.settings["warmup_bars"]))
+        bars = yield from self._fetch(symbol, tf, start, self.clock_ms + 1, counts)
+        self._accept(bars, self.clock_ms + 1, counts)
+        quiet = counts["stored"] == 0
+        wait = float(self.settings["poll_seconds"]) * (
+            float(self.settings["idle_poll_multiplier"]) if quiet else 1.0)
+        self.next_poll[target] = time.monotonic() + wait
+        self.counts["polls"] += 1
+        self.counts["polled_bars"] += counts["stored"]
+        return dict(counts)
 
     def _repair_job(self, symbol: str, missing: list[int], start: int, end: int,
                     counts: Counter[str]) -> Job:
