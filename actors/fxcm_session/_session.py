@@ -170,6 +170,7 @@ class FxcmSession(Actor):
         self.reconnects = 0
         self.resubscribes = 0
         self.clock_skipped = 0
+        self.clock_published = 0
 
     # -- settings ------------------------------------------------------------------------------
 
@@ -304,8 +305,21 @@ class FxcmSession(Actor):
         self.publish(SESSION_IN_TICKS_TOPIC, state)
 
     def _publish_clock(self) -> None:
-        # Never worth blocking the tick path for: a skipped clock is superseded 4 times a second.
-        if not self.try_publish(CLOCK_TOPIC, Clock(self.broker.clock_ms(), self.broker.kind)):
+        """The pipeline clock, in the tick stream. It must never pass a tick still waiting in
+        the queue: that tick, published after it, would find its minute closed (late). So it is
+        the broker's clock, held back to just before the oldest queued tick, and it never goes
+        backwards."""
+        now = self.broker.clock_ms()
+        items = self.ticks.items
+        if items:
+            oldest = items[0][1]
+            if isinstance(oldest, int) and not isinstance(oldest, bool) and oldest > 0:
+                now = min(now, oldest - 1)
+        now = max(now, self.clock_published)
+        # Never worth blocking the tick path for: the next reading supersedes a skipped one.
+        if self.try_publish(CLOCK_TOPIC, Clock(now, self.broker.kind)):
+            self.clock_published = now
+        else:
             self.clock_skipped += 1
 
     def _on_broker_status(self, connected: bool, reason: str) -> None:
