@@ -14,12 +14,13 @@ PY37 ?= $(shell for c in "$$(pyenv root 2>/dev/null)"/versions/3.7*/bin/python3.
 VENV37 := .venv37
 STAMP37 := $(VENV37)/.installed
 
-.PHONY: help run test lint bench venv venv37 clean
+.PHONY: help run test lint bench chaos venv venv37 clean
 
 help:
 	@echo "make run    start the host on the embedded defaults"
 	@echo "make test   lint, type-check and run the test suite"
 	@echo "make bench  run the benchmarks (prints ratios against same-run baselines)"
+	@echo "make chaos  replay a generated tick file through faults; verify every final bar in Redis"
 
 $(STAMP): setup.cfg pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "the host needs Python 3.10+, $(PYTHON) is " + sys.version.split()[0])'
@@ -58,6 +59,9 @@ run: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench --report docs/performance.md
+
+chaos: $(STAMP)
+	$(BIN)/python -m tests.chaos
 
 clean:
 	rm -rf $(VENV) $(VENV37) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -33,7 +33,7 @@ from actors.base import RunOptions
 from actors.fxcm_session import FxcmSession
 from actors.history_poller import BarStore
 from actors.tick_aggregator import Aggregator, TickAggregator
-from bus import LOSSLESS, BusClient, Router, RouterSettings, Subscription
+from bus import LOSSLESS, BusClient, ControlChannel, Router, RouterSettings, Subscription
 from config.calendar import load_calendar
 from protocol.bars import fold
 from protocol.market import CLOCK_TOPIC, MINUTE_MS, TF_MS, TIMEFRAMES, Bar, Clock, Tick
@@ -152,6 +152,75 @@ def _replay_round(count: int) -> tuple[float, float]:
         consumer.close()
         router.stop()
         return via_session, plain
+    finally:
+        context.term()
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _actor_round(count: int) -> tuple[float, float]:
+    """(ticks/s through the tick_aggregator actor, ticks/s into a plain consumer): the same
+    ticks from the same batching producer, timed until every one is handled and acked."""
+    ticks = _ticks(count, seed=7)
+    run_dir = tempfile.mkdtemp(prefix="fxcm-b")
+    context: zmq.Context[Any] = zmq.Context()
+    try:
+        router = _router(context, run_dir)
+        control = ControlChannel(router.settings.inproc_endpoint, context)
+
+        def acked(name: str) -> int:
+            actors = control.call({"op": "status"})["status"]["actors"]
+            return int(actors.get(name, {}).get("acked", 0))
+
+        producers: list[BusClient] = []
+
+        def feed(name: str, prefix: str) -> float:
+            producer = BusClient(name, router.settings.inproc_endpoint, context, batching=True)
+            producers.append(producer)
+            producer.connect(10)
+            started = time.monotonic()
+            for tick in ticks:
+                producer.publish(prefix + tick.symbol, tick, timeout=TIMEOUT)
+            producer.flush()
+            return started
+
+        # its own topic: a mailbox outlives its consumer, and this one's must not fill later
+        sink = BusClient("sink", router.settings.inproc_endpoint, context,
+                         subscriptions=(Subscription("plain.", LOSSLESS, 10000),), prefetch=256)
+        sink.connect(10)
+        result = {}
+        holder: list[float] = []
+        feeder = threading.Thread(target=lambda: holder.append(feed("feed-plain", "plain.")),
+                                  daemon=True)
+        feeder.start()
+        arrivals = _consume(sink, count)
+        feeder.join(10)
+        result["plain"] = count / (arrivals[-1] - holder[0])
+        sink.bye()
+        sink.close()
+        settings = config.load(overrides={"symbols": SYMBOLS})
+        spec = next(s for s in settings.actors if s.name == "tick_aggregator")
+        actor = _Thread(TickAggregator("tick_aggregator", settings.actor_settings(spec)),
+                        _options(context, router))
+        deadline = time.monotonic() + TIMEOUT
+        while acked("tick_aggregator") == 0 and not router.stats_snapshot.get("actors", {}).get(
+                "tick_aggregator", {}).get("connected"):
+            if time.monotonic() > deadline:
+                raise RuntimeError("tick_aggregator did not start")
+            time.sleep(0.01)
+        started = feed("feed-actor", "tick.")
+        while acked("tick_aggregator") < count:
+            if time.monotonic() > deadline:
+                raise RuntimeError("tick_aggregator acked {} of {}".format(
+                    acked("tick_aggregator"), count))
+            time.sleep(0.005)  # polling the router's figures, not waiting for a fixed time
+        result["actor"] = count / (time.monotonic() - started)
+        actor.stop()
+        for producer in producers:
+            producer.bye(timeout=1.0)
+            producer.close()
+        control.close()
+        router.stop()
+        return result["actor"], result["plain"]
     finally:
         context.term()
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -278,6 +347,8 @@ def run(rounds: int = 3) -> list[Row]:
     replay_plain: list[float] = []
     pure: list[float] = []
     plain_fold: list[float] = []
+    via_actor: list[float] = []
+    plain_sink: list[float] = []
     ticks = _ticks(200_000)
     for round_index in range(rounds):
         session, plain = _replay_round(60_000)
@@ -285,6 +356,11 @@ def run(rounds: int = 3) -> list[Row]:
         replay_plain.append(plain)
         _log("round {}: replay via fxcm_session {:,.0f}/s, plain producer {:,.0f}/s".format(
             round_index + 1, session, plain))
+        actor_rate, sink_rate = _actor_round(60_000)
+        via_actor.append(actor_rate)
+        plain_sink.append(sink_rate)
+        _log("round {}: tick_aggregator actor {:,.0f} ticks/s, plain consumer {:,.0f}/s".format(
+            round_index + 1, actor_rate, sink_rate))
         agg, folded = _aggregation_round(ticks)
         pure.append(agg)
         plain_fold.append(folded)
@@ -305,6 +381,9 @@ def run(rounds: int = 3) -> list[Row]:
         compare("tick aggregation, pure logic, 13 symbols x 7 timeframes", median(pure),
                 "ticks/s", median(plain_fold),
                 baseline_name="protocol.bars.fold of the same ticks, 1m only"),
+        compare("tick aggregation through the actor (checkpointed), 13 symbols", median(via_actor),
+                "ticks/s", median(plain_sink),
+                baseline_name="the same ticks into a plain bus consumer"),
         compare("bucket end -> final 1m bar at a subscriber, p50", percentile(latency, 0.5),
                 "ms", float(grace), baseline_name="close_grace_ms",
                 higher_is_better=False),

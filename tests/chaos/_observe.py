@@ -1,0 +1,193 @@
+"""What the runner watches: a redis-py subscriber recording every message, and a monitor of the
+host's status (supervisor view, router counters, each actor's published status)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from tests.helpers import Probe, bus_status
+
+
+class Events:
+    """Timestamped log lines (seconds since ``t0``), thread-safe."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self._lock = threading.Lock()
+        self.items: list[tuple[float, str, str]] = []
+
+    def add(self, kind: str, text: str) -> None:
+        with self._lock:
+            self.items.append((time.monotonic() - self.t0, kind, text))
+        print("  [{:7.2f} s] {:9} {}".format(time.monotonic() - self.t0, kind, text), flush=True)
+
+    def of(self, kind: str) -> list[tuple[float, str, str]]:
+        with self._lock:
+            return [item for item in self.items if item[1] == kind]
+
+
+class Subscriber:
+    """A consumer's redis-py subscription in a thread; subscribes again when Redis comes back.
+    Keeps raw payloads with their arrival time (parsing later keeps the reader fast)."""
+
+    def __init__(self, url: str, channels: list[str], events: Events) -> None:
+        self.url = url
+        self.channels = channels
+        self.events = events
+        self.messages: list[tuple[float, str, bytes]] = []
+        self.subscriptions = 0
+        self.subscribed = threading.Event()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="chaos-subscriber", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            client = redis.Redis.from_url(self.url, socket_timeout=5,
+                                          retry=Retry(NoBackoff(), 0))
+            pubsub = client.pubsub()
+            try:
+                pubsub.subscribe(*self.channels)
+                confirmed = 0
+                while not self._stop.is_set():
+                    message = pubsub.get_message(timeout=0.1)
+                    if message is None:
+                        continue
+                    if message["type"] == "subscribe":
+                        confirmed += 1
+                        if confirmed == len(self.channels):
+                            self.subscriptions += 1
+                            self.subscribed.set()
+                            if self.subscriptions > 1:
+                                self.events.add("recovery", "subscriber re-subscribed to Redis")
+                    elif message["type"] == "message":
+                        with self._lock:
+                            self.messages.append((time.monotonic(), message["channel"].decode(),
+                                                  message["data"]))
+            except (redis.ConnectionError, redis.TimeoutError, OSError):
+                if self.subscribed.is_set():
+                    self.events.add("observed", "subscriber lost Redis")
+                self.subscribed.clear()
+                self._stop.wait(0.05)
+            finally:
+                try:
+                    pubsub.close()
+                    client.close()
+                except (redis.RedisError, OSError):
+                    pass
+
+    def snapshot(self) -> list[tuple[float, str, bytes]]:
+        with self._lock:
+            return list(self.messages)
+
+    def count(self, channel: str) -> int:
+        with self._lock:
+            return sum(1 for _, name, _ in self.messages if name == channel)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+class Monitor:
+    """Polls the host's status twice a second and keeps each actor's newest published status
+    (a Probe on ``actor.status.``); logs restarts, pid changes and Redis reconnects."""
+
+    def __init__(self, run_dir: str, events: Events) -> None:
+        self.run_dir = run_dir
+        self.events = events
+        self.status: dict[str, Any] = {}
+        self.actor_status: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._seen: dict[str, tuple[Any, Any, Any]] = {}
+        self._redis_connected: bool | None = None
+        self.journal_peak = 0  # the publisher's journal, most messages seen at once
+        self.errors = 0
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="chaos-monitor", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise AssertionError("the monitor's probe did not connect within 30 s")
+
+    def _run(self) -> None:
+        import os
+
+        probe = Probe("chaos_monitor", "ipc://" + os.path.join(self.run_dir, "bus.sock"),
+                      ("actor.status.",))
+        self._ready.set()
+        next_poll = 0.0
+        try:
+            while not self._stop.is_set():
+                client = probe.client
+                client.poll(0.05)
+                got = False
+                while client.buffer:
+                    delivery = client.buffer.popleft()
+                    name = delivery.topic.decode("utf-8", "replace")[len("actor.status."):]
+                    body = delivery.body()
+                    if isinstance(body, dict):
+                        with self._lock:
+                            self.actor_status[name] = body
+                        got = True
+                    client.handled(delivery)
+                client.ack()
+                if got:
+                    self._watch_publisher()
+                if time.monotonic() >= next_poll:
+                    next_poll = time.monotonic() + 0.5
+                    self._poll()
+        finally:
+            probe.close()
+
+    def _poll(self) -> None:
+        try:
+            status = bus_status(self.run_dir)
+        except Exception:
+            self.errors += 1
+            return
+        with self._lock:
+            self.status = status
+        for name, view in status.get("actors", {}).items():
+            if name.startswith("chaos"):
+                continue
+            now = (view.get("pid"), view.get("state"), view.get("restarts"))
+            before = self._seen.get(name)
+            self._seen[name] = now
+            if before is None or before == now:
+                continue
+            if now[2] != before[2]:
+                self.events.add("recovery", "{} restarted (restarts={}, old pid {})".format(
+                    name, now[2], before[0]))
+            elif now[1] != before[1]:
+                self.events.add("observed", "{} state {} -> {}".format(name, before[1], now[1]))
+
+    def _watch_publisher(self) -> None:
+        publisher = self.actor_status.get("redis_publisher")
+        if publisher is None:
+            return
+        journal = publisher.get("journal") or {}
+        self.journal_peak = max(self.journal_peak, int(journal.get("messages") or 0))
+        connected = bool(publisher.get("redis_connected"))
+        if self._redis_connected is not None and connected != self._redis_connected:
+            if connected:
+                self.events.add("recovery", "redis_publisher reconnected to Redis")
+            else:
+                self.events.add("observed", "redis_publisher lost Redis ({})".format(
+                    (publisher.get("redis") or {}).get("last_error")))
+        self._redis_connected = connected
+
+    def get(self) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+        with self._lock:
+            return dict(self.status), dict(self.actor_status)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(15)

@@ -1,0 +1,127 @@
+"""The comparison: what reached Redis (channel messages and late-joiner keys) against the
+reference's final bars."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from protocol.market import MINUTE_MS, TF_MS, Bar
+
+Key = tuple[str, str, int]
+_FIELDS = ("open", "high", "low", "close", "volume", "tick_count", "synthetic", "close_time")
+
+
+def same(bar: Bar, got: dict[str, Any]) -> bool:
+    want = bar.to_contract()
+    for name in _FIELDS:
+        a, b = want[name], got.get(name)
+        if isinstance(a, float) or isinstance(b, float):
+            if not isinstance(b, (int, float)) or not math.isclose(a, b, rel_tol=1e-12):
+                return False
+        elif a != b:
+            return False
+    return True
+
+
+@dataclass
+class Comparison:
+    expected: int = 0
+    received_finals: int = 0  # complete bars on the channel, every occurrence
+    missing: list[Key] = field(default_factory=list)
+    duplicates: dict[Key, int] = field(default_factory=dict)  # extra identical occurrences
+    mismatched: list[tuple[Key, dict[str, Any], dict[str, Any]]] = field(default_factory=list)
+    out_of_order: list[tuple[str, str, int, int]] = field(default_factory=list)
+    extra_head: int = 0  # before the first final minute (the partial first minute, history)
+    extra_tail: int = 0  # after the file's newest final minute (closed by the running clock)
+    extra_other: list[Key] = field(default_factory=list)
+    previews: int = 0
+    sources: dict[str, int] = field(default_factory=dict)
+    key_missing: list[Key] = field(default_factory=list)
+    key_mismatched: list[Key] = field(default_factory=list)
+    key_duplicates: list[Key] = field(default_factory=list)
+    key_checked: int = 0
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.missing or self.duplicates or self.mismatched or self.out_of_order
+                    or self.extra_other or self.key_missing or self.key_mismatched
+                    or self.key_duplicates)
+
+
+def compare(expected: dict[Key, Bar], payloads: list[dict[str, Any]],
+            keys: dict[tuple[str, str], list[tuple[float, str]]], last_bars: int
+            ) -> Comparison:
+    result = Comparison(expected=len(expected))
+    # Per symbol, the first and newest final minute of the reference: a bar outside them is a
+    # legitimate extra (the partial first minute repaired from history and the derived bars
+    # holding it; minutes the running clock closed after the file's end), not a failure.
+    first_minute: dict[str, int] = {}
+    last_minute: dict[str, int] = {}
+    for symbol, tf, open_time in expected:
+        if tf == "1m":
+            first_minute[symbol] = min(first_minute.get(symbol, open_time), open_time)
+            last_minute[symbol] = max(last_minute.get(symbol, open_time), open_time)
+    seen: dict[Key, dict[str, Any]] = {}
+    order: dict[tuple[str, str], int] = defaultdict(lambda: -1)
+    for payload in payloads:
+        symbol, tf = str(payload.get("symbol")), str(payload.get("tf"))
+        source = str(payload.get("source"))
+        for bar in payload.get("bars", []):
+            if not bar.get("complete"):
+                result.previews += 1
+                continue
+            result.received_finals += 1
+            result.sources[source] = result.sources.get(source, 0) + 1
+            key = (symbol, tf, int(bar["open_time"]))
+            want = expected.get(key)
+            if want is None:
+                if symbol in first_minute and key[2] < first_minute[symbol]:
+                    result.extra_head += 1
+                elif (symbol in last_minute
+                      and key[2] + TF_MS[tf] > last_minute[symbol] + MINUTE_MS):
+                    result.extra_tail += 1
+                elif key not in result.extra_other:
+                    result.extra_other.append(key)
+                continue
+            if key in seen:
+                if same(want, bar):
+                    result.duplicates[key] = result.duplicates.get(key, 0) + 1
+                else:
+                    result.mismatched.append((key, want.to_contract(), bar))
+                continue
+            seen[key] = bar
+            if not same(want, bar):
+                result.mismatched.append((key, want.to_contract(), bar))
+            if key[2] <= order[(symbol, tf)]:
+                result.out_of_order.append((symbol, tf, order[(symbol, tf)], key[2]))
+            order[(symbol, tf)] = max(order[(symbol, tf)], key[2])
+    result.missing = sorted(key for key in expected if key not in seen)
+    # The late-joiner keys: the newest ``last_bars`` finals per series, one member per
+    # open_time, identical values.
+    by_series: dict[tuple[str, str], list[Key]] = defaultdict(list)
+    for key in sorted(expected):
+        by_series[(key[0], key[1])].append(key)
+    for series, wanted in by_series.items():
+        members: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for score, text in keys.get(series, []):
+            members[int(score)].append(json.loads(text))
+        # Bars after the file's newest final (the clock-closed tail) push older ones out of the
+        # key once it holds ``last_bars``: check only what must still be there.
+        kept = sorted(set(k[2] for k in wanted) | set(members))[-last_bars:]
+        for key in wanted:
+            if key[2] not in kept:
+                continue
+            result.key_checked += 1
+            found = members.get(key[2], [])
+            if not found:
+                result.key_missing.append(key)
+            elif len(found) > 1:
+                result.key_duplicates.append(key)
+            elif not same(expected[key], found[0]):
+                result.key_mismatched.append(key)
+    return result
+
