@@ -16,6 +16,7 @@ Portable: runs on Python 3.7 too.
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Callable, Dict, List, Optional
 
 TickCallback = Callable[[str, Any, Any, Any], None]
@@ -73,3 +74,38 @@ class Broker(object):
 
     def close(self) -> None:
         """Release threads and files; called once, after logout."""
+
+
+class StreamingBroker(Broker):
+    """A broker whose ticks come from a thread of its own (sim, replay): ``subscribe`` starts
+    ``_stream(stop)`` on it, ``unsubscribe`` stops and joins it."""
+
+    def __init__(self) -> None:
+        super(StreamingBroker, self).__init__()
+        self._connected = False
+        self._thread: Optional[threading.Thread] = None
+        self._stop = threading.Event()
+
+    def _stream(self, stop: threading.Event) -> None:
+        raise NotImplementedError
+
+    def subscribe(self, symbols: List[str]) -> None:
+        from protocol.errors import BrokerError
+
+        if not self._connected:
+            raise BrokerError("not logged in")
+        self.unsubscribe()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._stream, args=(self._stop,),
+                                        name="{}-ticks".format(self.kind), daemon=True)
+        self._thread.start()
+
+    def unsubscribe(self) -> None:
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(5)
+        self._thread = None
+
+    def close(self) -> None:
+        self.unsubscribe()

@@ -23,7 +23,7 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from actors.fxcm_session._broker import Broker, basis_price
+from actors.fxcm_session._broker import StreamingBroker, basis_price
 from protocol.bars import fold
 from protocol.errors import BrokerError, ConfigError, ProtocolError
 from protocol.market import normalize_symbol
@@ -67,7 +67,7 @@ def read_ticks(path: str) -> List[Row]:
     return rows
 
 
-class ReplayBroker(Broker):
+class ReplayBroker(StreamingBroker):
     kind = "replay"
     blocking_ticks = True
 
@@ -99,10 +99,7 @@ class ReplayBroker(Broker):
         self._last_ts = self._first_ts
         self._started_wall: Optional[float] = None
         self._clock_at_start = self._first_ts
-        self._connected = False
         self._finished = not self.rows
-        self._thread: Optional[threading.Thread] = None
-        self._stop = threading.Event()
         self.delivered = 0
 
     def clock_ms(self) -> int:
@@ -117,22 +114,6 @@ class ReplayBroker(Broker):
     def logout(self) -> None:
         self.unsubscribe()
         self._connected = False
-
-    def subscribe(self, symbols: List[str]) -> None:
-        if not self._connected:
-            raise BrokerError("not logged in")
-        self.unsubscribe()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._stream, args=(self._stop,),
-                                        name="replay-ticks", daemon=True)
-        self._thread.start()
-
-    def unsubscribe(self) -> None:
-        self._stop.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(5)
-        self._thread = None
 
     def _stream(self, stop: threading.Event) -> None:
         # The clock resumes where it stood, so a reconnect does not jump over the file.
@@ -179,5 +160,3 @@ class ReplayBroker(Broker):
                 "rows": len(self.rows), "delivered": self.delivered,
                 "finished": self._finished, "clock_ms": self.clock_ms()}
 
-    def close(self) -> None:
-        self.unsubscribe()

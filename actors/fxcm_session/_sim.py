@@ -28,7 +28,7 @@ import time
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Tuple
 
-from actors.fxcm_session._broker import Broker, basis_price
+from actors.fxcm_session._broker import StreamingBroker, basis_price
 from protocol.bars import OHLC, bucket_start
 from protocol.errors import BrokerError, HistoryNotReady, LoginFailed
 from protocol.market import MINUTE_MS, TF_MS
@@ -279,7 +279,7 @@ class SimMarket(object):
         return bar
 
 
-class SimBroker(Broker):
+class SimBroker(StreamingBroker):
     """The simulator behind the broker seam, streaming ticks on a thread at wall-clock times."""
 
     kind = "sim"
@@ -296,11 +296,7 @@ class SimBroker(Broker):
         self._disconnects_left = int(faults.get("disconnects", 1 if self._disconnect_after else 0))
         self._history_not_ready = int(faults.get("history_not_ready", 0))
         self._history_errors = int(faults.get("history_errors", 0))
-        self._connected = False
         self._symbols: List[str] = []
-        self._thread: Optional[threading.Thread] = None
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
         self.logins = 0
         self.subscriptions = 0
         self.ticks_emitted = 0
@@ -320,22 +316,9 @@ class SimBroker(Broker):
         self._connected = False
 
     def subscribe(self, symbols: List[str]) -> None:
-        if not self._connected:
-            raise BrokerError("not logged in")
-        self.unsubscribe()
-        self._symbols = list(symbols)
+        self._symbols = list(symbols)  # the stream thread reads them
+        super(SimBroker, self).subscribe(symbols)
         self.subscriptions += 1
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._stream, args=(self._stop,),
-                                        name="sim-ticks", daemon=True)
-        self._thread.start()
-
-    def unsubscribe(self) -> None:
-        self._stop.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(5)
-        self._thread = None
 
     def _stream(self, stop: threading.Event) -> None:
         started = time.monotonic()
@@ -393,5 +376,3 @@ class SimBroker(Broker):
                 "subscriptions": self.subscriptions, "ticks_emitted": self.ticks_emitted,
                 "connected": self._connected}
 
-    def close(self) -> None:
-        self.unsubscribe()

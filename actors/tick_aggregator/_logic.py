@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from protocol.bars import bucket_start
+from protocol.bars import OHLC, bucket_start
 from protocol.market import MINUTE_MS, TF_MS, Bar, Tick
 
 SOURCE_TICK = "tick"
@@ -42,34 +42,20 @@ def price_of(tick: Tick, basis: str) -> float:
     return tick.bid if basis == "bid" else tick.ask
 
 
-class _Bucket:
-    """A bar being built: folded values plus what finality needs."""
+class _Bucket(OHLC):
+    """A bar being built: the fold of protocol.bars plus its open time and whether it is
+    synthetic (every minute in it was)."""
 
-    __slots__ = ("open_time", "open", "high", "low", "close", "close_ts", "count",
-                 "synthetic")
+    __slots__ = ("open_time", "synthetic")
 
     def __init__(self, open_time: int, price: float, ts_ms: int, count: int = 1,
                  synthetic: bool = False) -> None:
+        super().__init__(price, ts_ms)
         self.open_time = open_time
-        self.open = price
-        self.high = price
-        self.low = price
-        self.close = price
-        self.close_ts = ts_ms
         self.count = count
         self.synthetic = synthetic
 
-    def add(self, price: float, ts_ms: int) -> None:
-        if price > self.high:
-            self.high = price
-        if price < self.low:
-            self.low = price
-        if ts_ms >= self.close_ts:
-            self.close = price
-            self.close_ts = ts_ms
-        self.count += 1
-
-    def merge(self, bar: Bar) -> None:
+    def merge_bar(self, bar: Bar) -> None:
         """Fold a later final 1m bar into this derived bucket."""
         if bar.high > self.high:
             self.high = bar.high
@@ -260,7 +246,7 @@ class Aggregator:
                 bucket.close_ts = bar.close_time
                 state.derived[tf] = bucket
             else:
-                bucket.merge(bar)
+                bucket.merge_bar(bar)
             if bar.open_time + MINUTE_MS >= self._bucket_end(start, tf):
                 out.append(self._bar(symbol, tf, bucket, complete=True))
                 self.counters["bars_derived"] += 1
