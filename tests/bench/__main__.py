@@ -59,15 +59,18 @@ def markdown_report(rows: list[Row], modules: list[str], seconds: float, argv: s
                  argv or " ".join(_short(m) for m in modules)), "",
              "| benchmark | value | unit | baseline | ratio | target | met |",
              "| --- | ---: | --- | --- | ---: | --- | --- |"]
+    def number(value: float) -> str:
+        return "{:,.0f}".format(value) if abs(value) >= 100 else "{:.3g}".format(value)
+
     for row in rows:
-        baseline = "" if row.baseline is None else "{:,.4g} ({})".format(
-            row.baseline, row.baseline_name)
+        baseline = "" if row.baseline is None else "{} ({})".format(
+            number(row.baseline), row.baseline_name)
         target = "" if row.target is None else "{} {:.2f}".format(
             ">=" if row.higher_is_better else "<=", row.target)
         met = {None: "", True: "yes", False: "**no**"}[row.met]
         ratio = "" if row.ratio is None else "{:.2f}".format(row.ratio)
-        lines.append("| {} | {:,.4g} | {} | {} | {} | {} | {} |".format(
-            row.name, row.value, row.unit, baseline, ratio, target, met))
+        lines.append("| {} | {} | {} | {} | {} | {} | {} |".format(
+            row.name, number(row.value), row.unit, baseline, ratio, target, met))
     lines.append("")
     return "\n".join(lines)
 
