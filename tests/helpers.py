@@ -219,3 +219,83 @@ def host_process(tmp_path: Path, run_dir: str, actors: list[dict[str, Any]],
         host.stop()
 
 
+
+
+class RedisSubscriber:
+    """A downstream consumer's redis-py subscription on a thread of its own. Like a real
+    consumer it subscribes again by itself when Redis comes back. It keeps every message raw,
+    with its arrival time, and calls ``on_change("subscribed" | "lost")`` as that happens."""
+
+    def __init__(self, url: str, channels: list[str],
+                 on_change: Callable[[str], None] | None = None) -> None:
+        self.url = url
+        self.channels = channels
+        self.on_change = on_change
+        self.messages: list[tuple[float, str, bytes]] = []  # (monotonic, channel, data)
+        self.subscriptions = 0
+        self.subscribed = threading.Event()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="redis-subscriber", daemon=True)
+        self._thread.start()
+        wait_for(self.subscribed.is_set, 30, "the Redis subscriber to subscribe")
+
+    def _run(self) -> None:
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        while not self._stop.is_set():
+            client = redis.Redis.from_url(self.url, socket_timeout=5,
+                                          retry=Retry(NoBackoff(), 0))
+            pubsub = client.pubsub()
+            try:
+                pubsub.subscribe(*self.channels)
+                confirmed = 0
+                while not self._stop.is_set():
+                    message = pubsub.get_message(timeout=0.1)
+                    if message is None:
+                        continue
+                    if message["type"] == "subscribe":
+                        confirmed += 1
+                        if confirmed == len(self.channels):
+                            self.subscriptions += 1
+                            self.subscribed.set()
+                            if self.on_change is not None:
+                                self.on_change("subscribed")
+                    elif message["type"] == "message":
+                        with self._lock:
+                            self.messages.append((time.monotonic(),
+                                                  message["channel"].decode(),
+                                                  message["data"]))
+            except (redis.ConnectionError, redis.TimeoutError, OSError):
+                if self.subscribed.is_set() and self.on_change is not None:
+                    self.on_change("lost")
+                self.subscribed.clear()
+                self._stop.wait(0.05)  # Redis is away: the consumer's own retry interval
+            finally:
+                try:
+                    pubsub.close()
+                    client.close()
+                except (redis.RedisError, OSError):
+                    pass
+
+    def snapshot(self) -> list[tuple[float, str, bytes]]:
+        with self._lock:
+            return list(self.messages)
+
+    def count(self, channel: str) -> int:
+        return sum(1 for _, name, _ in self.snapshot() if name == channel)
+
+    def payloads(self, channel: str) -> list[Any]:
+        """The JSON payloads received on ``channel``, in arrival order."""
+        return [json.loads(data) for _, name, data in self.snapshot() if name == channel]
+
+    def wait(self, channel: str, condition: Callable[[list[Any]], bool], timeout: float = 30.0,
+             what: str = "messages") -> list[Any]:
+        wait_for(lambda: condition(self.payloads(channel)), timeout, what)
+        return self.payloads(channel)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)

@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +27,6 @@ import pytest
 import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from actors._redis_server import EmbeddedRedis
 from actors.host import Host
@@ -47,6 +45,7 @@ from protocol import contracts
 from protocol.errors import ConfigError
 from protocol.market import TF_MS, Bar, PriceSnapshot
 from tests.helpers import Probe, bus_status, host_in_thread, wait_for
+from tests.helpers import RedisSubscriber as Subscriber
 
 PUBLISHER = [{"name": "redis_publisher", "class": "actors.redis_publisher:RedisPublisher"}]
 BASE_MS = 1_764_541_680_000  # 2025-11-30 22:28 UTC, a minute boundary
@@ -74,67 +73,6 @@ def redis_server(redis_dir: str) -> Iterator[EmbeddedRedis]:
     server.start()
     yield server
     server.stop()
-
-
-class Subscriber:
-    """A downstream consumer's redis-py subscription in a thread. Like a real consumer it
-    subscribes again by itself when Redis comes back."""
-
-    def __init__(self, url: str, channels: list[str]) -> None:
-        self.url = url
-        self.channels = channels
-        self.messages: list[tuple[str, Any]] = []
-        self.subscriptions = 0
-        self.subscribed = threading.Event()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="test-subscriber", daemon=True)
-        self._thread.start()
-        wait_for(self.subscribed.is_set, 30, "the test subscriber to subscribe")
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            client = redis.Redis.from_url(self.url, socket_timeout=5,
-                                          retry=Retry(NoBackoff(), 0))
-            pubsub = client.pubsub()
-            try:
-                pubsub.subscribe(*self.channels)
-                confirmed = 0
-                while not self._stop.is_set():
-                    message = pubsub.get_message(timeout=0.1)
-                    if message is None:
-                        continue
-                    if message["type"] == "subscribe":
-                        confirmed += 1
-                        if confirmed == len(self.channels):
-                            self.subscriptions += 1
-                            self.subscribed.set()
-                    elif message["type"] == "message":
-                        with self._lock:
-                            self.messages.append((message["channel"].decode(),
-                                                  json.loads(message["data"])))
-            except (redis.ConnectionError, redis.TimeoutError, OSError):
-                self.subscribed.clear()
-                self._stop.wait(0.05)  # Redis is away: the consumer's own retry interval
-            finally:
-                try:
-                    pubsub.close()
-                    client.close()
-                except (redis.RedisError, OSError):
-                    pass
-
-    def payloads(self, channel: str) -> list[Any]:
-        with self._lock:
-            return [body for name, body in self.messages if name == channel]
-
-    def wait(self, channel: str, condition: Callable[[list[Any]], bool], timeout: float = 30.0,
-             what: str = "messages") -> list[Any]:
-        wait_for(lambda: condition(self.payloads(channel)), timeout, what)
-        return self.payloads(channel)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
 
 
 def make_bar(index: int, symbol: str = "EURUSD", tf: str = "1m", close: float = 1.1,

@@ -7,11 +7,7 @@ import threading
 import time
 from typing import Any
 
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
-
-from tests.helpers import Probe, bus_status
+from tests.helpers import Probe, RedisSubscriber, bus_status
 
 
 class Events:
@@ -32,68 +28,19 @@ class Events:
             return [item for item in self.items if item[1] == kind]
 
 
-class Subscriber:
-    """A consumer's redis-py subscription in a thread; subscribes again when Redis comes back.
-    Keeps raw payloads with their arrival time (parsing later keeps the reader fast)."""
+def subscriber(url: str, channels: list[str], events: Events) -> RedisSubscriber:
+    """A consumer's subscription whose losses and recoveries go to the event log."""
+    seen = [0]
 
-    def __init__(self, url: str, channels: list[str], events: Events) -> None:
-        self.url = url
-        self.channels = channels
-        self.events = events
-        self.messages: list[tuple[float, str, bytes]] = []
-        self.subscriptions = 0
-        self.subscribed = threading.Event()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="chaos-subscriber", daemon=True)
-        self._thread.start()
+    def on_change(state: str) -> None:
+        if state == "lost":
+            events.add("observed", "subscriber lost Redis")
+        else:
+            seen[0] += 1
+            if seen[0] > 1:
+                events.add("recovery", "subscriber re-subscribed to Redis")
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            client = redis.Redis.from_url(self.url, socket_timeout=5,
-                                          retry=Retry(NoBackoff(), 0))
-            pubsub = client.pubsub()
-            try:
-                pubsub.subscribe(*self.channels)
-                confirmed = 0
-                while not self._stop.is_set():
-                    message = pubsub.get_message(timeout=0.1)
-                    if message is None:
-                        continue
-                    if message["type"] == "subscribe":
-                        confirmed += 1
-                        if confirmed == len(self.channels):
-                            self.subscriptions += 1
-                            self.subscribed.set()
-                            if self.subscriptions > 1:
-                                self.events.add("recovery", "subscriber re-subscribed to Redis")
-                    elif message["type"] == "message":
-                        with self._lock:
-                            self.messages.append((time.monotonic(), message["channel"].decode(),
-                                                  message["data"]))
-            except (redis.ConnectionError, redis.TimeoutError, OSError):
-                if self.subscribed.is_set():
-                    self.events.add("observed", "subscriber lost Redis")
-                self.subscribed.clear()
-                self._stop.wait(0.05)
-            finally:
-                try:
-                    pubsub.close()
-                    client.close()
-                except (redis.RedisError, OSError):
-                    pass
-
-    def snapshot(self) -> list[tuple[float, str, bytes]]:
-        with self._lock:
-            return list(self.messages)
-
-    def count(self, channel: str) -> int:
-        with self._lock:
-            return sum(1 for _, name, _ in self.messages if name == channel)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
+    return RedisSubscriber(url, channels, on_change)
 
 
 class Monitor:

@@ -18,10 +18,11 @@ from actors._redis_server import EmbeddedRedis
 from config.settings import load_defaults
 from protocol.market import TIMEFRAMES
 from tests.chaos import _faults
-from tests.chaos._observe import Events, Monitor, Subscriber
+from tests.chaos._observe import Events, Monitor
+from tests.chaos._observe import subscriber as make_subscriber
 from tests.chaos._ticks import TickFile, expected_finals, generate
 from tests.chaos._verify import Comparison, compare
-from tests.helpers import HostProcess, wait_for
+from tests.helpers import HostProcess, RedisSubscriber, wait_for
 
 PREFIX = "fxcm"
 KID = "chaos"
@@ -117,9 +118,8 @@ def main(argv: list[str]) -> int:
 
     server = EmbeddedRedis(redis_dir, free_port())
     server.start()
-    subscriber = Subscriber(server.url, [PREFIX + ":ohlcv", PREFIX + ":commands:result"],
-                            events)
-    wait_for(subscriber.subscribed.is_set, 30, "the subscriber to subscribe")
+    subscriber = make_subscriber(server.url, [PREFIX + ":ohlcv", PREFIX + ":commands:result"],
+                                 events)
     env = {"FXCM_HMAC_KID": KID, "FXCM_HMAC_SECRET": SECRET}
     host = HostProcess(host_config(work, run_dir, server, file, speed), run_dir,
                        work / "host.log", env)
@@ -232,7 +232,7 @@ def main(argv: list[str]) -> int:
     return exit_code or (1 if failed else 0)
 
 
-def expected_arrivals(subscriber: Subscriber, wanted: set[tuple[str, str, int]]
+def expected_arrivals(subscriber: RedisSubscriber, wanted: set[tuple[str, str, int]]
                       ) -> tuple[set[tuple[str, str, int]], float]:
     """The expected keys received so far, and when the newest message holding one arrived."""
     got: set[tuple[str, str, int]] = set()
