@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import fastjsonschema
+import jsonschema_rs
 import pytest
 import redis
 
@@ -305,7 +305,7 @@ def test_per_command_limit_comes_after_auth_and_before_the_allowlist() -> None:
 # -- schema and normalisation ------------------------------------------------------------------
 
 def whole_schema(path: Path) -> Any:
-    return fastjsonschema.compile(json.loads(path.read_text()))
+    return jsonschema_rs.validator_for(json.loads(path.read_text())).validate
 
 
 def test_commands_schema_accepts_both_shapes() -> None:
@@ -332,7 +332,7 @@ def test_commands_schema_accepts_both_shapes() -> None:
      "auth": {"kid": KID, "nonce": "short", "sig": "00"}},
 ], ids=["ts-string", "symbols-number", "extra-key", "half-range", "bad-req-id", "bad-auth"])
 def test_wrong_shapes_are_contract_errors_in_schema_and_intake(message: dict[str, Any]) -> None:
-    with pytest.raises(fastjsonschema.JsonSchemaValueException):
+    with pytest.raises(jsonschema_rs.ValidationError):
         whole_schema(COMMANDS_SCHEMA)(message)
     assert refused(make_intake(), message).code == "contract_error"
 
@@ -405,10 +405,10 @@ def test_bootstrap_keeps_its_steps_in_order_whatever_the_key_order() -> None:
 def test_results_schema_knows_exactly_the_stable_codes() -> None:
     schema = json.loads(RESULTS_SCHEMA.read_text())
     assert tuple(schema["properties"]["error"]["properties"]["code"]["enum"]) == CODES
-    validate = fastjsonschema.compile(schema)
+    validate = jsonschema_rs.validator_for(schema).validate
     validate(make_result("r", "fxcm_warmup", "ok", result={"bars": 3}))
     validate(make_result(None, None, "error", code="bad_json", message="not JSON"))
-    with pytest.raises(fastjsonschema.JsonSchemaValueException):
+    with pytest.raises(jsonschema_rs.ValidationError):
         validate({"req_id": "r", "cmd": "fxcm_warmup", "state": "error", "ts": NOW})
 
 
@@ -417,7 +417,7 @@ def test_results_schema_knows_exactly_the_stable_codes() -> None:
 ACTORS = [{"name": "history_poller", "class": "tests.sample_actors:PollerStandIn"},
           {"name": "command_handler", "class": "actors.command_handler:CommandHandler"}]
 FINAL = ("ok", "error")
-RESULT_VALIDATOR = fastjsonschema.compile(json.loads(RESULTS_SCHEMA.read_text()))
+RESULT_VALIDATOR = jsonschema_rs.validator_for(json.loads(RESULTS_SCHEMA.read_text())).validate
 
 
 class Harness:

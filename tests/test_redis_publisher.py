@@ -38,7 +38,8 @@ from actors.redis_publisher import (
     Signer,
     canonical,
 )
-from actors.redis_publisher._render import Batch, bar_json
+from actors.redis_publisher._render import OHLCV, Batch, Message, bar_json
+from actors.redis_publisher._sink import RedisSink
 from bus import ipc_endpoint
 from config.settings import SHARED_KEYS, load_defaults
 from protocol import contracts
@@ -474,6 +475,45 @@ def test_late_joiner_bars_are_kept_after_the_script_cache_is_flushed(
         admin.close()
         subscriber.close()
     assert kept == [make_bar(0).to_contract(), make_bar(1).to_contract()]
+
+
+def test_late_joiner_upsert_appends_replaces_by_open_time_and_trims(
+        redis_server: EmbeddedRedis) -> None:
+    """The sink's script straight: appends in chunks (more bars than one ZADD takes), replaces
+    the member at an open_time the set already holds, keeps the newest ``last_bars``."""
+    key = "fxcm:ohlcv:last:EURUSD:1m"
+    sink = RedisSink(redis_server.url, 5.0, 500, "test-upsert")
+    admin = redis.Redis.from_url(redis_server.url, decode_responses=True)
+
+    def message(bars: list[Bar]) -> Message:
+        written = Message(OHLCV, "fxcm:ohlcv", "{}")
+        written.zset_key = key
+        for bar in bars:
+            written.zset_members += [bar.open_time, bar_json(bar.to_contract())]
+        return written
+
+    def kept() -> list[dict[str, Any]]:
+        return zset_bars(admin, key)
+
+    try:
+        sink.connect()
+        first = [make_bar(index) for index in range(200)]
+        sink.write([message(first[:150]), message(first[150:])])
+        assert kept() == [bar.to_contract() for bar in first]
+        fixed = [dataclasses.replace(first[10], close=first[10].high),
+                 dataclasses.replace(first[199], volume=99.0)]
+        sink.write([message(fixed)])
+        expected = first[:10] + [fixed[0]] + first[11:199] + [fixed[1]]
+        assert kept() == [bar.to_contract() for bar in expected]
+        newer = [make_bar(index) for index in range(200, 600)]
+        sink.write([message(newer)])
+        expected = (expected + newer)[-500:]
+        assert kept() == [bar.to_contract() for bar in expected]
+        sink.write([message(first[:1])])  # older than all that is kept: in, then trimmed out
+        assert kept() == [bar.to_contract() for bar in expected]
+    finally:
+        sink.close()
+        admin.close()
 
 
 def test_a_command_redis_refuses_is_counted_and_the_message_still_published(

@@ -24,12 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
-import fastjsonschema
+import jsonschema_rs
 
 import protocol
 from actors.command_handler._auth import Verifier
 from actors.command_handler._limits import PerCommandLimiter
 from actors.command_handler._results import CommandRefused
+from protocol.contracts import field_path
 from protocol.errors import ProtocolError
 from protocol.market import TF_MS, normalize_symbol, normalize_tf
 
@@ -56,12 +57,35 @@ def load_schema(path: Path = COMMANDS_SCHEMA) -> Dict[str, Any]:
     return schema
 
 
-def compile_definition(schema: Dict[str, Any], name: str) -> Callable[[Any], Any]:
-    """A validator of ``definitions/<name>`` of ``schema`` (references resolve in it)."""
-    validator: Callable[[Any], Any] = fastjsonschema.compile(
+def compile_definition(schema: Dict[str, Any], name: str) -> Callable[[Any], None]:
+    """A check of ``definitions/<name>`` of ``schema`` (references resolve in it): returns
+    when the value fits, raises ``SchemaMismatch`` naming the first field that does not."""
+    validator = jsonschema_rs.validator_for(
         {"$schema": schema["$schema"], "definitions": schema["definitions"],
          "$ref": "#/definitions/" + name})
-    return validator
+
+    def check(value: Any) -> None:
+        if validator.is_valid(value):
+            return
+        for error in validator.iter_errors(value):
+            raise SchemaMismatch(field_path(error.instance_path), error.message)
+
+    return check
+
+
+class SchemaMismatch(ValueError):
+    """A command's value does not fit its schema: ``field`` (``args.symbols[0]``-style, empty
+    for the value as a whole) and the schema's ``message``."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+    def public(self, prefix: str) -> str:
+        """The message as the sender reads it: the field named from the command's top."""
+        where = ".".join(part for part in (prefix, self.field) if part).replace(".[", "[")
+        return "{}: {}".format(where or "the command", self.message)
 
 
 @dataclass(frozen=True)
@@ -86,15 +110,6 @@ def new_legacy_req_id() -> str:
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError("{} is not JSON".format(name))
-
-
-def _public_path(message: str, prefix: str) -> str:
-    """fastjsonschema says ``data.args.x must be ...``; name the field as the sender does."""
-    if message.startswith("data."):
-        return prefix + message[len("data"):]
-    if message.startswith("data "):
-        return (prefix or "the command") + message[len("data"):]
-    return message
 
 
 class Intake:
@@ -143,8 +158,8 @@ class Intake:
                                  safe_req_id)
         try:
             (self._legacy if legacy else self._envelope)(message)
-        except fastjsonschema.JsonSchemaValueException as exc:
-            raise CommandRefused("contract_error", _public_path(str(exc.message), ""),
+        except SchemaMismatch as exc:
+            raise CommandRefused("contract_error", exc.public(""),
                                  safe_req_id, safe_name) from None
         cmd: str = message[name_key]
         req_id: str | None = safe_req_id
@@ -163,8 +178,8 @@ class Intake:
                 cmd, ", ".join(COMMANDS)), req_id, cmd)
         try:
             self._args[cmd](raw_args)
-        except fastjsonschema.JsonSchemaValueException as exc:
-            raise CommandRefused("contract_error", _public_path(str(exc.message), "args"),
+        except SchemaMismatch as exc:
+            raise CommandRefused("contract_error", exc.public("args"),
                                  req_id, cmd) from None
         try:
             args, steps = self._normalise(cmd, raw_args)

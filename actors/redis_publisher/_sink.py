@@ -32,7 +32,9 @@ from protocol.errors import ConnectorError
 log = logging.getLogger("fxcm.redis_publisher")
 
 # KEYS: the sorted sets; ARGV[1]: how many bars each keeps; then, for each key in turn, the
-# number of its bars and that many open_time, member pairs.
+# number of its bars and that many open_time, member pairs, oldest first. Bars newer than the
+# newest member (a live stream, a republished tail) are appended with one ZADD per chunk;
+# only a bar at or before it needs the replace-by-open_time of ZREMRANGEBYSCORE + ZADD.
 UPSERT_BARS = """
 local keep = tonumber(ARGV[1])
 local i = 2
@@ -40,10 +42,18 @@ for k = 1, #KEYS do
   local key = KEYS[k]
   local count = tonumber(ARGV[i])
   i = i + 1
-  for _ = 1, count do
+  local stop = i + 2 * count
+  local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')[2]
+  newest = newest and tonumber(newest) or -1
+  while i < stop and tonumber(ARGV[i]) <= newest do
     redis.call('ZREMRANGEBYSCORE', key, ARGV[i], ARGV[i])
     redis.call('ZADD', key, ARGV[i], ARGV[i + 1])
     i = i + 2
+  end
+  while i < stop do
+    local last = math.min(stop, i + 2 * 256) - 1
+    redis.call('ZADD', key, unpack(ARGV, i, last))
+    i = last + 1
   end
   redis.call('ZREMRANGEBYRANK', key, 0, -(keep + 1))
 end
