@@ -19,6 +19,7 @@ BENCHMARKS: tuple[str, ...] = (
     "tests.bench.bench_bus",
     "tests.bench.bench_redis",
     "tests.bench.bench_pipeline",
+    "tests.bench.bench_end_to_end",
 )
 
 
@@ -65,8 +66,7 @@ def markdown_report(rows: list[Row], modules: list[str], seconds: float, argv: s
     for row in rows:
         baseline = "" if row.baseline is None else "{} ({})".format(
             number(row.baseline), row.baseline_name)
-        target = "" if row.target is None else "{} {:.2f}".format(
-            ">=" if row.higher_is_better else "<=", row.target)
+        target = row.target_text(number)
         met = {None: "", True: "yes", False: "**no**"}[row.met]
         ratio = "" if row.ratio is None else "{:.2f}".format(row.ratio)
         lines.append("| {} | {} | {} | {} | {} | {} | {} |".format(

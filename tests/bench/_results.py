@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,15 +24,26 @@ class Row:
     target: float | None = None
     higher_is_better: bool = True
     baseline_name: str = ""  # what the baseline is, e.g. "raw PUSH/PULL inproc + msgpack"
+    absolute: bool = False  # the target is for the value itself, not for the ratio
 
     @property
     def met(self) -> bool | None:
-        """Whether the ratio meets the target; None when there is no target."""
-        if self.target is None or self.ratio is None:
+        """Whether the ratio (or the value, for an absolute target) meets the target; None
+        when there is no target."""
+        measured = self.value if self.absolute else self.ratio
+        if self.target is None or measured is None:
             return None
         if self.higher_is_better:
-            return self.ratio >= self.target
-        return self.ratio <= self.target
+            return measured >= self.target
+        return measured <= self.target
+
+    def target_text(self, number: Callable[[float], str]) -> str:
+        if self.target is None:
+            return ""
+        return "{} {}{}".format(">=" if self.higher_is_better else "<=",
+                                number(self.target) if self.absolute else
+                                "{:.2f}".format(self.target), " " + self.unit
+                                if self.absolute else "")
 
     def as_dict(self) -> dict[str, Any]:
         result = dataclasses.asdict(self)
@@ -42,11 +53,13 @@ class Row:
 
 def compare(name: str, value: float, unit: str, baseline: float, *,
             baseline_name: str, target: float | None = None,
-            higher_is_better: bool = True) -> Row:
-    """A row for ``value`` against ``baseline``, with ``ratio = value / baseline``."""
+            higher_is_better: bool = True, absolute: bool = False) -> Row:
+    """A row for ``value`` against ``baseline``, with ``ratio = value / baseline``; the target
+    is for the ratio, or for the value when ``absolute``."""
     return Row(name=name, value=value, unit=unit, baseline=baseline,
                ratio=value / baseline if baseline else None, target=target,
-               higher_is_better=higher_is_better, baseline_name=baseline_name)
+               higher_is_better=higher_is_better, baseline_name=baseline_name,
+               absolute=absolute)
 
 
 def median(values: Sequence[float]) -> float:
@@ -88,9 +101,7 @@ def format_table(rows: Iterable[Row]) -> str:
         baseline = _number(row.baseline)
         if baseline and row.baseline_name:
             baseline += " [{}]".format(notes[row.baseline_name])
-        target = ""
-        if row.target is not None:
-            target = "{} {:.2f}".format(">=" if row.higher_is_better else "<=", row.target)
+        target = row.target_text(_number)
         met = {None: "", True: "ok", False: "MISS"}[row.met]
         lines.append((row.name, _number(row.value), row.unit, baseline,
                       "" if row.ratio is None else "{:.2f}".format(row.ratio), target, met))

@@ -390,7 +390,7 @@ def run(rounds: int = 3) -> list[Row]:
         compare("bucket end -> final 1m bar at a subscriber, p99", percentile(latency, 0.99),
                 "ms", float(grace), baseline_name="close_grace_ms",
                 target=(grace + 50) / grace, higher_is_better=False),
-        compare("cold start: load 13 symbols x 7 timeframes x 1000 bars (target < 1000 ms)",
-                load * 1000, "ms",
-                raw * 1000, baseline_name="reading the same files raw"),
+        compare("cold start: load 13 symbols x 7 timeframes x 1000 bars", load * 1000, "ms",
+                raw * 1000, baseline_name="reading the same files raw", target=1000.0,
+                higher_is_better=False, absolute=True),
     ]
