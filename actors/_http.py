@@ -50,6 +50,10 @@ _ACTOR_FIGURES = {
     "dead_letters": ("fxcm_bus_dead_letters", "Messages moved to the dead-letter ring", True),
     "backpressure_events": ("fxcm_bus_backpressure_events",
                             "Times the actor was held back by a full lossless mailbox", True),
+    "injected_crashes": ("fxcm_bus_injected_crashes",
+                         "Crashes injected on request (crash control op: make chaos)", True),
+    "injected_stalls": ("fxcm_bus_injected_stalls",
+                        "Stalls injected on request (stall control op: make chaos)", True),
 }
 
 

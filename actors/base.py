@@ -19,6 +19,12 @@ acked and dead-letters a message after ``max_redeliveries`` crashes.
 ``on_start`` is also the restart path ("crash-only"). In ``checkpoint`` ack mode ``snapshot()``
 goes to the router with each ack and ``restore()`` gets it back in the next instance.
 
+Injected faults (``make chaos``, ``fxcm crash``): when the router passes on a ``crash`` fault,
+the loop raises ``InjectedCrash`` in place of the next handler, so the actor crashes exactly as
+with a handler bug; a ``stall`` blocks before the next handler (reading only the bus) until its
+time is up, a ``release`` comes or the actor is asked to stop. An actor that gets no message
+for ``FAULT_IDLE_SECONDS`` takes the fault in its loop instead, naming no message.
+
 Portable: runs on Python 3.7 too.
 """
 
@@ -35,7 +41,7 @@ import zmq
 
 from bus import LATEST, LOSSLESS, BusClient, Delivery, Subscription
 from protocol import wire
-from protocol.errors import ConfigError, ProtocolError
+from protocol.errors import ConfigError, InjectedCrash, ProtocolError
 
 __all__ = ["LATEST", "LOSSLESS", "Actor", "RunOptions", "Subscribe", "handles"]
 
@@ -47,6 +53,10 @@ DEGRADED = "degraded"
 STOPPING = "stopping"
 STOPPED = "stopped"
 FAULTED = "faulted"
+
+# How long an injected fault waits for a message to handle before the loop takes it anyway (an
+# actor without subscriptions, such as command_handler, may never get one).
+FAULT_IDLE_SECONDS = 2.0
 
 
 class Subscribe(object):
@@ -131,7 +141,7 @@ class Actor(object):
         os.set_blocking(self._wake_w, False)
         self._options: Optional[RunOptions] = None
         self.counters = {"handled": 0, "unhandled": 0, "undecodable": 0, "redelivered": 0,
-                         "timer_runs": 0}
+                         "timer_runs": 0, "injected_stalls": 0}
 
     # -- the API for subclasses -------------------------------------------------------------
 
@@ -352,6 +362,8 @@ class Actor(object):
                     log.warning("%s: skipped an undecodable message on %r: %s", self.name,
                                 delivery.topic.decode("utf-8", "replace"), exc)
                 else:
+                    if client.fault is not None:
+                        self._injected_fault(client, delivery)
                     if handler is None:
                         self.on_message(body, delivery)
                     else:
@@ -378,9 +390,44 @@ class Actor(object):
                     timer.fn()
                     self.counters["timer_runs"] += 1
                     timer.due = time.monotonic() + timer.interval
+            if client.fault is not None and not buffer \
+                    and time.monotonic() - client.fault_since >= FAULT_IDLE_SECONDS:
+                self._injected_fault(client, None)
             # What this turn published goes out as one batch, before the loop can block.
             client.flush()
             client.check_alive()
+
+    def _injected_fault(self, client: BusClient, delivery: Optional[Delivery]) -> None:
+        """Act on the fault the router passed on (see the module docstring): raise
+        ``InjectedCrash`` in place of this handler, or block before it."""
+        fault = client.take_fault()
+        if fault is None:
+            return
+        if delivery is not None:
+            what = "handling a {!r} message on {!r} (delivery {}, attempt {})".format(
+                delivery.type, delivery.topic.decode("utf-8", "replace"),
+                delivery.delivery_id, delivery.attempt)
+        else:
+            what = "idle (no message within {:g} s)".format(FAULT_IDLE_SECONDS)
+        if fault["kind"] == "crash":
+            log.error("%s: crashing on request (injected fault) while %s", self.name, what)
+            raise InjectedCrash("crash injected on request (crash control op) while " + what)
+        seconds = float(fault["seconds"])
+        self.counters["injected_stalls"] += 1
+        log.warning("%s: stalling up to %.1f s on request (injected fault) while %s",
+                    self.name, seconds, what)
+        started = time.monotonic()
+        releases = client.releases
+        # Reading the bus meanwhile answers PINGs and takes a release; deliveries only queue
+        # up to prefetch, and no ack goes out: the router's mailboxes fill to their bounds.
+        while not self._stop.is_set() and client.releases == releases:
+            remaining = started + seconds - time.monotonic()
+            if remaining <= 0:
+                break
+            client.poll(min(remaining, 0.1))
+        log.warning("%s: stall over after %.1f s (%s)", self.name, time.monotonic() - started,
+                    "released" if client.releases != releases else
+                    "stopping" if self._stop.is_set() else "time up")
 
     def _ack(self, client: BusClient, force: bool = False) -> None:
         if not self.ready_to_ack():

@@ -1,4 +1,4 @@
-"""The ``fxcm`` command: host, tap, attach, status, viewer, command."""
+"""The ``fxcm`` command: host, tap, attach, status, crash/stall/release, viewer, command."""
 
 from __future__ import annotations
 
@@ -192,6 +192,9 @@ def format_status(status: dict[str, Any]) -> str:
                  "unrouted {unrouted}".format(**{k: router.get(k, 0) for k in (
                      "published", "sent", "malformed", "dead_letters", "tap_copies",
                      "tap_dropped", "unrouted")}))
+    if router.get("injected_crashes") or router.get("injected_stalls"):
+        lines.append("injected faults (drills): {} crashes, {} stalls".format(
+            router.get("injected_crashes", 0), router.get("injected_stalls", 0)))
     for letter in status.get("dead_letters", [])[-5:]:
         lines.append("dead letter: {actor} {topic}: {reason}".format(**letter))
     return "\n".join(lines)
@@ -212,6 +215,39 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(status, indent=2, default=str))
     else:
         print(format_status(status))
+    return 0
+
+
+# -- injected faults -------------------------------------------------------------------------
+
+def cmd_fault(args: argparse.Namespace) -> int:
+    """``fxcm crash|stall|release NAME``: a drill (as ``make chaos`` does) on a running host."""
+    from bus import ControlChannel, ipc_endpoint
+
+    configure_logging("WARNING")
+    run_dir = _run_dir(args)
+    if not os.path.exists(os.path.join(run_dir, "bus.json")):
+        print("no host runs in {}".format(run_dir), file=sys.stderr)
+        return 1
+    request: dict[str, Any] = {"op": args.command, "name": args.name}
+    if args.command == "stall":
+        request["seconds"] = args.seconds
+    try:
+        channel = ControlChannel(ipc_endpoint(run_dir, "bus.sock"))
+        try:
+            result = channel.call(request, timeout=args.timeout)
+        finally:
+            channel.close()
+    except ConnectorError as exc:
+        print("no answer from the host in {}: {}".format(run_dir, exc), file=sys.stderr)
+        return 1
+    if not result.get("ok"):
+        print("{} {}: {}".format(args.command, args.name, result.get("error")), file=sys.stderr)
+        return 1
+    print({"crash": "{name} (pid {pid}) will crash at its next handler",
+           "stall": "{name} (pid {pid}) will stall {seconds:g} s at its next handler",
+           "release": "{name} (pid {pid}) told to end its stall now"}[args.command].format(
+               name=args.name, pid=result.get("pid"), seconds=args.seconds or 0))
     return 0
 
 
@@ -272,6 +308,19 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true")
     status.add_argument("--timeout", type=float, default=5.0)
     status.set_defaults(func=cmd_status)
+
+    for verb, text in (("crash", "make an actor's next handler raise (a drill)"),
+                       ("stall", "block an actor's next handler for SECONDS (a drill)"),
+                       ("release", "end an actor's stall now")):
+        fault = commands.add_parser(verb, help=text)
+        fault.add_argument("--run-dir")
+        fault.add_argument("--timeout", type=float, default=5.0)
+        fault.add_argument("name", help="the actor's name, as in fxcm status")
+        if verb == "stall":
+            fault.add_argument("seconds", type=float, help="at most 300")
+        else:
+            fault.set_defaults(seconds=None)
+        fault.set_defaults(func=cmd_fault)
 
     viewer = commands.add_parser("viewer", help="a live terminal dashboard (q quits)")
     viewer.add_argument("--run-dir", help="the host's run dir (its status, its embedded Redis)")

@@ -149,6 +149,11 @@ class BusClient(object):
         self.batching = batching
         self._outbox: List[List[bytes]] = []  # [b"P", topic, header, body] or [b"S", dest, ...]
         self._outbox_bytes = 0
+        # An injected fault (FAULT from the router) waiting for the actor's next handler, when
+        # it came, and how many releases came so far (a stall in progress ends on a new one).
+        self.fault: Optional[Dict[str, Any]] = None
+        self.fault_since = 0.0
+        self.releases = 0
         self.stats: Dict[str, Any] = {
             "sent": 0, "published": 0, "received": 0, "acked": 0, "checkpoints": 0,
             "blocked": 0, "blocked_seconds": 0.0, "backpressure_timeouts": 0,
@@ -528,6 +533,8 @@ class BusClient(object):
                 self.on_welcome(welcome)
         elif verb == wire.CTRL and len(frames) == 3:
             self._ctrl_results.append(wire.unpack(frames[2], "CTRL result"))
+        elif verb == wire.FAULT and len(frames) == 3:
+            self._on_fault(wire.unpack(frames[2], "FAULT"))
         elif verb == wire.RESET:
             self.stats["resets"] += 1
             log.warning("%s: the router does not know this connection; saying HELLO again",
@@ -536,6 +543,28 @@ class BusClient(object):
         else:
             raise ProtocolError("unexpected frames from the router (verb {!r}, {} frames)".format(
                 bytes(verb[:16]), len(frames)))
+
+    def _on_fault(self, spec: Any) -> None:
+        if not isinstance(spec, dict) or spec.get("kind") not in wire.FAULT_KINDS:
+            raise ProtocolError("FAULT must be a map with a kind in {}".format(wire.FAULT_KINDS))
+        if spec["kind"] == "release":
+            self.releases += 1
+            self.fault = None
+            return
+        if spec["kind"] == "stall":
+            seconds = spec.get("seconds")
+            if not isinstance(seconds, (int, float)) or not 0 < seconds <= \
+                    wire.MAX_STALL_SECONDS:
+                raise ProtocolError("FAULT stall seconds must be in (0, {}], got {!r}".format(
+                    wire.MAX_STALL_SECONDS, seconds))
+        self.fault = spec
+        self.fault_since = time.monotonic()
+
+    def take_fault(self) -> Optional[Dict[str, Any]]:
+        """The injected fault waiting for the next handler, if any, now consumed."""
+        fault = self.fault
+        self.fault = None
+        return fault
 
     def _rejoin(self) -> None:
         self.buffer.clear()
@@ -595,8 +624,9 @@ class BusClient(object):
 class ControlChannel(object):
     """CTRL requests to the router without joining the bus (no HELLO, no mailbox).
 
-    Used by the host's supervisor and by ``fxcm status``. Each request carries an id; a late
-    answer to an earlier, timed-out request is skipped."""
+    Used by the host's supervisor, ``fxcm status`` and the drills (``fxcm crash``, ``make
+    chaos``). Each request carries an id; a late answer to an earlier, timed-out request is
+    skipped."""
 
     def __init__(self, endpoint: str, context: Optional[zmq.Context] = None) -> None:
         self.endpoint = endpoint

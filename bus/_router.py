@@ -110,6 +110,8 @@ class _Actor(object):
         self.acked = 0
         self.dead_letters = 0
         self.sent = 0
+        self.injected_crashes = 0  # crash / stall faults passed on by request (CTRL)
+        self.injected_stalls = 0
 
     def depth(self) -> int:
         return sum(mailbox.depth() for mailbox in self.mailboxes)
@@ -136,6 +138,8 @@ class _Actor(object):
             "connects": self.connects,
             "crashes": self.crashes,
             "has_checkpoint": self.checkpoint is not None,
+            "injected_crashes": self.injected_crashes,
+            "injected_stalls": self.injected_stalls,
         }
 
 
@@ -651,10 +655,43 @@ class Router(object):
                                  charge_oldest=True)
         elif op == "dead_letters":
             result["dead_letters"] = [letter.summary() for letter in self._dead_letters]
+        elif op in wire.FAULT_KINDS:
+            result = self._inject(str(op), request)
         else:
             result = {"ok": False, "error": "unknown op {!r}".format(op)}
         result["rid"] = request.get("rid")
         self._send(conn, [wire.CTRL, wire.pack(result)])
+
+    def _inject(self, kind: str, request: Dict[str, Any]) -> Dict[str, Any]:
+        """Pass an injected fault (crash, stall, release) on to the named connected actor as a
+        FAULT frame; it acts on it at its next handler (actors/base.py). The CTRL answer says
+        the actor was told, or why not."""
+        name = request.get("name")
+        actor = self._actors.get(name) if isinstance(name, str) else None
+        if actor is None or actor.name.startswith("$"):
+            return {"ok": False, "error": "no actor named {!r}".format(name)}
+        if actor.conn is None:
+            return {"ok": False, "error": "{} is not connected (restarting or stopped)".format(
+                actor.name)}
+        spec: Dict[str, Any] = {"kind": kind}
+        if kind == "stall":
+            seconds = request.get("seconds")
+            if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) \
+                    or not 0 < seconds <= wire.MAX_STALL_SECONDS:
+                return {"ok": False, "error": "stall seconds must be a number in (0, {:g}], got "
+                        "{!r}".format(wire.MAX_STALL_SECONDS, seconds)}
+            spec["seconds"] = float(seconds)
+            actor.injected_stalls += 1
+            self.counters["injected_stalls"] += 1
+        elif kind == "crash":
+            actor.injected_crashes += 1
+            self.counters["injected_crashes"] += 1
+        self._send(actor.conn, [wire.FAULT, wire.pack(spec)])
+        log.warning("injected fault on request: %s %s%s (pid %s)", kind, actor.name,
+                    " for {:g} s".format(spec["seconds"]) if "seconds" in spec else "",
+                    actor.pid)
+        return {"ok": True, "name": actor.name, "kind": kind, "pid": actor.pid,
+                "connects": actor.connects}
 
     # -- routing ---------------------------------------------------------------------------
 
@@ -876,7 +913,8 @@ class Router(object):
         router: Dict[str, Any] = dict(self.counters)
         for key in ("published", "sent", "malformed", "unknown_peer", "unrouted", "unroutable",
                     "dead_letters", "tap_copies", "tap_dropped", "backpressure_events",
-                    "send_failures", "internal_errors", "replies_undeliverable"):
+                    "send_failures", "internal_errors", "replies_undeliverable",
+                    "injected_crashes", "injected_stalls"):
             router.setdefault(key, 0)
         router["tap_subscriptions"] = sorted(p.decode("utf-8", "replace")
                                              for p in self._tap_prefixes)

@@ -11,6 +11,7 @@ from protocol.errors import (
     ConnectorError,
     EndpointError,
     HistoryNotReady,
+    InjectedCrash,
     LoginFailed,
     ProtocolError,
     RequestTimeout,
@@ -20,9 +21,9 @@ from protocol.wire import Header, decode_header, pack, unpack
 
 __all__ = [
     "BackpressureError", "BrokerError", "BusError", "ConfigError", "ConnectorError",
-    "EndpointError", "Header", "HistoryNotReady", "LoginFailed", "ProtocolError",
-    "RequestTimeout", "decode_header", "from_wire", "lookup", "message", "pack", "registered",
-    "to_wire", "unpack", "wire_name",
+    "EndpointError", "Header", "HistoryNotReady", "InjectedCrash", "LoginFailed",
+    "ProtocolError", "RequestTimeout", "decode_header", "from_wire", "lookup", "message", "pack",
+    "registered", "to_wire", "unpack", "wire_name",
 ]
 
 # Registers the market message types on import, so any decoder (the tap, a 3.7 child) knows them.

@@ -12,7 +12,8 @@
     ├── BrokerError              the broker (sim, replay, forexconnect) failed
     │   ├── LoginFailed
     │   └── HistoryNotReady
-    └── ConfigError              a setting is unknown, mistyped or impossible (names the key)
+    ├── ConfigError              a setting is unknown, mistyped or impossible (names the key)
+    └── InjectedCrash            an actor crashing on request (the crash fault: make chaos)
 
 Portable: this module runs on Python 3.7 too.
 """
@@ -58,3 +59,9 @@ class HistoryNotReady(BrokerError):
 
 class ConfigError(ConnectorError):
     """A setting is unknown, has the wrong type or an impossible value."""
+
+
+class InjectedCrash(ConnectorError):
+    """Raised by an actor's loop in place of its next handler because the router was asked to
+    crash it (CTRL ``{"op": "crash"}``: ``make chaos``, ``fxcm crash``). Not a bug: a drill
+    that takes the same path as one (crash, restart, redelivery)."""

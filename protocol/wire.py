@@ -11,7 +11,7 @@ Every multipart message (after the ROUTER's routing id) starts with the signatur
     ACK     up_to [, checkpoint]                 PING / PONG
     PING / PONG                                  RESET   reason
     BYE     reason                               CTRL    result
-    CTRL    request
+    CTRL    request                              FAULT   spec
 
 Batches: ``PUBN batch``, ``SENDN batch`` (actor -> router) and ``DELIVERN batch`` (router ->
 actor) carry several messages in ONE msgpack frame: lists of ``[topic, header, body]``,
@@ -25,6 +25,10 @@ the verbs of the design: a reply goes straight to the requester's live connectio
 mailboxes and the prefetch window, so that a request made from inside a handler cannot deadlock
 behind its own unacked deliveries. ``RESET`` tells a peer the router does not know it (the host
 restarted): say HELLO again. ``CTRL`` carries status queries and host instructions.
+``FAULT`` is an injected fault the router passes on when asked over CTRL (``make chaos``,
+``fxcm crash``): a msgpack map ``{"kind": "crash" | "stall" | "release", "seconds": s}``. The
+actor's next handler raises ``InjectedCrash`` (``crash``) or first blocks up to ``s`` seconds
+(``stall``, at most ``MAX_STALL_SECONDS``); ``release`` ends a stall and cancels a pending fault.
 
 The header is a msgpack map: ``sender``, ``seq`` (per sender), ``ts`` (ns) and optional ``type``,
 ``corr`` and ``reply_to``. Bodies are msgpack. Packers are per thread: never share one.
@@ -60,9 +64,14 @@ SENDN = b"SENDN"
 DELIVERN = b"DELIVERN"
 RESET = b"RESET"
 CTRL = b"CTRL"
+FAULT = b"FAULT"
 
 VERBS = frozenset([HELLO, WELCOME, SEND, PUB, DELIVER, REPLY, ACK, CREDIT, PING, PONG, BYE,
-                   RESET, CTRL, PUBN, SENDN, DELIVERN])
+                   RESET, CTRL, PUBN, SENDN, DELIVERN, FAULT])
+
+# The kinds of injected fault (FAULT), and the longest stall one may ask for.
+FAULT_KINDS = ("crash", "stall", "release")
+MAX_STALL_SECONDS = 300.0
 
 _TAG = struct.Struct("!QH")
 _U64 = struct.Struct("!Q")

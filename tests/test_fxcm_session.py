@@ -31,6 +31,7 @@ from tests.helpers import (
     host_in_thread,
     host_process,
     open_calendar,
+    wait_for,
 )
 
 SESSION = [{"name": "fxcm_session", "class": "actors.fxcm_session:FxcmSession"}]
@@ -285,6 +286,38 @@ def test_replay_at_speed_ten_plays_ten_seconds_in_about_one(
         elapsed = arrivals[-1] - arrivals[0]
         assert 0.5 < elapsed < 4.0, elapsed  # 10 s of ticks at 10x: about 1 s
         probe.close()
+
+
+def test_replay_clock_never_passes_a_row_its_stalled_stream_thread_has_not_handed_over(
+        tmp_path: Path) -> None:
+    from actors.fxcm_session._replay import ReplayBroker
+
+    # 1 s of event time per row, at 1000x: the paced clock passes a row every millisecond.
+    rows = [(WEDNESDAY_NOON + index * 1000, "EURUSD", 1.1, 1.1002) for index in range(100)]
+    broker = ReplayBroker({"file": str(write_ticks(tmp_path / "ticks.csv", rows)),
+                           "speed": 1000.0}, None)
+    handed: list[int] = []
+    release = threading.Event()
+
+    def on_tick(symbol: Any, ts_ms: Any, bid: Any, ask: Any) -> None:
+        handed.append(ts_ms)
+        if len(handed) == 3:
+            release.wait(30)  # a stream thread starved of CPU, mid-hand-over
+
+    broker.on_tick = on_tick
+    broker.login()
+    broker.subscribe(["EURUSD"])
+    try:
+        wait_for(lambda: broker._paced_ms() > rows[20][0], 10, "the paced clock far ahead")
+        # The third row is being handed over: the clock stays just before it.
+        assert broker.clock_ms() == rows[2][0] - 1
+        release.set()
+        wait_for(broker.finished, 10, "the replay to finish")
+        assert handed == [row[0] for row in rows]
+        assert broker.clock_ms() >= rows[-1][0]  # past the last row it runs on, paced
+    finally:
+        release.set()
+        broker.close()
 
 
 def test_bad_ticks_are_counted_by_reason_and_never_reach_subscribers(

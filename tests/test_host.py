@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import actors.base
 from bus import ipc_endpoint
+from protocol.errors import BackpressureError
 from tests.helpers import (
     REPO_ROOT,
     HostProcess,
     Probe,
     bus_status,
+    control,
     host_in_thread,
     host_process,
     wait_for,
@@ -95,6 +100,146 @@ def test_poison_message_goes_to_dead_letters_and_the_actor_goes_on(
         probe.close()
 
 
+# -- injected faults: the crash, stall and release control ops (make chaos, fxcm crash) ----------
+
+def http_get(port: int, path: str) -> str:
+    with urllib.request.urlopen("http://127.0.0.1:{}{}".format(port, path), timeout=10) as answer:
+        text: str = answer.read().decode()
+        return text
+
+
+def test_crash_op_crashes_the_actors_next_handler_which_is_restarted_and_loses_nothing(
+        tmp_path: Path, run_dir: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    actors = [{"name": "echo", "class": "tests.sample_actors:Echo"}]
+    with host_in_thread(tmp_path, run_dir, actors, supervisor=FAST_RESTARTS) as host:
+        probe = Probe("probe", bus_endpoint(run_dir), ("echoed.",))
+        answer = control(run_dir, {"op": "crash", "name": "echo"})
+        assert answer["ok"] is True and answer["kind"] == "crash", answer
+        for body in ("first", "second", "third"):
+            probe.publish("echo.x", body, "echo")
+        probe.collect(lambda received: len(received) >= 3, 60, "the three echoes")
+        status = wait_for(lambda: (s := bus_status(run_dir))["actors"]["echo"]["state"]
+                          == "running" and s["actors"]["echo"]["restarts"] == 1 and s, 30,
+                          "echo restarted once")
+        # The crash came before "first" was handled: each message is echoed once, in order.
+        assert probe.bodies("echoed") == ["first", "second", "third"]
+        echo = status["actors"]["echo"]
+        assert echo["last_exit"].startswith("InjectedCrash: crash injected on request")
+        assert echo["redelivered"] >= 1  # "first", which it was handling, came again
+        assert echo["dead_letters"] == 0
+        assert echo["injected_crashes"] == 1 and status["router"]["injected_crashes"] == 1
+        assert host.http is not None
+        port = host.http.port
+        # /metrics reads the router's figures as of its last housekeeping (4 times a second).
+        wait_for(lambda: 'fxcm_bus_injected_crashes_total{actor="echo"} 1.0'
+                 in http_get(port, "/metrics"), 10, "the injected crash on /metrics")
+        assert json.loads(http_get(port, "/status"))["actors"]["echo"]["injected_crashes"] == 1
+        probe.close()
+    assert "injected fault on request: crash echo" in caplog.text
+    assert "echo: crashing on request (injected fault) while handling a 'echo' message on " \
+        "'echo.x' (delivery 1, attempt 1)" in caplog.text
+
+
+def test_stall_op_fills_the_mailbox_to_its_bound_holds_the_producer_back_and_loses_nothing(
+        tmp_path: Path, run_dir: str) -> None:
+    bound = 40
+    actors = [{"name": "echo", "class": "tests.sample_actors:Echo", "prefetch": 4,
+               "mailbox_bounds": {"echo.": bound}}]
+    with host_in_thread(tmp_path, run_dir, actors, bus={"credit_window": 8}):
+        producer = Probe("producer", bus_endpoint(run_dir))
+        consumer = Probe("consumer", bus_endpoint(run_dir), ("echoed.",))
+        answer = control(run_dir, {"op": "stall", "name": "echo", "seconds": 120})
+        assert answer["ok"] is True, answer
+        sent = [0]
+
+        def held_back() -> bool:
+            while producer.client.publish("echo.x", sent[0], "echo", timeout=0):
+                sent[0] += 1
+            return bool(bus_status(run_dir)["actors"]["producer"]["blocked"])
+
+        wait_for(held_back, 30, "the producer held back by echo's full mailbox")
+        held_back()  # spend the credit it still held: none comes back while it is blocked
+        status = bus_status(run_dir)
+        mailbox = next(box for box in status["actors"]["echo"]["mailboxes"]
+                       if box["topic"] == "echo.")
+        assert mailbox["depth"] >= bound and mailbox["blocked_producers"] == 1, mailbox
+        assert status["actors"]["producer"]["backpressure_events"] == 1
+        assert status["actors"]["echo"]["injected_stalls"] == 1
+        with pytest.raises(BackpressureError):
+            producer.client.publish("echo.x", sent[0], "echo", timeout=0.3)
+        consumer.pump(0.05)
+        assert consumer.received == []  # stalled before its first handler
+        assert control(run_dir, {"op": "release", "name": "echo"})["ok"] is True
+        consumer.collect(lambda received: len(received) >= sent[0], 60, "every echo")
+        assert consumer.bodies("echoed") == list(range(sent[0]))
+        assert sent[0] >= bound
+        # Drained, the producer gets its credit back.
+        wait_for(lambda: producer.client.publish("echo.x", sent[0], "echo", timeout=0), 30,
+                 "credit after the release")
+        consumer.collect(lambda received: len(received) > sent[0], 60, "the last echo")
+        assert consumer.bodies("echoed") == list(range(sent[0] + 1))
+        producer.close()
+        consumer.close()
+
+
+def test_a_stall_ends_by_itself_and_an_idle_actor_takes_its_crash_in_its_loop(
+        tmp_path: Path, run_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(actors.base, "FAULT_IDLE_SECONDS", 0.2)
+    specs = [{"name": "echo", "class": "tests.sample_actors:Echo"},
+             {"name": "ticker", "class": "tests.sample_actors:Ticker"}]
+    with host_in_thread(tmp_path, run_dir, specs, supervisor=FAST_RESTARTS):
+        probe = Probe("probe", bus_endpoint(run_dir), ("echoed.",))
+        assert control(run_dir, {"op": "stall", "name": "echo", "seconds": 0.5})["ok"] is True
+        started = time.monotonic()
+        probe.publish("echo.x", "late", "echo")
+        probe.collect(lambda received: len(received) >= 1, 30, "the stalled echo")
+        assert time.monotonic() - started >= 0.4
+        assert probe.bodies("echoed") == ["late"]
+        # The ticker gets no messages: its crash comes from its loop, charging no message.
+        assert control(run_dir, {"op": "crash", "name": "ticker"})["ok"] is True
+        ticker = wait_for(lambda: (v := bus_status(run_dir)["actors"]["ticker"])["restarts"] == 1
+                          and v["state"] == "running" and v, 30, "ticker restarted")
+        assert "while idle" in ticker["last_exit"] and ticker["dead_letters"] == 0
+        probe.close()
+
+
+def test_fault_ops_refuse_unknown_actors_and_bad_stalls_and_the_cli_runs_them(
+        tmp_path: Path, run_dir: str) -> None:
+    actors = [{"name": "echo", "class": "tests.sample_actors:Echo"}]
+    with host_in_thread(tmp_path, run_dir, actors, supervisor=FAST_RESTARTS):
+        refusals: list[tuple[dict[str, Any], str]] = [
+            ({"op": "crash", "name": "nosuch"}, "no actor named 'nosuch'"),
+            ({"op": "stall", "name": "nosuch", "seconds": 1}, "no actor named 'nosuch'"),
+            ({"op": "crash"}, "no actor named None"),
+            ({"op": "stall", "name": "echo"}, "stall seconds must be a number"),
+            ({"op": "stall", "name": "echo", "seconds": 0}, "in (0, 300]"),
+            ({"op": "stall", "name": "echo", "seconds": 301}, "in (0, 300]")]
+        for request, error in refusals:
+            answer = control(run_dir, request)
+            assert answer["ok"] is False and error in answer["error"], (request, answer)
+        status = bus_status(run_dir)
+        assert status["router"]["injected_crashes"] == status["router"]["injected_stalls"] == 0
+
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([sys.executable, "-m", "actors.cli", *args, "--run-dir",
+                                   run_dir], cwd=str(REPO_ROOT), capture_output=True, text=True,
+                                  timeout=30, check=False)
+
+        refused = cli("crash", "nosuch")
+        assert refused.returncode == 1 and "no actor named 'nosuch'" in refused.stderr
+        done = cli("crash", "echo")
+        assert done.returncode == 0 and "echo (pid {}) will crash at its next handler".format(
+            os.getpid()) in done.stdout, done
+        probe = Probe("probe", bus_endpoint(run_dir), ("echoed.",))
+        probe.publish("echo.x", "once", "echo")
+        probe.collect(lambda received: len(received) >= 1, 30, "the echo after the crash")
+        assert probe.bodies("echoed") == ["once"]
+        assert bus_status(run_dir)["actors"]["echo"]["restarts"] == 1
+        assert "injected faults (drills): 1 crashes, 0 stalls" in cli("status").stdout
+        probe.close()
+
+
 # -- test 4: process placement, SIGKILL ----------------------------------------------------------
 
 def run_folder_killed_mid_stream(tmp_path: Path, run_dir: str, python: str) -> None:
@@ -127,6 +272,36 @@ def test_process_placed_actor_killed_with_sigkill_is_restarted_and_loses_nothing
 def test_process_placed_actor_on_python37_killed_with_sigkill_loses_nothing(
         tmp_path: Path, run_dir: str, python37: str) -> None:
     run_folder_killed_mid_stream(tmp_path, run_dir, python37)
+
+
+def test_process_placed_actor_stops_when_its_host_is_killed(tmp_path: Path,
+                                                            run_dir: str) -> None:
+    """A SIGKILLed host (OOM, kill -9) leaves no orphan: the child sees its parent gone."""
+    actors = [{"name": "echo", "class": "tests.sample_actors:Echo", "placement": "process"}]
+    host = HostProcess(write_config(tmp_path, run_dir, actors), run_dir, tmp_path / "host.log")
+    pid = 0
+    try:
+        host.wait_ready(("echo",))
+        pid = bus_status(run_dir)["actors"]["echo"]["pid"]
+        assert pid and pid != host.proc.pid
+        host.signal(signal.SIGKILL)
+        host.wait(30)
+
+        def gone() -> bool:  # exited: no such process, or a zombie its new parent keeps
+            try:
+                with open("/proc/{}/stat".format(pid)) as stat:
+                    return stat.read().rpartition(")")[2].split()[0] == "Z"
+            except FileNotFoundError:
+                return True
+
+        wait_for(gone, 60, "the child to stop after its host died")
+    finally:
+        host.stop()
+        if pid:
+            try:
+                os.kill(pid, signal.SIGKILL)  # only if the test failed: no orphan either way
+            except ProcessLookupError:
+                pass
 
 
 # -- test 5: attach ------------------------------------------------------------------------------

@@ -8,7 +8,9 @@ Speed: 1 is real time, 10 ten times faster, 0 as fast as the pipeline takes the 
 delivery then waits for room in fxcm_session's tick queue instead of dropping).
 
 The replay clock starts at the first tick's time; at speed s > 0 it runs at s times the wall
-clock from the start of streaming; at speed 0 it is the time of the latest tick delivered.
+clock from the start of streaming, but never passes the next row not yet handed over (a stream
+thread starved of CPU for a moment must not let the clock close the minute of ticks it has yet
+to deliver, which would make them late); at speed 0 it is the time of the latest tick delivered.
 History answers only what the clock has passed, so a replay never reveals its own future.
 """
 
@@ -103,6 +105,16 @@ class ReplayBroker(StreamingBroker):
         self.delivered = 0
 
     def clock_ms(self) -> int:
+        now = self._paced_ms()
+        position = self._position
+        if position < len(self.rows):
+            upcoming = self.rows[position][0]
+            if upcoming is not None and upcoming <= now:
+                now = max(upcoming - 1, self._last_ts)
+        return now
+
+    def _paced_ms(self) -> int:
+        """The wall-paced replay time (speed > 0), which the stream thread delivers up to."""
         if self.speed > 0 and self._started_wall is not None:
             elapsed = time.monotonic() - self._started_wall
             return int(self._clock_at_start + elapsed * 1000.0 * self.speed)
@@ -123,7 +135,7 @@ class ReplayBroker(StreamingBroker):
         while self._position < len(rows) and not stop.is_set():
             ts_ms, symbol, bid, ask = rows[self._position]
             if self.speed > 0 and ts_ms is not None:
-                wait = (ts_ms - self.clock_ms()) / 1000.0 / self.speed
+                wait = (ts_ms - self._paced_ms()) / 1000.0 / self.speed
                 if wait > 0:
                     if stop.wait(min(wait, 0.25)):
                         return

@@ -1,5 +1,7 @@
-"""The faults: SIGKILL of a process-placed actor, a Redis outage with a restart on the same
-socket, a flood of malformed frames on the bus, a flood of bad commands on Redis."""
+"""The faults: SIGKILL of a process-placed actor, an injected crash of an actor's next handler
+(the router's ``crash`` control op), a consumer stalled until its lossless mailbox is full (the
+``stall`` and ``release`` ops), a Redis outage with a restart on the same socket, a flood of
+malformed frames on the bus, a flood of bad commands on Redis."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ import random
 import signal
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -17,7 +21,7 @@ import zmq
 from actors._redis_server import EmbeddedRedis
 from actors.command_handler._auth import sign
 from protocol import wire
-from tests.helpers import bus_status, wait_for
+from tests.helpers import bus_status, control, wait_for
 
 
 def kill_actor(run_dir: str, name: str) -> int:
@@ -30,6 +34,115 @@ def kill_actor(run_dir: str, name: str) -> int:
     pid = int(wait_for(running_pid, 60, "{} to run before the kill".format(name), 0.1))
     os.kill(pid, signal.SIGKILL)
     return pid
+
+
+def actor_view(run_dir: str, name: str) -> dict[str, Any]:
+    view: dict[str, Any] = bus_status(run_dir)["actors"].get(name, {})
+    return view
+
+
+def wait_restarted(run_dir: str, name: str, restarts_before: int, timeout: float = 60.0
+                   ) -> dict[str, Any]:
+    """Wait until the supervisor has restarted ``name`` and it runs (connected) again."""
+    def again() -> dict[str, Any] | None:
+        view = actor_view(run_dir, name)
+        if int(view.get("restarts") or 0) > restarts_before and view.get("state") == "running" \
+                and view.get("connected"):
+            return view
+        return None
+
+    view: dict[str, Any] = wait_for(again, timeout, "{} to run again".format(name), 0.02)
+    return view
+
+
+def crash_actor(run_dir: str, name: str) -> tuple[float, dict[str, Any]]:
+    """The crash op: ``name``'s next handler raises InjectedCrash. Returns the seconds from
+    the request until it runs again, and its view then (restarts, last_exit)."""
+    before = int(wait_for(lambda: (v := actor_view(run_dir, name)).get("state") == "running"
+                          and v.get("connected") and v, 60,
+                          "{} to run before the crash".format(name), 0.05)["restarts"])
+    answer = control(run_dir, {"op": "crash", "name": name})
+    if not answer.get("ok"):
+        raise AssertionError("crash {} refused: {}".format(name, answer.get("error")))
+    started = time.monotonic()
+    view = wait_restarted(run_dir, name, before)
+    return time.monotonic() - started, view
+
+
+@dataclass
+class Stall:
+    """What a stall of a lossless consumer showed."""
+
+    actor: str
+    topic: str
+    producer: str
+    bound: int = 0
+    max_depth: int = 0
+    fill_seconds: float = 0.0  # from the stall request to the mailbox at its bound
+    held_seconds: float = 0.0  # from the stall request to the release
+    drain_seconds: float = 0.0  # from the release to the backlog drained
+    drained_to: int = 0
+    producer_blocked: bool = False
+    backpressure_events: int = 0  # the producer's, during the stall
+    samples: int = 0
+
+
+def stall_until_full(run_dir: str, name: str, topic: str, producer: str,
+                     on_event: Callable[[str, str], None], hold: float = 1.0,
+                     timeout: float = 30.0) -> Stall:
+    """The stall op on ``name`` until its ``topic`` mailbox reaches its bound and ``producer``
+    is held back, for ``hold`` seconds more; then the release op, and the time until the
+    backlog is drained. Samples the router's figures every 50 ms; tells ``on_event(kind,
+    text)`` as each stage is reached."""
+    result = Stall(name, topic, producer)
+
+    def sample() -> tuple[dict[str, Any], dict[str, Any]]:
+        actors = bus_status(run_dir)["actors"]
+        box: dict[str, Any] = next((b for b in actors.get(name, {}).get("mailboxes", [])
+                                    if b.get("topic") == topic), {})
+        result.samples += 1
+        result.max_depth = max(result.max_depth, int(box.get("depth") or 0))
+        return box, actors.get(producer, {})
+
+    box, before = sample()
+    result.bound = int(box.get("bound") or 0)
+    events_before = int(before.get("backpressure_events") or 0)
+    answer = control(run_dir, {"op": "stall", "name": name, "seconds": timeout + hold + 30})
+    if not answer.get("ok"):
+        raise AssertionError("stall {} refused: {}".format(name, answer.get("error")))
+    started = time.monotonic()
+    try:
+        def full() -> bool:
+            box, source = sample()
+            return int(box.get("depth") or 0) >= result.bound and bool(source.get("blocked"))
+
+        wait_for(full, timeout, "{}'s {} mailbox at its bound of {} with {} held back".format(
+            name, topic, result.bound, producer), 0.05)
+        result.fill_seconds = time.monotonic() - started
+        result.producer_blocked = True
+        on_event("observed", "{}'s {} mailbox at its bound ({} messages) {:.2f} s into the "
+                 "stall; {} held back (no credit)".format(name, topic, result.bound,
+                                                           result.fill_seconds, producer))
+        end = time.monotonic() + hold
+        while time.monotonic() < end:
+            _, source = sample()
+            time.sleep(0.05)  # the hold itself: the stall lasts this long on purpose
+        result.backpressure_events = int(source.get("backpressure_events") or 0) - events_before
+    finally:
+        released = control(run_dir, {"op": "release", "name": name})
+        result.held_seconds = time.monotonic() - started
+    if not released.get("ok"):
+        raise AssertionError("release {} refused: {}".format(name, released.get("error")))
+    released_at = time.monotonic()
+    on_event("fault", "release op: {} after {:.2f} s stalled (max depth seen {})".format(
+        name, result.held_seconds, result.max_depth))
+    result.drained_to = max(256, result.bound // 20)
+    wait_for(lambda: int(sample()[0].get("depth") or 0) <= result.drained_to, 120,
+             "{}'s backlog to drain".format(name), 0.05)
+    result.drain_seconds = time.monotonic() - released_at
+    on_event("recovery", "{}'s {} backlog drained to <= {} {:.2f} s after the release".format(
+        name, topic, result.drained_to, result.drain_seconds))
+    return result
 
 
 def stop_redis(server: EmbeddedRedis) -> None:
