@@ -9,6 +9,8 @@ The bus settings (endpoint, bounds, prefetch, timeouts) come from ``<run_dir>/bu
 the host writes at start, so an attached actor uses the same explicit bounds as the host's own.
 SIGTERM/SIGINT stop the actor in order. With ``--restart`` (attach mode) a crashed actor is
 restarted here with backoff, and a host that is not there yet, or restarts, is waited for.
+Started by a host (``--placement process``), the actor stops by itself when that host dies
+without stopping it (SIGKILL, OOM): no orphan keeps a broker session or a file open.
 
 Portable: runs on Python 3.7 too.
 """
@@ -22,6 +24,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from typing import Any, Dict, List, Optional, Type
 
@@ -84,6 +87,24 @@ def options_from_bus_file(bus: Dict[str, Any], placement: str,
     )
 
 
+# How often a host-started child checks that its host is still its parent.
+PARENT_CHECK_SECONDS = 0.5
+
+
+def watch_parent(on_gone: Any, interval: float = PARENT_CHECK_SECONDS) -> threading.Thread:
+    """Call ``on_gone(pid)`` once when this process's parent dies (it is re-parented)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)  # a poll of the parent's pid: nothing to wait on instead
+        on_gone(parent)
+
+    thread = threading.Thread(target=watch, name="watch-host", daemon=True)
+    thread.start()
+    return thread
+
+
 def run_child(run_dir: str, name: str, class_path: str, settings: Dict[str, Any],
               overrides: Dict[str, Any], restart: bool, placement: str) -> int:
     """Run the actor until stopped; returns the process exit code."""
@@ -91,13 +112,23 @@ def run_child(run_dir: str, name: str, class_path: str, settings: Dict[str, Any]
     stop_requested: List[bool] = []
     current: List[Actor] = []
 
-    def on_signal(signum: int, frame: Any) -> None:
+    def stop() -> None:
         stop_requested.append(True)
         for actor in current:
             actor.request_stop()
 
+    def on_signal(signum: int, frame: Any) -> None:
+        stop()
+
+    def host_gone(pid: int) -> None:
+        log.error("%s: the host (pid %d) is gone without stopping this actor: stopping",
+                  name, pid)
+        stop()
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if placement == "process" and not restart:
+        watch_parent(host_gone)
     backoff = Backoff(0.2, 5.0)
     failures = 0
     while not stop_requested:
