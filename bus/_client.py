@@ -48,18 +48,22 @@ class Subscription(object):
 
 
 class Delivery(object):
-    """One message handed to this actor: raw frames, decoded on demand."""
+    """One message handed to this actor: raw frames, decoded on demand. ``generation`` is
+    the client connection it came on: delivery ids count per connection, so one handled
+    after a reconnect must not be acked on the new connection."""
 
-    __slots__ = ("delivery_id", "attempt", "topic", "header_bytes", "body_bytes", "_header")
+    __slots__ = ("delivery_id", "attempt", "topic", "header_bytes", "body_bytes", "_header",
+                 "generation")
 
     def __init__(self, delivery_id: int, attempt: int, topic: bytes, header: bytes,
-                 body: bytes) -> None:
+                 body: bytes, generation: int = 0) -> None:
         self.delivery_id = delivery_id
         self.attempt = attempt
         self.topic = topic
         self.header_bytes = header
         self.body_bytes = body
         self._header: Optional[wire.Header] = None
+        self.generation = generation
 
     @property
     def redelivered(self) -> bool:
@@ -158,7 +162,9 @@ class BusClient(object):
             "sent": 0, "published": 0, "received": 0, "acked": 0, "checkpoints": 0,
             "blocked": 0, "blocked_seconds": 0.0, "backpressure_timeouts": 0,
             "late_replies": 0, "resets": 0, "reconnects": 0, "malformed": 0,
+            "stale_handled": 0,
         }
+        self._generation = 0  # the connection (socket or HELLO) the deliveries belong to
 
     # -- connection ------------------------------------------------------------------------
 
@@ -193,6 +199,7 @@ class BusClient(object):
             raise EndpointError("{}: cannot connect to {}: {}".format(
                 self.name, self.endpoint, exc)) from exc
         self.sock = sock
+        self._generation += 1
         self.buffer.clear()
         self._last_handled = 0
         self._last_acked = 0
@@ -494,17 +501,19 @@ class BusClient(object):
         verb = frames[1] if len(frames) > 1 and frames[0] == wire.SIGNATURE else b""
         if verb == wire.DELIVER and len(frames) == 6:
             delivery_id, attempt = wire.unpack_tag(frames[2])
-            self.buffer.append(Delivery(delivery_id, attempt, frames[3], frames[4], frames[5]))
+            self.buffer.append(Delivery(delivery_id, attempt, frames[3], frames[4], frames[5],
+                                        self._generation))
             self.stats["received"] += 1
         elif verb == wire.DELIVERN and len(frames) == 3:
             items = wire.unpack(frames[2], "DELIVERN")
             if not isinstance(items, list):
                 raise ProtocolError("DELIVERN must carry a list")
             append = self.buffer.append
+            generation = self._generation
             for item in items:
                 if not isinstance(item, list) or len(item) != 5:
                     raise ProtocolError("a DELIVERN item is [id, attempt, topic, header, body]")
-                append(Delivery(item[0], item[1], item[2], item[3], item[4]))
+                append(Delivery(item[0], item[1], item[2], item[3], item[4], generation))
             self.stats["received"] += len(items)
         elif verb == wire.CREDIT and len(frames) == 3:
             self.credit += wire.unpack_u32(frames[2], "CREDIT")
@@ -567,6 +576,7 @@ class BusClient(object):
         return fault
 
     def _rejoin(self) -> None:
+        self._generation += 1
         self.buffer.clear()
         self._last_handled = 0
         self._last_acked = 0
@@ -597,7 +607,12 @@ class BusClient(object):
     # -- acknowledging ---------------------------------------------------------------------
 
     def handled(self, delivery: Delivery) -> None:
-        """Record that the actor finished ``delivery`` (acks go out in batches)."""
+        """Record that the actor finished ``delivery`` (acks go out in batches). One from an
+        earlier connection (the client reconnected while it was being handled) is not acked:
+        its id means another message on this connection, and the router delivers it again."""
+        if delivery.generation != self._generation:
+            self.stats["stale_handled"] += 1
+            return
         self._last_handled = delivery.delivery_id
         self._handled_since_ack += 1
 

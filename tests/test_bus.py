@@ -271,6 +271,42 @@ def test_router_delivers_nothing_to_the_tap_when_nobody_taps(router: Router) -> 
 
 # -- regressions found in review ----------------------------------------------------------------
 
+def test_a_delivery_handled_across_a_router_restart_is_not_acked_on_the_new_router(
+        run_dir: str, context: zmq.Context[Any]) -> None:
+    """Delivery ids count per router connection: a message still being handled when the
+    client joined a restarted router must not ack the new router's message of the same id."""
+    first = Router(router_settings(run_dir), context)
+    first.start()
+    consumer = connect(first, "consumer", (Subscription("x.", LOSSLESS, 100),))
+    producer = connect(first, "producer")
+    producer.publish("x.1", "old", "item", timeout=10)
+    wait_for(lambda: consumer.poll(0.05) or bool(consumer.buffer), 10, "the old delivery")
+    in_hand = consumer.buffer.popleft()  # a handler is busy with it
+    producer.close()
+    first.stop()
+    second = Router(router_settings(run_dir), context)
+    second.start()
+    try:
+        consumer.connect(10)  # as after the old router fell silent
+        producer = connect(second, "producer")
+        producer.publish("x.2", "new", "item", timeout=10)
+        wait_for(lambda: consumer.poll(0.05) or bool(consumer.buffer), 10, "the new delivery")
+        assert consumer.buffer[0].delivery_id == in_hand.delivery_id  # ids start over
+        consumer.handled(in_hand)  # the handler finishes the old message
+        consumer.ack()
+        assert consumer.stats["stale_handled"] == 1
+        status = router_status(second)["actors"]["consumer"]
+        assert (status["acked"], status["inflight"]) == (0, 1)  # "new" still owed
+        consumer.handled(consumer.buffer.popleft())
+        consumer.ack()
+        wait_for(lambda: router_status(second)["actors"]["consumer"]["acked"] == 1, 10,
+                 "the new delivery acked")
+        producer.close()
+        consumer.close()
+    finally:
+        second.stop()
+
+
 def test_a_producer_is_never_held_back_by_its_own_mailbox(router: Router) -> None:
     # it subscribes to what it publishes (as history_poller does with bars): only it could
     # drain that mailbox, so blocking it there would be a deadlock
