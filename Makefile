@@ -14,13 +14,15 @@ PY37 ?= $(shell for c in "$$(pyenv root 2>/dev/null)"/versions/3.7*/bin/python3.
 VENV37 := .venv37
 STAMP37 := $(VENV37)/.installed
 
-.PHONY: help run test lint bench chaos venv venv37 clean
+.PHONY: help run test lint bench chaos soak venv venv37 clean
 
 help:
 	@echo "make run    start the host on the embedded defaults"
 	@echo "make test   lint, type-check and run the test suite"
 	@echo "make bench  run the benchmarks (prints ratios against same-run baselines)"
 	@echo "make chaos  replay a generated tick file through faults; verify every final bar in Redis"
+	@echo "make soak   the sim at 1000 ticks/s for DURATION (default 600 s, e.g. 30m), optionally"
+	@echo "            through a Redis outage of OUTAGE (e.g. 10m); fails if memory, fds or lag drift"
 
 $(STAMP): setup.cfg pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "the host needs Python 3.10+, $(PYTHON) is " + sys.version.split()[0])'
@@ -62,6 +64,13 @@ bench: $(STAMP)
 
 chaos: $(STAMP)
 	$(BIN)/python -m tests.chaos
+
+# make soak DURATION=30m; make soak DURATION=15m OUTAGE=10m; more options: SOAK_ARGS=--help
+DURATION ?= 600
+OUTAGE ?= 0
+SOAK_ARGS ?=
+soak: $(STAMP)
+	$(BIN)/python -m tests.soak --duration $(DURATION) --redis-outage $(OUTAGE) $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) $(VENV37) .pytest_cache .mypy_cache .ruff_cache *.egg-info
