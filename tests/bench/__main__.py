@@ -20,6 +20,7 @@ BENCHMARKS: tuple[str, ...] = (
     "tests.bench.bench_redis",
     "tests.bench.bench_pipeline",
     "tests.bench.bench_end_to_end",
+    "tests.bench.bench_outage",
 )
 
 
