@@ -88,7 +88,7 @@ class RunOptions(object):
                  status_interval: float = 2.0,
                  mailbox_bounds: Optional[Dict[str, int]] = None,
                  context: Optional[zmq.Context] = None, connect_timeout: float = 10.0,
-                 placement: str = "thread") -> None:
+                 placement: str = "thread", run_dir: Optional[str] = None) -> None:
         self.endpoint = endpoint
         self.mailbox_bound = mailbox_bound
         self.prefetch = prefetch
@@ -99,6 +99,9 @@ class RunOptions(object):
         self.context = context
         self.connect_timeout = connect_timeout
         self.placement = placement
+        # The host's run dir, when the runner knows it: where an actor may keep small state
+        # files that must outlive its instance within one host run (see Actor.run_dir).
+        self.run_dir = run_dir
 
 
 class _Timer(object):
@@ -235,6 +238,14 @@ class Actor(object):
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
+
+    @property
+    def run_dir(self) -> Optional[str]:
+        """The host's run dir (given by the host, ``fxcm attach`` or a child's ``--run-dir``),
+        for small files a restarted instance must find within the same host run; None when the
+        actor was started without one (a benchmark, a hand-made ``RunOptions``)."""
+        options = self._options
+        return options.run_dir if options is not None else None
 
     # -- the loop ----------------------------------------------------------------------------
 

@@ -70,7 +70,8 @@ def read_bus_file(run_dir: str) -> Dict[str, Any]:
 
 
 def options_from_bus_file(bus: Dict[str, Any], placement: str,
-                          overrides: Optional[Dict[str, Any]] = None) -> RunOptions:
+                          overrides: Optional[Dict[str, Any]] = None,
+                          run_dir: Optional[str] = None) -> RunOptions:
     values = dict(bus)
     values.update(overrides or {})
     return RunOptions(
@@ -84,6 +85,7 @@ def options_from_bus_file(bus: Dict[str, Any], placement: str,
         context=zmq.Context.instance(),
         connect_timeout=float(values.get("connect_timeout_seconds", 10.0)),
         placement=placement,
+        run_dir=run_dir,
     )
 
 
@@ -133,7 +135,8 @@ def run_child(run_dir: str, name: str, class_path: str, settings: Dict[str, Any]
     failures = 0
     while not stop_requested:
         try:
-            options = options_from_bus_file(read_bus_file(run_dir), placement, overrides)
+            options = options_from_bus_file(read_bus_file(run_dir), placement, overrides,
+                                            os.path.abspath(run_dir))
         except EndpointError as exc:
             if not restart:
                 log.error("%s: %s", name, exc)

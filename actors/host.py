@@ -311,7 +311,8 @@ class Host:
             send_timeout=spec.send_timeout_seconds, checkpoint_every=spec.checkpoint_every,
             status_interval=spec.status_interval_seconds,
             mailbox_bounds=slot.spec.mailbox_bounds, context=self.context,
-            connect_timeout=self.settings.supervisor.start_timeout_seconds, placement="thread")
+            connect_timeout=self.settings.supervisor.start_timeout_seconds, placement="thread",
+            run_dir=self.run_dir)
         return ThreadRunner(slot.spec, slot.generation, self._events, options)
 
     def _launch(self, slot: _Slot) -> None:

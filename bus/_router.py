@@ -193,6 +193,10 @@ class Router(object):
         self.last_turn = 0.0  # monotonic time of the last loop turn; /livez reads it
         self.stats_snapshot: Dict[str, Any] = {}
         self.started_at = time.time()
+        # Told to every actor in WELCOME: state an actor keeps outside the router (a replay's
+        # timeline file) is only resumed by an instance that sees the same id, i.e. within one
+        # host run; a new router (a host restart) starts such state afresh.
+        self.run_id = os.urandom(8).hex()
         for name in declared:
             self._actor(name)
         self._handlers: Dict[bytes, Callable[[bytes, List[bytes]], None]] = {
@@ -414,6 +418,7 @@ class Router(object):
             "ping_interval": self.settings.ping_interval,
             "liveness_misses": self.settings.liveness_misses,
             "connects": actor.connects,
+            "run": self.run_id,
         }
         self._send(conn, [wire.WELCOME, wire.pack(welcome)])
         log.info("%s joined (%s, pid %s, connection %d)", name, actor.transport or "?",

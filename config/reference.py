@@ -13,7 +13,7 @@ from config.settings import ACTOR_DEFAULTS, ENVIRONMENT, load_defaults
 
 # One line per key that needs words beyond its name; the rest read well enough as they are.
 MEANING = {
-    "run_dir": "sockets, lock, bus.json; created 0700; one host per run dir "
+    "run_dir": "sockets, lock, bus.json, a replay's timeline; created 0700; one host per run dir "
                "(default $XDG_RUNTIME_DIR/fxcm or /tmp/fxcm-<uid>)",
     "symbols": "the universe: streamed, aggregated, warmed up",
     "price_basis": "mid, bid or ask; the same for tick bars and history bars",

@@ -17,7 +17,7 @@ SHORT = ["--seconds", "30", "--symbols", "3", "--rate", "1500", "--minutes", "12
          "--outage", "4", "--tick-bound", "3000"]
 
 CRASHED = ("redis_publisher", "heartbeat", "snapshotter", "history_poller", "command_handler",
-           "tick_aggregator")
+           "tick_aggregator", "fxcm_session")
 
 
 @pytest.mark.timeout(300)
@@ -40,5 +40,6 @@ def test_short_chaos_run_loses_nothing_through_every_kind_of_fault() -> None:
     for name in CRASHED:
         assert re.search(r"crash op {} +\d+\.\d+ s  running again".format(name), times), output
     assert re.search(r"producer held back +True", output), output
-    assert re.search(r"router injected crashes / stalls +6 / 1", output), output
+    assert re.search(r"router injected crashes / stalls +7 / 1", output), output
+    assert re.search(r"session outage: replay resumed at row +[1-9]\d* of \d+", output), output
     assert re.search(r"\n  missing +0\n", output), output

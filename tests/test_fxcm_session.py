@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import gzip
+import json
 import math
 import random
 import re
@@ -28,6 +29,7 @@ from tests.helpers import (
     REPO_ROOT,
     Probe,
     bus_status,
+    control,
     host_in_thread,
     host_process,
     open_calendar,
@@ -318,6 +320,194 @@ def test_replay_clock_never_passes_a_row_its_stalled_stream_thread_has_not_hande
     finally:
         release.set()
         broker.close()
+
+
+# -- the replay's timeline across a restart of fxcm_session -------------------------------------
+
+def timeline_broker(file: Path, speed: float, state: Path, run: str,
+                    on_tick: Any = None) -> Any:
+    """A replay broker keeping its timeline in ``state`` for router id ``run``, logged in."""
+    from actors.fxcm_session._replay import ReplayBroker
+
+    broker = ReplayBroker({"file": str(file), "speed": speed}, None)
+    broker.keep_timeline(str(state), run)
+    broker.on_tick = on_tick
+    broker.login()
+    return broker
+
+
+def test_replay_restarted_at_speed_zero_resumes_after_its_reserved_rows_never_before(
+        tmp_path: Path) -> None:
+    from actors.fxcm_session._replay import RESERVE_ROWS
+
+    rows = [(WEDNESDAY_NOON + index, "EURUSD", 1.1, 1.1002) for index in range(3 * RESERVE_ROWS)]
+    file = write_ticks(tmp_path / "ticks.csv", rows)
+    state = tmp_path / "fxcm_session.timeline.json"
+    crash_at = RESERVE_ROWS + 100  # in the second reservation
+    first: list[int] = []
+    crashing = threading.Event()
+    release = threading.Event()
+
+    def hand_over(symbol: Any, ts_ms: Any, bid: Any, ask: Any) -> None:
+        first.append(ts_ms)
+        if len(first) == crash_at:
+            crashing.set()
+            release.wait(30)  # the session dies while this row is being handed over
+
+    broker = timeline_broker(file, 0.0, state, "run-1", hand_over)
+    broker.subscribe(["EURUSD"])
+    closer = threading.Thread(target=broker.close)
+    try:
+        wait_for(crashing.is_set, 10, "the rows before the crash handed over")
+        saved = json.loads(state.read_text())
+        assert saved["run"] == "run-1"
+        assert saved["reserved"] == 2 * RESERVE_ROWS  # persisted before its rows went out
+        # The stream is told to stop before the row in hand returns: nothing more goes out.
+        closer.start()
+        wait_for(lambda: broker._stop.is_set(), 10, "the stream told to stop")
+    finally:
+        release.set()
+        if closer.ident is not None:
+            closer.join(10)
+        broker.close()  # idempotent
+    assert first == [row[0] for row in rows[:crash_at]]
+
+    second: list[int] = []
+    again = timeline_broker(file, 0.0, state, "run-1",
+                            lambda symbol, ts_ms, bid, ask: second.append(ts_ms))
+    assert again.resumed_at == 2 * RESERVE_ROWS
+    assert again.clock_ms() == rows[2 * RESERVE_ROWS - 1][0]  # the time of the last row before
+    again.subscribe(["EURUSD"])
+    try:
+        wait_for(again.finished, 10, "the resumed replay to finish")
+    finally:
+        again.close()
+    # The reserved rows the crash did not reach are lost, like a real outage; none comes twice.
+    assert second == [row[0] for row in rows[2 * RESERVE_ROWS:]]
+    assert json.loads(state.read_text())["reserved"] == len(rows)
+
+
+def test_replay_restarted_at_speed_ten_resumes_at_the_paced_time_now(tmp_path: Path) -> None:
+    # A row every 100 ms of event time at 10x: one every 10 ms of wall time.
+    rows = [(WEDNESDAY_NOON + index * 100, "EURUSD", 1.1, 1.1002) for index in range(3000)]
+    file = write_ticks(tmp_path / "ticks.csv", rows)
+    state = tmp_path / "fxcm_session.timeline.json"
+    first: list[int] = []
+    broker = timeline_broker(file, 10.0, state, "run-1",
+                             lambda symbol, ts_ms, bid, ask: first.append(ts_ms))
+    broker.subscribe(["EURUSD"])
+    try:
+        wait_for(lambda: len(first) >= 20, 10, "some rows streamed")
+    finally:
+        broker.close()
+    last_clock = broker.clock_ms()
+    # The session stays down 20 s (200 s of replay time): moved back in the file, not slept.
+    saved = json.loads(state.read_text())
+    saved["anchor_monotonic"] -= 20.0
+    saved["anchor_epoch"] -= 20.0
+    state.write_text(json.dumps(saved))
+
+    def paced_now() -> int:
+        return int(saved["anchor_clock"] + (time.monotonic() - saved["anchor_monotonic"])
+                   * 1000.0 * 10.0)
+
+    def first_after(clock: int) -> int:
+        return next(index for index, row in enumerate(rows) if row[0] > clock)
+
+    earliest = first_after(paced_now())
+    second: list[int] = []
+    again = timeline_broker(file, 10.0, state, "run-1",
+                            lambda symbol, ts_ms, bid, ask: second.append(ts_ms))
+    latest = first_after(paced_now())
+    resumed = again.resumed_at
+    assert resumed is not None and earliest <= resumed <= latest
+    assert resumed >= len(first) + 1990  # 199 s of rows skipped at least
+    assert last_clock <= again.clock_ms() < rows[resumed][0]
+    again.subscribe(["EURUSD"])
+    try:
+        wait_for(lambda: len(second) >= 10, 10, "the resumed stream")
+    finally:
+        again.close()
+    assert second[:10] == [row[0] for row in rows[resumed:resumed + 10]]
+    assert not set(first) & set(second)
+
+
+def test_replay_timeline_of_another_host_run_is_discarded_and_the_file_replays_from_the_start(
+        tmp_path: Path) -> None:
+    rows = [(WEDNESDAY_NOON + index, "EURUSD", 1.1, 1.1002) for index in range(100)]
+    file = write_ticks(tmp_path / "ticks.csv", rows)
+    state = tmp_path / "fxcm_session.timeline.json"
+    broker = timeline_broker(file, 0.0, state, "run-1")
+    broker.subscribe(["EURUSD"])
+    try:
+        wait_for(broker.finished, 10, "the first run's replay to finish")
+    finally:
+        broker.close()
+    assert json.loads(state.read_text())["run"] == "run-1"
+
+    handed: list[int] = []
+    fresh = timeline_broker(file, 0.0, state, "run-2",
+                            lambda symbol, ts_ms, bid, ask: handed.append(ts_ms))
+    assert fresh.resumed_at is None and not state.exists()  # discarded at once
+    fresh.subscribe(["EURUSD"])
+    try:
+        wait_for(fresh.finished, 10, "the new run's replay to finish")
+    finally:
+        fresh.close()
+    assert handed == [row[0] for row in rows]
+    assert json.loads(state.read_text())["run"] == "run-2"
+    # Another file under the same run is not resumed either.
+    other = write_ticks(tmp_path / "other.csv", rows[:50])
+    assert timeline_broker(other, 0.0, state, "run-2").resumed_at is None
+
+
+@pytest.mark.parametrize("placement", ["thread", "process"])
+def test_session_crashed_mid_replay_resumes_its_timeline_after_a_disconnected_state(
+        tmp_path: Path, run_dir: str, placement: str) -> None:
+    """The crash op on fxcm_session while it replays at 20x: the restarted instance (in the
+    host or a child process) publishes DISCONNECTED before its first tick and resumes at the
+    replay clock; no tick comes twice, the clock never goes back, the gap is one run of rows.
+    (An idle session takes the crash after 2 s: about 40 s of the file's 150 are lost.)"""
+    from protocol.market import Clock, SessionState
+
+    rows = [(WEDNESDAY_NOON + index * 100, "EURUSD", 1.1, 1.1002) for index in range(1500)]
+    file = write_ticks(tmp_path / "ticks.csv", rows)
+    session = [dict(SESSION[0], placement=placement)]
+    with host_in_thread(tmp_path, run_dir, [collector("tick.")] + session,
+                        **replay_sections(file, 20.0, ["EURUSD"])):
+        probe = Probe("probe", bus(run_dir), ("actor.status.fxcm_session",))
+        collected(probe, "tick", 50)
+        answer = control(run_dir, {"op": "crash", "name": "fxcm_session"})
+        assert answer.get("ok"), answer
+        wait_for(lambda: bus_status(run_dir)["actors"]["fxcm_session"].get("restarts", 0) >= 1,
+                 30, "fxcm_session restarted")
+        wait_for(lambda: collected(probe, "tick", 1)[-1].ts_ms == rows[-1][0], 60,
+                 "the resumed replay to reach the file's last row")
+        probe.collect(lambda _: session_status(probe).get("restarted") is True, 30,
+                      "the restarted instance's status")
+        status = session_status(probe)
+        _, kept = probe.client.request("collector", "collected", 0, timeout=30)
+        probe.close()
+    from protocol.messages import from_wire
+
+    stream = [from_wire(kind, body) for kind, body, _ in kept]
+    ticks = [message.ts_ms for message in stream if isinstance(message, Tick)]
+    assert ticks == sorted(set(ticks))  # in order, none twice
+    index = {row[0]: position for position, row in enumerate(rows)}
+    positions = [index[ts] for ts in ticks]
+    gaps = [(a, b) for a, b in zip(positions, positions[1:], strict=False) if b != a + 1]
+    assert positions[0] == 0 and len(gaps) == 1, gaps  # one outage, then the file to its end
+    before, resumed = gaps[0]
+    assert status["broker"]["resumed_at"] == resumed
+    # Between the old instance's last tick and the new one's first: DISCONNECTED.
+    start = stream.index(next(m for m in stream if isinstance(m, Tick)
+                              and m.ts_ms == rows[before][0]))
+    end = stream.index(next(m for m in stream if isinstance(m, Tick)
+                            and m.ts_ms == rows[resumed][0]))
+    states = [m.state for m in stream[start:end] if isinstance(m, SessionState)]
+    assert "DISCONNECTED" in states, states
+    clocks = [m.now_ms for m in stream if isinstance(m, Clock)]
+    assert clocks == sorted(clocks)  # the replay clock survived the restart
 
 
 def test_bad_ticks_are_counted_by_reason_and_never_reach_subscribers(

@@ -487,6 +487,7 @@ _PORTABLE_CHECK = textwrap.dedent("""
             compile(source.read(), path, "exec", dont_inherit=True)
 
     import actors.base
+    import actors.fxcm_session
     import bus
     import protocol
     from dataclasses import dataclass
@@ -510,7 +511,7 @@ _PORTABLE_CHECK = textwrap.dedent("""
 """)
 
 _PORTABLE_SOURCES = ("protocol/*.py", "bus/*.py", "actors/__init__.py", "actors/base.py",
-                     "actors/child.py")
+                     "actors/child.py", "actors/fxcm_session/*.py")
 
 
 @pytest.mark.py37

@@ -69,6 +69,14 @@ class Broker(object):
         """True when the broker will never deliver another tick (the end of a replay file)."""
         return False
 
+    def keep_timeline(self, path: str, run: str) -> bool:
+        """Keep this broker's place in time in the file ``path`` for a later instance of the
+        session within the same host run (``run``: the router's id from WELCOME), and take
+        over an earlier instance's place if ``path`` holds one of this run. Returns True when
+        it resumed. Called once, before ``login``. Only the replay broker has a timeline of
+        its own; a live feed streams from now after any restart, so this does nothing."""
+        return False
+
     def status(self) -> Dict[str, Any]:
         return {"kind": self.kind}
 

@@ -12,6 +12,23 @@ clock from the start of streaming, but never passes the next row not yet handed 
 thread starved of CPU for a moment must not let the clock close the minute of ticks it has yet
 to deliver, which would make them late); at speed 0 it is the time of the latest tick delivered.
 History answers only what the clock has passed, so a replay never reveals its own future.
+
+Restarts. After a session restart a real feed streams from "now": the ticks sent meanwhile are
+lost, tick_aggregator leaves the minutes it did not see whole to history, and history_poller
+fetches them. A replay must not start its file again instead (that re-sends ticks already
+folded). So its timeline (``keep_timeline``) is kept in a small JSON file in the run dir, written
+atomically before the rows it covers are handed over: the wall and replay time at which
+streaming began (the pace's anchor) and, at speed 0, how far rows may have been handed over. A
+restarted instance of the same host run (the same router id) resumes where the clock stands:
+
+- speed > 0: at the paced time now, as if the stream had run on while the session was down;
+  rows whose time came meanwhile are skipped (lost, like a real outage);
+- speed 0: after the reserved rows: rows are reserved ``RESERVE_ROWS`` at a time, persisted
+  before the first of them is handed over, so a crash loses at most that many (and what waited
+  in the session's queue) and never sends one twice.
+
+A file of another run (the host restarted), or of another file or speed, is discarded: a new
+host run replays its file from the first row.
 """
 
 from __future__ import annotations
@@ -20,7 +37,10 @@ import bisect
 import csv
 import gzip
 import io
+import json
+import logging
 import math
+import os
 import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
@@ -31,6 +51,17 @@ from protocol.errors import BrokerError, ConfigError, ProtocolError
 from protocol.market import normalize_symbol
 
 Row = Tuple[Optional[int], str, Any, Any]
+
+log = logging.getLogger("fxcm.session")
+
+TIMELINE_FORMAT = 1
+# Speed 0: rows reserved (and persisted) per write of the timeline. A write costs tens of
+# microseconds; at the 70k rows/s of a speed-0 replay this is a few dozen writes a second, and
+# at most this many rows are lost to a crash.
+RESERVE_ROWS = 2048
+# A monotonic reading further than this from the wall clock's view of the same interval comes
+# from another clock base (another boot): the wall clock is used instead.
+_CLOCK_DISAGREEMENT_SECONDS = 60.0
 
 
 def _number(text: str) -> Any:
@@ -69,6 +100,70 @@ def read_ticks(path: str) -> List[Row]:
     return rows
 
 
+class TimelineFile(object):
+    """The replay's timeline on disk: one JSON object, replaced atomically (a temporary file
+    renamed over it), valid only for one host run (``run``) and one replay (``identity``: the
+    file, its size and time, the speed, the row count). Not fsynced: it must outlive a crashed
+    instance, which the page cache does; a reboot ends the host run anyway."""
+
+    def __init__(self, path: str, run: str, identity: Dict[str, Any]) -> None:
+        self.path = path
+        self.run = run
+        self.identity = identity
+        self.writes = 0
+        self.errors = 0
+
+    def load(self) -> Optional[Dict[str, Any]]:
+        """What an earlier instance of this run saved for the same replay, or None."""
+        try:
+            with open(self.path, "r", encoding="utf-8") as handle:
+                data = json.load(handle)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            log.warning("replay timeline %s unreadable (%s): replaying from the first row",
+                        self.path, exc)
+            return None
+        if not isinstance(data, dict) or data.get("format") != TIMELINE_FORMAT \
+                or data.get("run") != self.run:
+            return None  # another host run's: this one starts afresh
+        if data.get("identity") != self.identity:
+            log.warning("replay timeline %s is for another file or speed (%s): replaying from "
+                        "the first row", self.path, data.get("identity"))
+            return None
+        return data
+
+    def discard(self) -> None:
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("replay timeline %s: cannot remove it (%s)", self.path, exc)
+
+    def save(self, state: Dict[str, Any]) -> None:
+        """Never raises: the stream must go on. A failed write is logged once and counted; a
+        restart may then resume from an older state (re-sending ticks at speed 0)."""
+        data = dict(state)
+        data.update({"format": TIMELINE_FORMAT, "run": self.run, "identity": self.identity,
+                     "saved_at": time.time()})
+        # Per writer: an old instance's stream thread still ending must not share the file.
+        temporary = "{}.{}.{}.tmp".format(self.path, os.getpid(), threading.get_ident())
+        try:
+            with open(temporary, "w", encoding="utf-8") as handle:
+                json.dump(data, handle)
+            os.replace(temporary, self.path)
+            self.writes += 1
+        except (OSError, TypeError, ValueError) as exc:
+            self.errors += 1
+            if self.errors == 1:
+                log.error("replay timeline %s: cannot write it (%s); a restarted session may "
+                          "resume from an older position", self.path, exc)
+
+    def status(self) -> Dict[str, Any]:
+        return {"path": self.path, "writes": self.writes, "errors": self.errors}
+
+
 class ReplayBroker(StreamingBroker):
     kind = "replay"
     blocking_ticks = True
@@ -100,9 +195,13 @@ class ReplayBroker(StreamingBroker):
         self._position = 0
         self._last_ts = self._first_ts
         self._started_wall: Optional[float] = None
+        self._started_epoch = 0.0  # time.time() with _started_wall, for the timeline file
         self._clock_at_start = self._first_ts
         self._finished = not self.rows
         self.delivered = 0
+        self._timeline: Optional[TimelineFile] = None
+        self._reserved = 0  # rows before this index may have been handed over (persisted)
+        self.resumed_at: Optional[int] = None  # the row a restarted instance resumed at
 
     def clock_ms(self) -> int:
         now = self._paced_ms()
@@ -120,6 +219,81 @@ class ReplayBroker(StreamingBroker):
             return int(self._clock_at_start + elapsed * 1000.0 * self.speed)
         return self._last_ts
 
+    def keep_timeline(self, path: str, run: str) -> bool:
+        """See ``Broker.keep_timeline`` and the module docstring."""
+        try:
+            stat = os.stat(self.path)
+        except OSError as exc:
+            log.warning("replay file %s: %s; its timeline is not kept", self.path, exc)
+            return False
+        identity = {"file": os.path.abspath(self.path), "size": stat.st_size,
+                    "mtime_ns": stat.st_mtime_ns, "speed": self.speed, "rows": len(self.rows)}
+        timeline = TimelineFile(path, run, identity)
+        self._timeline = timeline
+        state = timeline.load()
+        if state is None:
+            timeline.discard()  # a previous host run's: this run replays from the first row
+            return False
+        try:
+            self._resume(state)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("replay timeline %s malformed (%s): replaying from the first row",
+                        path, exc)
+            timeline.discard()
+            return False
+        return True
+
+    def _resume(self, state: Dict[str, Any]) -> None:
+        """Take over an earlier instance's place: at the paced time now (speed > 0) or after
+        its reserved rows (speed 0); never before a row it may have handed over."""
+        reserved = int(state["reserved"])
+        clock: Optional[int] = None
+        if self.speed > 0:
+            elapsed = time.monotonic() - float(state["anchor_monotonic"])
+            by_wall = time.time() - float(state["anchor_epoch"])
+            if elapsed < 0 or abs(elapsed - by_wall) > _CLOCK_DISAGREEMENT_SECONDS:
+                elapsed = max(0.0, by_wall)
+            clock = int(int(state["anchor_clock"]) + elapsed * 1000.0 * self.speed)
+            position = max(reserved, self._first_row_after(clock))
+        else:
+            position = reserved
+        position = max(0, min(position, len(self.rows)))
+        last = self._first_ts
+        for ts_ms, _, _, _ in self.rows[:position]:
+            if ts_ms is not None and ts_ms > last:
+                last = ts_ms
+        if clock is not None:
+            # The clock stands at the resumed time (not back at the last row before it) and
+            # waits there until streaming starts: the next row is after it.
+            last = max(last, clock)
+        self._position = position
+        self._reserved = position
+        self._last_ts = last
+        self._finished = position >= len(self.rows)
+        self.resumed_at = position
+        log.warning("replay %s resumed at row %d of %d, clock %d (the rows sent while the "
+                    "session was down are lost, as from a real feed)", self.path, position,
+                    len(self.rows), last)
+
+    def _first_row_after(self, clock: int) -> int:
+        """The first row the stream had not reached at replay time ``clock``: a row goes out
+        once the pace reaches the newest time up to it (rows are delivered in file order)."""
+        newest: Optional[int] = None
+        for index, row in enumerate(self.rows):
+            ts_ms = row[0]
+            if ts_ms is not None and (newest is None or ts_ms > newest):
+                newest = ts_ms
+            if newest is not None and newest > clock:
+                return index
+        return len(self.rows)
+
+    def _save_timeline(self) -> None:
+        timeline = self._timeline
+        if timeline is not None:
+            timeline.save({"anchor_monotonic": self._started_wall,
+                           "anchor_epoch": self._started_epoch,
+                           "anchor_clock": self._clock_at_start, "reserved": self._reserved})
+
     def login(self) -> None:
         self._connected = True
 
@@ -131,6 +305,11 @@ class ReplayBroker(StreamingBroker):
         # The clock resumes where it stood, so a reconnect does not jump over the file.
         self._clock_at_start = self.clock_ms()
         self._started_wall = time.monotonic()
+        self._started_epoch = time.time()
+        self._reserved = max(self._reserved, self._position)
+        # The anchor is on disk before a row is handed over under it (see the module docstring).
+        self._save_timeline()
+        reserving = self.speed <= 0 and self._timeline is not None
         rows = self.rows
         while self._position < len(rows) and not stop.is_set():
             ts_ms, symbol, bid, ask = rows[self._position]
@@ -140,6 +319,9 @@ class ReplayBroker(StreamingBroker):
                     if stop.wait(min(wait, 0.25)):
                         return
                     continue
+            if reserving and self._position >= self._reserved:
+                self._reserved = min(len(rows), self._position + RESERVE_ROWS)
+                self._save_timeline()
             callback = self.on_tick
             if callback is not None:
                 callback(symbol, ts_ms, bid, ask)
@@ -168,7 +350,11 @@ class ReplayBroker(StreamingBroker):
         return rows[-count:] if count > 0 else rows
 
     def status(self) -> Dict[str, Any]:
-        return {"kind": self.kind, "file": self.path, "speed": self.speed,
-                "rows": len(self.rows), "delivered": self.delivered,
-                "finished": self._finished, "clock_ms": self.clock_ms()}
+        result: Dict[str, Any] = {"kind": self.kind, "file": self.path, "speed": self.speed,
+                                  "rows": len(self.rows), "delivered": self.delivered,
+                                  "finished": self._finished, "clock_ms": self.clock_ms(),
+                                  "position": self._position, "resumed_at": self.resumed_at}
+        if self._timeline is not None:
+            result["timeline"] = self._timeline.status()
+        return result
 

@@ -11,6 +11,13 @@ Threads (the SDK is not thread-safe and its calls block for up to 30 s):
   loop. It never raises (an exception in an SDK callback breaks the SDK's own waiting) and never
   blocks a live broker: an overflow is counted. Only the replay broker, which has no real-time
   duty, waits for room instead.
+
+A restarted instance (the router has seen this name join before in this host run) has missed
+whatever the broker sent while it was down, so it starts as after a lost connection: it
+publishes ``DISCONNECTED`` before any tick (tick_aggregator then treats the minute in progress
+as partial, history_poller repairs the gap from history) and goes through RECOVERING to STREAM.
+A live broker streams from now; the replay broker resumes its timeline from a file in the run
+dir (``<run_dir>/<name>.timeline.json``) instead of starting its file again.
 """
 
 from __future__ import annotations
@@ -171,6 +178,7 @@ class FxcmSession(Actor):
         self.resubscribes = 0
         self.clock_skipped = 0
         self.clock_published = 0
+        self.restarted = False
 
     # -- settings ------------------------------------------------------------------------------
 
@@ -200,11 +208,19 @@ class FxcmSession(Actor):
         self.secrets = [os.environ.get(name, "") for name in ("FXCM_USERNAME", "FXCM_PASSWORD")]
         self.secrets = [secret for secret in self.secrets if secret]
         self.calendar = load_calendar(self.settings)
+        welcome: Dict[str, Any] = dict(self.client.welcome) if self.client is not None else {}
+        joins = welcome.get("connects")
+        # The router counts the joins of this name in this host run: a later one is a restart.
+        self.restarted = isinstance(joins, int) and joins > 1
         self._broker = make_broker(self.settings, self.calendar)
+        # Before the session thread can log in and stream: the timeline decides where from.
+        self._keep_timeline(welcome.get("run"))
         self.ticks = _TickQueue(int(self._setting("tick_queue_size")), self._wake_for_ticks,
                                 getattr(self.broker, "blocking_ticks", False))
         self.broker.on_tick = self.ticks.put
         self.broker.on_status = self._on_broker_status
+        # A restart is a reconnect: the session thread then reports DISCONNECTED, RECOVERING.
+        self._was_connected = self.restarted
         self._worker_stop.clear()
         self._worker = threading.Thread(target=self._session_thread, name="fxcm-session",
                                         daemon=True)
@@ -212,7 +228,25 @@ class FxcmSession(Actor):
         self._commands.put(_Command("connect"))
         self.every(float(self._setting("clock_interval_seconds")), self._publish_clock)
         self.every(1.0, self._check_liveness)
-        self._publish_state()
+        if self.restarted:
+            log.warning("%s: restarted (join %d in this host run): the ticks the broker sent "
+                        "meanwhile are lost; history fills the gap", self.name, joins)
+            # Published before any tick of this instance, in the tick stream's order.
+            self._set_session(DISCONNECTED, "restarted: ticks sent while down are lost")
+        else:
+            self._publish_state()
+
+    def _keep_timeline(self, run: Any) -> bool:
+        """Hand the broker its timeline file in the run dir (only the replay broker keeps
+        one); True when it resumed an earlier instance's."""
+        run_dir = self.run_dir
+        if not run_dir or not isinstance(run, str) or not run:
+            if self.restarted and self.broker.kind == "replay":
+                log.warning("%s: no run dir or router id: the replay starts its file again",
+                            self.name)
+            return False
+        return self.broker.keep_timeline(
+            os.path.join(run_dir, "{}.timeline.json".format(self.name)), run)
 
     def on_close(self) -> None:
         """Log out and stop the session and broker threads, after a stop or a crash."""
@@ -548,6 +582,7 @@ class FxcmSession(Actor):
                 "history_failures": self._history_failures,
                 "history_paused_for": max(0.0, self._history_blocked_until - now),
             },
+            "restarted": self.restarted,
             "reconnects": self.reconnects,
             "resubscribes": self.resubscribes,
             "clock_skipped": self.clock_skipped,

@@ -167,8 +167,8 @@ def main(argv: list[str]) -> int:
             events.add("recovery", "{} running again {:.2f} s after the crash op (exit: {})"
                        .format(name, seconds, str(view.get("last_exit", "")).split(":")[0]))
 
-        # Each in-host actor but fxcm_session is crashed once by the crash op (see print_table
-        # for why not fxcm_session), and tick_aggregator, placed in a child process, too.
+        # Each in-host actor is crashed once by the crash op, and tick_aggregator, placed in a
+        # child process, too.
         at(0.05)
         crash("redis_publisher")
         at(0.09)
@@ -177,6 +177,16 @@ def main(argv: list[str]) -> int:
         kill("tick_aggregator")
         at(0.17)
         crash("snapshotter")
+        at(0.19)
+        # The feed itself, mid-stream (it gets no message to crash in: it takes the fault
+        # after 2 s idle). The restarted session resumes the replay at its clock, as a real
+        # feed streams from now; the ticks in between are lost and history repairs the minutes.
+        crash("fxcm_session")
+        session_view = resumed_replay(monitor)
+        faults["session_outage"] = session_view
+        events.add("observed", "fxcm_session resumed the replay at row {} of {}, not at the "
+                   "first row (DISCONNECTED, then RECOVERING, STREAM)".format(
+                       session_view["resumed_at"], session_view["rows"]))
         at(0.21)
         crash("history_poller")
         at(0.25)
@@ -290,6 +300,19 @@ def main(argv: list[str]) -> int:
     return exit_code or (1 if failed else 0)
 
 
+def resumed_replay(monitor: Monitor) -> dict[str, Any]:
+    """The restarted fxcm_session's replay, once its status says where it resumed."""
+    def resumed() -> dict[str, Any] | None:
+        session = monitor.get()[1].get("fxcm_session", {})
+        broker = session.get("broker") or {}
+        if session.get("restarted") and broker.get("resumed_at") is not None:
+            return {"resumed_at": broker["resumed_at"], "rows": broker.get("rows")}
+        return None
+
+    view: dict[str, Any] = wait_for(resumed, 30, "fxcm_session's status after its restart", 0.1)
+    return view
+
+
 def expected_arrivals(subscriber: RedisSubscriber, wanted: set[tuple[str, str, int]]
                       ) -> tuple[set[tuple[str, str, int]], float]:
     """The expected keys received so far, and when the newest message holding one arrived."""
@@ -316,9 +339,11 @@ def print_table(events: Events, faults: dict[str, Any], status: dict[str, Any],
     print("\n" + line + "\nFAULTS INJECTED")
     for ts, _, text in events.of("fault"):
         print("  {:8.2f} s  {}".format(ts, text))
-    print("  (not crashed: fxcm_session. The replay broker starts its file again from the first\n"
-          "   row when its actor restarts, re-sending the ticks of the minute in progress, which\n"
-          "   no real feed does; the process-death path is the SIGKILL of tick_aggregator.)")
+    print("  (fxcm_session too: its replay keeps its timeline in the run dir and resumes at the\n"
+          "   replay clock, as a real feed streams from now after a session restart; the ticks\n"
+          "   of the outage are lost, tick_aggregator drops the minutes it saw partly and\n"
+          "   history_poller repairs them from history. The process-death path is the SIGKILL\n"
+          "   of tick_aggregator.)")
     print("RECOVERIES / OBSERVATIONS")
     for ts, kind, text in events.items:
         if kind in ("recovery", "observed", "error"):
@@ -345,6 +370,8 @@ def print_table(events: Events, faults: dict[str, Any], status: dict[str, Any],
     publisher = actor_status.get("redis_publisher", {})
     journal = publisher.get("journal") or {}
     aggregation = actor_status.get("tick_aggregator", {}).get("aggregation") or {}
+    # since history_poller's own restart (its counters are not checkpointed)
+    poller_counts = actor_status.get("history_poller", {}).get("counts") or {}
     rows = [
         ("router malformed frames", router.get("malformed", "?")),
         ("router unknown-peer frames", router.get("unknown_peer", "?")),
@@ -361,6 +388,12 @@ def print_table(events: Events, faults: dict[str, Any], status: dict[str, Any],
         ("aggregator late ticks / partial minutes", "{} / {}".format(
             aggregation.get("late_ticks", 0 if aggregation else "?"),
             aggregation.get("partial_minutes_dropped", 0 if aggregation else "?"))),
+        ("session outage: replay resumed at row", "{} of {}".format(
+            (faults.get("session_outage") or {}).get("resumed_at", "?"),
+            (faults.get("session_outage") or {}).get("rows", "?"))),
+        ("poller repairs / history bars stored", "{} / {}".format(
+            poller_counts.get("repairs", "?" if not poller_counts else 0),
+            poller_counts.get("stored", "?" if not poller_counts else 0))),
         ("publisher journal now (messages/bytes)", "{}/{}".format(
             journal.get("messages", "?"), journal.get("bytes", "?"))),
         ("publisher journal peak (messages)", journal_peak),
@@ -391,6 +424,7 @@ def print_table(events: Events, faults: dict[str, Any], status: dict[str, Any],
         ("duplicate (identical re-sends)", sum(c.duplicates.values())),
         ("mismatched", len(c.mismatched)),
         ("out of order", len(c.out_of_order)),
+        ("  late, filling a gap (history repair)", c.repaired_late),
         ("unexpected keys", len(c.extra_other)),
         ("late-joiner keys checked", c.key_checked),
         ("late-joiner missing/dup/mismatch", "{}/{}/{}".format(
