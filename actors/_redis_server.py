@@ -17,6 +17,7 @@ import time
 
 import redis
 
+from actors._parent import exit_with_parent
 from protocol.errors import ConfigError
 
 log = logging.getLogger("fxcm.redis")
@@ -51,9 +52,12 @@ def port_is_free(port: int) -> bool:
 class EmbeddedRedis:
     """One redis-server child process. ``start()`` returns once it answers PING."""
 
-    def __init__(self, run_dir: str, port: int) -> None:
+    def __init__(self, run_dir: str, port: int, bound_to_parent: bool = False) -> None:
         self.run_dir = os.path.abspath(run_dir)
         self.port = port
+        # The host's own server ends with the host even when the host is SIGKILLed (a
+        # leftover would hold the port at the next start); see actors._parent.
+        self.bound_to_parent = bound_to_parent
         self.socket_path = os.path.join(self.run_dir, "redis.sock")
         self.data_dir = os.path.join(self.run_dir, "redis")
         self.log_path = os.path.join(self.data_dir, "redis.log")
@@ -94,7 +98,9 @@ class EmbeddedRedis:
         ])
         self.process = subprocess.Popen([binary, "-"], stdin=subprocess.PIPE,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                        start_new_session=True)
+                                        start_new_session=True,
+                                        preexec_fn=exit_with_parent if self.bound_to_parent
+                                        else None)
         assert self.process.stdin is not None
         self.process.stdin.write(config.encode())
         self.process.stdin.close()

@@ -245,7 +245,7 @@ class Host:
         section = self.settings.raw["redis"]
         url = section["url"]
         if url == "embedded" and section["required"]:
-            self.redis = EmbeddedRedis(self.run_dir, section["port"])
+            self.redis = EmbeddedRedis(self.run_dir, section["port"], bound_to_parent=True)
             self.redis.start()
             url = self.redis.url
         for slot in self._slots:

@@ -17,6 +17,7 @@ from typing import Any
 import zmq
 
 import config
+from actors._parent import exit_with_parent
 from actors.host import Host, merge_status
 from bus import LOSSLESS, BusClient, ControlChannel, Subscription, ipc_endpoint
 
@@ -101,19 +102,6 @@ def write_config(directory: Path, run_dir: str, actors: list[dict[str, Any]],
     return path
 
 
-def _terminate_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the test process dies (a pytest-timeout that
-    ends the run, a killed CI job), so no host outlives its test. Linux only; elsewhere a
-    no-op."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 class HostProcess:
     """``fxcm host`` in a child process, as an operator runs it."""
 
@@ -126,7 +114,7 @@ class HostProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "actors.cli", "host", "--config", str(config)],
             cwd=str(REPO_ROOT), env=env, stdout=self._log, stderr=subprocess.STDOUT,
-            preexec_fn=_terminate_with_parent)
+            preexec_fn=exit_with_parent)  # no host outlives a killed test run
 
     def wait_ready(self, actors: tuple[str, ...] = (), timeout: float = 60.0) -> None:
         def ready() -> bool:

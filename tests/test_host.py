@@ -274,34 +274,60 @@ def test_process_placed_actor_on_python37_killed_with_sigkill_loses_nothing(
     run_folder_killed_mid_stream(tmp_path, run_dir, python37)
 
 
-def test_process_placed_actor_stops_when_its_host_is_killed(tmp_path: Path,
-                                                            run_dir: str) -> None:
-    """A SIGKILLed host (OOM, kill -9) leaves no orphan: the child sees its parent gone."""
+def test_a_killed_host_leaves_no_child_and_no_embedded_redis_behind(tmp_path: Path,
+                                                                    run_dir: str) -> None:
+    """A SIGKILLed host (OOM, kill -9) leaves no orphan: the process-placed actor sees its
+    parent gone and stops; the embedded redis-server gets SIGTERM from the kernel."""
     actors = [{"name": "echo", "class": "tests.sample_actors:Echo", "placement": "process"}]
     host = HostProcess(write_config(tmp_path, run_dir, actors), run_dir, tmp_path / "host.log")
-    pid = 0
+    pids: list[int] = []
     try:
         host.wait_ready(("echo",))
-        pid = bus_status(run_dir)["actors"]["echo"]["pid"]
-        assert pid and pid != host.proc.pid
+        child = bus_status(run_dir)["actors"]["echo"]["pid"]
+        assert child and child != host.proc.pid
+        pids = [child] + [pid for pid in children_of(host.proc.pid)
+                          if "redis-server" in command_line(pid)]
+        assert len(pids) == 2, "expected the actor and the embedded redis-server"
         host.signal(signal.SIGKILL)
         host.wait(30)
-
-        def gone() -> bool:  # exited: no such process, or a zombie its new parent keeps
-            try:
-                with open("/proc/{}/stat".format(pid)) as stat:
-                    return stat.read().rpartition(")")[2].split()[0] == "Z"
-            except FileNotFoundError:
-                return True
-
-        wait_for(gone, 60, "the child to stop after its host died")
+        wait_for(lambda: not [pid for pid in pids if running(pid)], 60,
+                 "the child and redis-server to stop after their host died")
     finally:
         host.stop()
-        if pid:
+        for pid in pids:  # only if the test failed: no orphan either way
+            if running(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def children_of(parent: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
             try:
-                os.kill(pid, signal.SIGKILL)  # only if the test failed: no orphan either way
-            except ProcessLookupError:
-                pass
+                with open("/proc/{}/stat".format(entry)) as stat:
+                    fields = stat.read().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if int(fields[1]) == parent:
+                found.append(int(entry))
+    return found
+
+
+def command_line(pid: int) -> str:
+    try:
+        with open("/proc/{}/cmdline".format(pid), "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie waiting for its new parent to reap it."""
+    try:
+        with open("/proc/{}/stat".format(pid)) as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 # -- test 5: attach ------------------------------------------------------------------------------

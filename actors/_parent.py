@@ -1,0 +1,23 @@
+"""``exit_with_parent``: a ``preexec_fn`` that makes a child process get SIGTERM when the
+thread that started it dies (Linux ``PR_SET_PDEATHSIG``), so a host killed with SIGKILL (or
+a test run ended by its timeout) leaves no server of its own running. Elsewhere a no-op.
+
+Linux ties the signal to the starting *thread*: use it only for children started by a
+thread that lives as long as they should (a host's main thread, a test's thread).
+"""
+
+from __future__ import annotations
+
+import signal
+
+_PR_SET_PDEATHSIG = 1
+
+
+def exit_with_parent() -> None:
+    """In the child, between fork and exec: SIGTERM when the parent thread goes."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux, or no prctl: nothing to arm
+        pass
