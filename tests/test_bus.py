@@ -395,3 +395,43 @@ def test_a_callback_that_posts_itself_again_does_not_starve_timers_or_stop(
     busy.request_stop()
     thread.join(5)
     assert not thread.is_alive()
+
+
+def test_a_paced_latest_consumer_gets_the_newest_per_key_and_few_deliveries(
+        router: Router) -> None:
+    """prefetch_limit + ack_interval: the router conflates between pulls, so a flood costs the
+    consumer a handful of deliveries, and the newest value of every key still arrives."""
+    from actors.base import Actor, RunOptions, Subscribe, handles
+
+    class Paced(Actor):
+        subscriptions = (Subscribe("px.", LATEST),)
+        prefetch_limit = 4
+        ack_interval = 0.2
+
+        def on_start(self) -> None:
+            self.newest: dict[str, int] = {}
+            self.deliveries = 0
+
+        @handles("item")
+        def on_item(self, body: Any, delivery: Any) -> None:
+            self.deliveries += 1
+            self.newest[delivery.topic.decode()] = body
+
+    paced = Paced("paced")
+    options = RunOptions(router.settings.inproc_endpoint, mailbox_bound=100, prefetch=128,
+                         send_timeout=5, context=router.context, status_interval=0)
+    thread = threading.Thread(target=paced.run, args=(options,), daemon=True)
+    thread.start()
+    wait_for(lambda: hasattr(paced, "newest") and router_status(router)["actors"].get(
+        "paced", {}).get("connected"), 10, "the paced consumer to join")
+    producer = connect(router, "producer")
+    keys = ["px.a", "px.b", "px.c"]
+    total = 6000
+    for value in range(total):
+        producer.publish(keys[value % 3], value, "item", timeout=10)
+    newest = {key: total - 3 + index for index, key in enumerate(keys)}
+    wait_for(lambda: getattr(paced, "newest", {}) == newest, 20, "the newest of every key")
+    paced.request_stop()
+    thread.join(10)
+    producer.close()
+    assert paced.deliveries < total // 20, paced.deliveries

@@ -42,6 +42,11 @@ class Snapshotter(Actor):
     ``price_snap_interval_seconds``, ``stale_seconds``."""
 
     subscriptions = (Subscribe("tick.", LATEST),)
+    # Only the newest tick per symbol matters, every few seconds: pull a few at a time, at
+    # most 20 times a second, and let the router conflate the rest (it never slows the
+    # tick path, and costs the host a few hundred deliveries a second, not every tick).
+    prefetch_limit = 32
+    ack_interval = 0.05
 
     def __init__(self, name: str, settings: dict[str, Any] | None = None) -> None:
         super().__init__(name, settings)
