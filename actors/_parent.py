@@ -3,21 +3,32 @@ thread that started it dies (Linux ``PR_SET_PDEATHSIG``), so a host killed with 
 a test run ended by its timeout) leaves no server of its own running. Elsewhere a no-op.
 
 Linux ties the signal to the starting *thread*: use it only for children started by a
-thread that lives as long as they should (a host's main thread, a test's thread).
+thread that lives as long as they should (a host's main thread, a test's thread). ``prctl``
+is looked up here, at import: between fork and exec only the call itself runs (no dlopen,
+no import, which could deadlock in a process with threads).
 """
 
 from __future__ import annotations
 
 import signal
+from typing import Any
 
 _PR_SET_PDEATHSIG = 1
 
 
-def exit_with_parent() -> None:
-    """In the child, between fork and exec: SIGTERM when the parent thread goes."""
+def _find_prctl() -> Any:
     try:
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        return ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):  # not Linux, or no prctl: nothing to arm
-        pass
+        return None
+
+
+_prctl = _find_prctl()
+
+
+def exit_with_parent() -> None:
+    """In the child, between fork and exec: SIGTERM when the parent thread goes."""
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))

@@ -89,18 +89,27 @@ def options_from_bus_file(bus: Dict[str, Any], placement: str,
     )
 
 
-# How often a host-started child checks that its host is still its parent.
+# How often a host-started child checks that its host is still its parent, and how long it
+# then gives the actor to stop in order (fxcm_session's logout takes up to 40 s) before it
+# exits anyway: an actor blocked on a bus that is gone must not keep the process alive.
 PARENT_CHECK_SECONDS = 0.5
+ORPHAN_EXIT_SECONDS = 60.0
 
 
-def watch_parent(on_gone: Any, interval: float = PARENT_CHECK_SECONDS) -> threading.Thread:
-    """Call ``on_gone(pid)`` once when this process's parent dies (it is re-parented)."""
+def watch_parent(on_gone: Any, interval: float = PARENT_CHECK_SECONDS,
+                 grace: float = ORPHAN_EXIT_SECONDS) -> threading.Thread:
+    """Call ``on_gone(pid)`` once when this process's parent dies (it is re-parented); if
+    the process is still there ``grace`` seconds later, end it (exit code 3)."""
     parent = os.getppid()
 
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(interval)  # a poll of the parent's pid: nothing to wait on instead
         on_gone(parent)
+        time.sleep(grace)
+        log.error("still running %.0f s after the host died: exiting", grace)
+        logging.shutdown()
+        os._exit(3)
 
     thread = threading.Thread(target=watch, name="watch-host", daemon=True)
     thread.start()

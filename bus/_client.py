@@ -606,6 +606,11 @@ class BusClient(object):
 
     # -- acknowledging ---------------------------------------------------------------------
 
+    @property
+    def generation(self) -> int:
+        """The current connection's number; each delivery carries the one it came on."""
+        return self._generation
+
     def handled(self, delivery: Delivery) -> None:
         """Record that the actor finished ``delivery`` (acks go out in batches). One from an
         earlier connection (the client reconnected while it was being handled) is not acked:

@@ -104,7 +104,7 @@ def validator(channel: str) -> Validator | None:
         return None
     try:
         compiled = jsonschema_rs.validator_for(schema)
-    except ValueError as exc:  # jsonschema_rs.ValidationError of the meta-schema, or a $ref
+    except Exception as exc:  # ValidationError against the meta-schema, ReferencingError...
         raise ContractError(channel, "schema file {} is not a usable JSON Schema: {}".format(
             schema_path(channel), str(exc).splitlines()[0])) from None
     is_valid = compiled.is_valid

@@ -337,6 +337,18 @@ def test_wrong_shapes_are_contract_errors_in_schema_and_intake(message: dict[str
     assert refused(make_intake(), message).code == "contract_error"
 
 
+def test_a_command_nested_too_deep_for_the_validator_is_a_contract_error() -> None:
+    """Brackets nested 900 deep must be refused, not crash the handler (a validator may give
+    up on deep nesting with a ValueError)."""
+    nested: Any = "x"
+    for _ in range(900):
+        nested = [nested]
+    for message in ({"cmd": "fxcm_warmup", "req_id": "r", "ts": NOW, "args": {"x": nested}},
+                    {"type": "fxcm_warmup", "symbol": nested}):
+        error = refused(make_intake(), message)
+        assert error.code == "contract_error"
+
+
 def test_unknown_command_is_told_apart_from_a_contract_error() -> None:
     intake = make_intake("required")
     error = refused(intake, envelope("fxcm_reboot", {}, "r-unknown", NOW))

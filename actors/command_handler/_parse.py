@@ -65,10 +65,15 @@ def compile_definition(schema: Dict[str, Any], name: str) -> Callable[[Any], Non
          "$ref": "#/definitions/" + name})
 
     def check(value: Any) -> None:
-        if validator.is_valid(value):
-            return
-        for error in validator.iter_errors(value):
-            raise SchemaMismatch(field_path(error.instance_path), error.message)
+        try:
+            if validator.is_valid(value):
+                return
+            for error in validator.iter_errors(value):
+                raise SchemaMismatch(field_path(error.instance_path), error.message)
+        except ValueError as exc:  # e.g. nested deeper than the validator goes: refused
+            if isinstance(exc, SchemaMismatch):
+                raise
+            raise SchemaMismatch("", "cannot be checked: {}".format(exc)) from None
 
     return check
 
