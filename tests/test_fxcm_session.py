@@ -467,10 +467,11 @@ def test_session_crashed_mid_replay_resumes_its_timeline_after_a_disconnected_st
     """The crash op on fxcm_session while it replays at 20x: the restarted instance (in the
     host or a child process) publishes DISCONNECTED before its first tick and resumes at the
     replay clock; no tick comes twice, the clock never goes back, the gap is one run of rows.
-    (An idle session takes the crash after 2 s: about 40 s of the file's 150 are lost.)"""
+    (An idle session takes the crash after 2 s: about 40 s of the file's 300 are lost; the
+    file lasts 15 s of wall time so that a slow restart in a busy CI still finds rows left.)"""
     from protocol.market import Clock, SessionState
 
-    rows = [(WEDNESDAY_NOON + index * 100, "EURUSD", 1.1, 1.1002) for index in range(1500)]
+    rows = [(WEDNESDAY_NOON + index * 100, "EURUSD", 1.1, 1.1002) for index in range(3000)]
     file = write_ticks(tmp_path / "ticks.csv", rows)
     session = [dict(SESSION[0], placement=placement)]
     with host_in_thread(tmp_path, run_dir, [collector("tick.")] + session,
