@@ -17,6 +17,8 @@ from typing import Any
 
 import redis
 import zmq
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from actors._redis_server import EmbeddedRedis
 from actors.command_handler._auth import sign
@@ -148,7 +150,10 @@ def stall_until_full(run_dir: str, name: str, topic: str, producer: str,
 def stop_redis(server: EmbeddedRedis) -> None:
     """SHUTDOWN SAVE: the server writes its dataset and exits at once, as a Redis with
     persistence does when it is restarted (so the late-joiner keys survive the outage)."""
-    client = redis.Redis(unix_socket_path=server.socket_path, socket_timeout=5)
+    # No retries: redis-py would otherwise reconnect to the server it just shut down, for
+    # about 4 s, before it reports the (expected) lost connection.
+    client = redis.Redis(unix_socket_path=server.socket_path, socket_timeout=5,
+                         retry=Retry(NoBackoff(), 0))
     try:
         client.shutdown(save=True)
     except (redis.ConnectionError, OSError):

@@ -16,13 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
-
 from actors._redis_server import EmbeddedRedis
 from actors.fxcm_session._sim import INSTRUMENTS
 from config.settings import load_defaults
+from tests.chaos._faults import stop_redis
 from tests.helpers import HostProcess, RedisSubscriber, open_calendar, wait_for
 from tests.soak._analysis import RunInfo, analyse, summary
 from tests.soak._sample import Sampler, status_figures
@@ -114,23 +111,6 @@ def host_config(work: Path, run_dir: str, server: EmbeddedRedis, args: argparse.
     path = work / "config.json"
     path.write_text(json.dumps(config, indent=2))
     return path
-
-
-def stop_redis(server: EmbeddedRedis) -> None:
-    """SHUTDOWN SAVE: the server writes its dataset and exits at once, as a Redis with
-    persistence does when restarted, so the late-joiner keys survive the outage."""
-    # no retries: redis-py would otherwise reconnect to the server it just shut down, for
-    # about 4 s, before it reports the (expected) lost connection
-    client = redis.Redis(unix_socket_path=server.socket_path, socket_timeout=5,
-                         retry=Retry(NoBackoff(), 0))
-    try:
-        client.shutdown(save=True)
-    except (redis.ConnectionError, OSError):
-        pass  # the server closed the connection: that is the shutdown
-    finally:
-        client.close()
-    if server.process is not None:
-        server.process.wait(30)
 
 
 class HostDied(Exception):
