@@ -17,6 +17,8 @@ MEANING = {
                "(default $XDG_RUNTIME_DIR/fxcm or /tmp/fxcm-<uid>)",
     "symbols": "the universe: streamed, aggregated, warmed up",
     "price_basis": "mid, bid or ask; the same for tick bars and history bars",
+    "instruments": "{SYMBOL: {\"digits\": n}}: quote decimals where the broker does not say "
+                   "(sim, replay); bid/ask/bars at n, mid at n + 1",
     "calendar_file": "trading calendar JSON (\"\" = the shipped config/calendar.json)",
     "broker.kind": "sim, replay or forexconnect (the real SDK, in a Python 3.7 child)",
     "broker.python": "interpreter for forexconnect (\"\" = the checkout's .venv37)",
@@ -59,7 +61,7 @@ ACTOR_MEANING = {
     "settings": "the actor's own settings, over its section",
 }
 
-FREE_FORM = {"min_interval_seconds"}
+FREE_FORM = {"min_interval_seconds", "instruments"}
 
 
 def rows() -> list[tuple[str, Any]]:
@@ -77,7 +79,7 @@ def rows() -> list[tuple[str, Any]]:
     for key, value in load_defaults().items():
         if key == "actors":
             continue
-        if isinstance(value, dict):
+        if isinstance(value, dict) and value and key not in FREE_FORM:
             walk(value, key + ".")
         else:
             result.append((key, value))

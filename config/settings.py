@@ -33,11 +33,11 @@ ACTOR_DEFAULTS: dict[str, Any] = {
 }
 
 # Free-form maps: their keys belong to the actor or the user, not to this schema.
-_FREE_FORM = {"mailbox_bounds", "settings", "min_interval_seconds"}
+_FREE_FORM = {"mailbox_bounds", "settings", "min_interval_seconds", "instruments"}
 
 # Keys every actor receives in its settings, next to its own section (named after the actor).
-SHARED_KEYS = ("symbols", "price_basis", "calendar_file", "broker", "cache", "redis",
-               "channels")
+SHARED_KEYS = ("symbols", "price_basis", "instruments", "calendar_file", "broker", "cache",
+               "redis", "channels")
 
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
 
@@ -310,6 +310,20 @@ def _check_pipeline(data: dict[str, Any]) -> None:
             data["symbols"][index] = normalize_symbol(symbol)
         except ProtocolError as exc:
             raise ConfigError("symbols[{}]: {}".format(index, exc)) from None
+    instruments = {}
+    for name, entry in data["instruments"].items():
+        try:
+            symbol = normalize_symbol(name)
+        except ProtocolError as exc:
+            raise ConfigError("instruments.{}: {}".format(name, exc)) from None
+        if not isinstance(entry, dict) or set(entry) - {"digits"}:
+            raise ConfigError("instruments.{}: must be an object with digits".format(name))
+        digits = entry.get("digits")
+        if isinstance(digits, bool) or not isinstance(digits, int) or not 0 <= digits <= 10:
+            raise ConfigError("instruments.{}.digits: must be an integer within 0..10, got "
+                              "{!r}".format(name, digits))
+        instruments[symbol] = {"digits": digits}
+    data["instruments"] = instruments
     if data["price_basis"] not in ("mid", "bid", "ask"):
         raise ConfigError("price_basis: must be mid, bid or ask, got {!r}".format(
             data["price_basis"]))

@@ -35,6 +35,11 @@ CLOCK_TOPIC = "tick.$clock"
 # The session state travels there too: a consumer of the tick stream learns in order that
 # ticks stopped because the session was lost, not because the market was quiet.
 SESSION_IN_TICKS_TOPIC = "tick.$session"
+# What the broker says of each instrument (its precision; whether the account may stream it),
+# on ``instrument.<SYMBOL>`` for anyone, and in the tick stream as ``tick.$instrument.<SYMBOL>``
+# so that a consumer of the ticks knows a symbol's precision before its first tick.
+INSTRUMENT_PREFIX = "instrument."
+INSTRUMENT_IN_TICKS_PREFIX = "tick.$instrument."
 
 
 def normalize_symbol(raw: str) -> str:
@@ -98,6 +103,27 @@ def tick_topic(symbol: str) -> str:
 
 def bar_topic(symbol: str, tf: str) -> str:
     return "bar.{}.{}".format(symbol, tf)
+
+
+# Decimals of well-known instruments' quotes, when neither the broker nor the configuration
+# (``instruments.<SYMBOL>.digits``) says: FX majors 5, yen crosses 3, gold 2, silver 3.
+KNOWN_DIGITS = {"USDJPY": 3, "EURJPY": 3, "GBPJPY": 3, "AUDJPY": 3, "CADJPY": 3, "CHFJPY": 3,
+                "NZDJPY": 3, "XAUUSD": 2, "XAGUSD": 3}
+
+
+def default_digits(symbol: str) -> int:
+    """The decimals of ``symbol``'s quotes when nobody says otherwise."""
+    known = KNOWN_DIGITS.get(symbol)
+    if known is not None:
+        return known
+    return 3 if symbol.endswith("JPY") else 5
+
+
+def round_price(value: float, digits: int) -> float:
+    """``value`` at ``digits`` decimals: no float noise on the wire (``1.0999500000000002``
+    -> ``1.09995``). Bid, ask and their bars take the instrument's digits; a mid takes one
+    more (the mean of two prices at ``d`` decimals has at most ``d + 1``)."""
+    return round(value, digits)
 
 
 def finite(value: float) -> bool:
@@ -210,6 +236,25 @@ class HistoryReply:
                     float(row[2]), float(row[3]), float(row[4]), float(row[5]), int(row[5]),
                     bool(row[6]), False, source)
                 for row in self.bars]
+
+
+@message("instrument")
+@dataclass(frozen=True)
+class Instrument:
+    """An instrument as the broker has it: ``digits`` decimals of its bid/ask (the SDK offer's
+    ``digits``, else per-symbol config), ``point_size``, its name at the broker
+    (``EUR/USD``, ``USOil``), and ``subscribed``: False when the account has not subscribed it
+    (the SDK offer's ``subscription_status`` is not ``T``): no ticks and no history then."""
+
+    symbol: str
+    digits: int
+    point_size: float
+    broker_name: str
+    subscribed: bool
+
+    @property
+    def mid_digits(self) -> int:
+        return self.digits + 1
 
 
 @message("price.snapshot")

@@ -19,6 +19,8 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable, Dict, List, Optional
 
+from protocol.market import Instrument, default_digits, fxcm_instrument
+
 TickCallback = Callable[[str, Any, Any, Any], None]
 StatusCallback = Callable[[bool, str], None]
 
@@ -64,6 +66,21 @@ class Broker(object):
     def clock_ms(self) -> int:
         """The pipeline clock: wall clock for live brokers, the replay clock for replay."""
         raise NotImplementedError
+
+    def instruments(self, symbols: List[str], configured: Dict[str, Any]) -> Dict[str, Instrument]:
+        """What the broker knows of ``symbols`` once logged in: precision, its own name, and
+        whether the account may stream them. ``configured`` is the ``instruments`` setting
+        (``{SYMBOL: {"digits": n}}``), which a broker without its own knowledge follows; this
+        default knows nothing else (sim and replay)."""
+        result = {}
+        for symbol in symbols:
+            entry = configured.get(symbol) or {}
+            digits = entry.get("digits")
+            if not isinstance(digits, int) or isinstance(digits, bool):
+                digits = default_digits(symbol)
+            result[symbol] = Instrument(symbol, digits, 10.0 ** -digits, fxcm_instrument(symbol),
+                                        True)
+        return result
 
     def finished(self) -> bool:
         """True when the broker will never deliver another tick (the end of a replay file)."""

@@ -39,11 +39,14 @@ from bus import Backoff, Delivery
 from protocol.errors import ConfigError, HistoryNotReady, LoginFailed, ProtocolError
 from protocol.market import (
     CLOCK_TOPIC,
+    INSTRUMENT_IN_TICKS_PREFIX,
+    INSTRUMENT_PREFIX,
     SESSION_IN_TICKS_TOPIC,
     TF_MS,
     Clock,
     HistoryReply,
     HistoryRequest,
+    Instrument,
     SessionState,
     Tick,
     normalize_symbol,
@@ -179,6 +182,7 @@ class FxcmSession(Actor):
         self.clock_skipped = 0
         self.clock_published = 0
         self.restarted = False
+        self.instruments: Dict[str, Instrument] = {}
 
     # -- settings ------------------------------------------------------------------------------
 
@@ -337,6 +341,17 @@ class FxcmSession(Actor):
                              self.broker.kind)
         self.publish("session.state", state)
         self.publish(SESSION_IN_TICKS_TOPIC, state)
+
+    def _publish_instruments(self, known: Dict[str, Instrument]) -> None:
+        """Each symbol's Instrument, for anyone and in the tick stream (before this login's
+        first tick: the session thread subscribes only after posting this)."""
+        self.instruments = known
+        for symbol in self.symbols:
+            info = known.get(symbol)
+            if info is None:
+                continue
+            self.publish(INSTRUMENT_PREFIX + symbol, info)
+            self.publish(INSTRUMENT_IN_TICKS_PREFIX + symbol, info)
 
     def _publish_clock(self) -> None:
         """The pipeline clock, in the tick stream. It must never pass a tick still waiting in
@@ -529,6 +544,9 @@ class FxcmSession(Actor):
             return
         self._login_failures = 0
         self._next_login_at = 0.0
+        # Asked of the broker here, on the thread that owns it (the SDK reads its offers).
+        known = self.broker.instruments(self.symbols, self.settings.get("instruments") or {})
+        self.call_soon(functools.partial(self._publish_instruments, known))
         self.broker.subscribe(self.symbols)
         recovering = self._was_connected
         self._was_connected = True
@@ -582,6 +600,9 @@ class FxcmSession(Actor):
                 "history_failures": self._history_failures,
                 "history_paused_for": max(0.0, self._history_blocked_until - now),
             },
+            "instruments": {symbol: {"digits": info.digits, "broker_name": info.broker_name,
+                                     "subscribed": info.subscribed}
+                            for symbol, info in self.instruments.items()},
             "restarted": self.restarted,
             "reconnects": self.reconnects,
             "resubscribes": self.resubscribes,

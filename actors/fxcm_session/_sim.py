@@ -31,7 +31,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from actors.fxcm_session._broker import StreamingBroker, basis_price
 from protocol.bars import OHLC, bucket_start
 from protocol.errors import BrokerError, HistoryNotReady, LoginFailed
-from protocol.market import MINUTE_MS, TF_MS
+from protocol.market import MINUTE_MS, TF_MS, Instrument
 
 DAY_MS = 1440 * MINUTE_MS
 EPOCH_DAY = 18262  # 2020-01-01: the walk starts here
@@ -303,6 +303,12 @@ class SimBroker(StreamingBroker):
 
     def clock_ms(self) -> int:
         return int(time.time() * 1000)
+
+    def instruments(self, symbols: List[str], configured: Dict[str, Any]) -> Dict[str, Instrument]:
+        """The simulated quotes' own decimals, unless the configuration says otherwise."""
+        known = {symbol: {"digits": instrument(symbol)[3]} for symbol in symbols}
+        known.update(configured)
+        return super(SimBroker, self).instruments(symbols, known)
 
     def login(self) -> None:
         self.logins += 1
