@@ -145,13 +145,30 @@ class Tick:
         return (self.bid + self.ask) / 2.0
 
 
+# Where a bar came from, on the bus (``Bar.source``), and the word the ``ohlcv`` contract uses
+# for it (seed 001 section 1.1: ``stream``, ``tick_agg``, ``history_s3``); the only mapping.
+SOURCE_TICK = "tick"            # 1m from live ticks (tick_aggregator)
+SOURCE_DERIVED = "derived"      # 5m..1d folded from final 1m bars by tick_aggregator
+SOURCE_HISTORY = "history"      # the broker's history, fetched by the feed itself (warmup, repair)
+SOURCE_REBUILT = "rebuilt"      # 5m..1d rebuilt by history_poller from stored 1m bars
+SOURCE_STORE = "store"          # the bar store's tail, republished at start
+SOURCE_COMMAND = "command"      # what a command published (warmup, backfill, republish_tail...)
+WIRE_SOURCE = {SOURCE_TICK: "tick_agg", SOURCE_DERIVED: "tick_agg", SOURCE_HISTORY: "stream",
+               SOURCE_REBUILT: "stream", SOURCE_STORE: "stream", SOURCE_COMMAND: "history_s3"}
+WIRE_SOURCES = ("stream", "tick_agg", "history_s3")
+
+
+def wire_source(source: str) -> str:
+    """The ``ohlcv`` word for a bar's ``source``: ``tick_agg`` for what live ticks made,
+    ``stream`` for the feed's own history, ``history_s3`` for what a command asked for."""
+    return WIRE_SOURCE.get(source, "stream")
+
+
 @message("bar")
 @dataclass(frozen=True)
 class Bar:
-    """An OHLCV bar over ``[open_time, close_time]`` (``close_time = open_time + tf - 1``).
-
-    ``source``: ``tick`` (aggregated), ``history`` (broker history), ``derived`` (built from final
-    1m bars), ``store`` (republished from the bar store)."""
+    """An OHLCV bar over ``[open_time, close_time]`` (``close_time = open_time + tf - 1``);
+    ``source`` is one of the ``SOURCE_*`` names above."""
 
     symbol: str
     tf: str

@@ -44,7 +44,7 @@ from bus import ipc_endpoint
 from config.settings import SHARED_KEYS, load_defaults
 from protocol import contracts
 from protocol.errors import ConfigError
-from protocol.market import TF_MS, Bar, PriceSnapshot
+from protocol.market import TF_MS, Bar, PriceSnapshot, wire_source
 from tests.helpers import Probe, bus_status, host_in_thread, wait_for
 from tests.helpers import RedisSubscriber as Subscriber
 
@@ -835,7 +835,7 @@ def test_ohlcv_text_is_the_canonical_json_its_sig_covers() -> None:
     batch = Batch()
     for i in (2, 0, 1):  # out of order: the message is sorted by open_time
         bar = make_bar(i, symbol="XAUUSD", close=4000.0 + i / 3)
-        batch.add_bar(bar.symbol, bar.tf, bar.source, bar.complete, bar.to_contract())
+        batch.add_bar(bar.symbol, bar.tf, wire_source(bar.source), bar.complete, bar.to_contract())
     (message,), rejected = renderer.render(batch.take())
     assert rejected == []
     payload = json.loads(message.text)

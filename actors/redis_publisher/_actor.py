@@ -47,7 +47,7 @@ from actors.redis_publisher._sink import RedisDown, RedisSink, WriteResult, reda
 from bus import Delivery
 from protocol import contracts
 from protocol.errors import ConfigError
-from protocol.market import Bar, PriceSnapshot
+from protocol.market import SOURCE_COMMAND, Bar, PriceSnapshot, wire_source
 
 log = logging.getLogger("fxcm.redis_publisher")
 
@@ -219,7 +219,9 @@ class RedisPublisher(Actor):
             return
         if body.complete:
             verdict, known = self.dedup.check(body)
-            if verdict is DUPLICATE:
+            if verdict is DUPLICATE and body.source != SOURCE_COMMAND:
+                # A command (warmup, republish_tail...) sends bars again on purpose: a
+                # consumer asked for them; only the feed's own re-emissions are skipped.
                 self.m_duplicates.inc(body.symbol, body.tf)
                 return
             if verdict is CONFLICT:
@@ -228,7 +230,8 @@ class RedisPublisher(Actor):
                           "%s, now %s (source %s); publishing the new one, the bar store owns "
                           "the truth", self.name, body.symbol, body.tf, body.open_time,
                           _values(known), _values(body), body.source)
-        self.batch.add_bar(body.symbol, body.tf, body.source, body.complete, body.to_contract())
+        self.batch.add_bar(body.symbol, body.tf, wire_source(body.source), body.complete,
+                           body.to_contract())
         self._added()
 
     @handles("price.snapshot")
