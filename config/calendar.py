@@ -138,6 +138,11 @@ class WeeklyAnchor:
         return "{} {}@{}".format(_WEEKDAYS[self.weekday].capitalize(), _hhmm(self.minute),
                                  self.zone.key)
 
+    def seed_form(self) -> str:
+        """``17:00@America/New_York``: the predecessor's ``weekly_open``/``weekly_close`` form
+        (its heartbeat and market_status carry the time and zone; the day is implied)."""
+        return "{}@{}".format(_hhmm(self.minute), self.zone.key)
+
 
 @dataclass(frozen=True)
 class DailyWindow:

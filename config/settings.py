@@ -63,6 +63,7 @@ ENVIRONMENT: dict[str, tuple[str, type]] = {
     "FXCM_BACKFILL_MAX_MINUTES": ("history_poller.backfill_max_minutes", int),
     "FXCM_DYNAMIC_UNIVERSE_MAX_TARGETS": ("history_poller.max_targets", int),
     "FXCM_STREAM_CONFIG": ("history_poller.targets", str),
+    "FXCM_SESSION_TAG": ("heartbeat.session_tag", str),
     "FXCM_METRICS_PORT": ("http.port", int),
     "FXCM_LOG_LEVEL": ("log_level", str),
     "FXCM_HTTP_HOST": ("http.host", str),

@@ -110,7 +110,7 @@ def machine() -> DiagnosticMachine:
 
 
 FLOWING = DiagInputs(market_open=True, session_state="STREAM", session_actor="running",
-                     tick_silence_seconds=0.5, bars_overdue_seconds=0.0)
+                     tick_silence_seconds=0.5, bars_lag_seconds=2.0)
 
 # One set of inputs that calls for each state.
 CALLS_FOR = {
@@ -190,10 +190,10 @@ def test_ticks_silent_past_the_threshold_with_the_market_open_is_recovering() ->
     assert machine().judge(quiet)[0] == STREAM
 
 
-def test_bars_late_past_the_error_threshold_is_recovering_and_names_the_target() -> None:
+def test_bars_behind_past_the_error_threshold_is_recovering_and_names_the_target() -> None:
     late = DiagInputs(market_open=True, session_state="STREAM", tick_silence_seconds=0.2,
-                      bars_overdue_seconds=121.0, overdue_target="EURUSD 1m")
-    assert machine().judge(late) == (RECOVERING, "bars late by 121 s (EURUSD 1m)")
+                      bars_lag_seconds=121.0, lag_target="EURUSD 1m")
+    assert machine().judge(late) == (RECOVERING, "bars behind by 121 s (EURUSD 1m)")
 
 
 def test_unknown_ticks_and_bars_are_not_judged() -> None:
@@ -256,7 +256,7 @@ def test_public_session_in_london_names_it_and_counts_down_to_new_york() -> None
         "current_open_utc": "2026-11-18T08:00:00+00:00",
         "current_close_utc": "2026-11-18T17:00:00+00:00",
         "next_open_utc": "2026-11-18T13:00:00+00:00",
-        "seconds_to_close": 5 * 3600.0, "seconds_to_next_open": 3600.0,
+        "seconds_to_close": 5 * 3600.0, "seconds_to_next_open": 3600.0, "symbols": [],
     }
 
 
@@ -332,14 +332,20 @@ def test_session_stats_count_range_and_average_per_window_and_symbol_over_24_hou
     stats = tracker.stats(now)
     assert list(stats) == ["TOKYO", "LONDON"]
     assert stats["TOKYO"]["symbols"] == [{"symbol": "EURUSD", "tf": "1m", "bars": 3,
-                                          "range": pytest.approx(0.4),
-                                          "avg": pytest.approx(1.1)}]
+                                          "range": 0.4, "high": 1.3, "low": 0.9,
+                                          "avg": 1.1}]
     assert stats["TOKYO"]["session_open_utc"] == "2026-11-19T00:00:00+00:00"
     assert stats["TOKYO"]["timezone"] == "Asia/Tokyo"
     assert stats["LONDON"]["symbols"] == [
-        {"symbol": "EURUSD", "tf": "1m", "bars": 1, "range": pytest.approx(0.1),
+        {"symbol": "EURUSD", "tf": "1m", "bars": 1, "range": 0.1, "high": 1.6, "low": 1.5,
          "avg": 1.55},
-        {"symbol": "XAUUSD", "tf": "1m", "bars": 1, "range": 10.0, "avg": 4005.0}]
+        {"symbol": "XAUUSD", "tf": "1m", "bars": 1, "range": 10.0, "high": 4010.0,
+         "low": 4000.0, "avg": 4005.0}]
+    # the public status shows the open session's rows in the predecessor's closed shape
+    public = MarketView(calendar, ["EURUSD", "XAUUSD"]).public_session(now, stats)
+    assert public["symbols"] == [
+        {"symbol": "EURUSD", "tf": "1m", "high": 1.6, "low": 1.5, "avg": 1.55},
+        {"symbol": "XAUUSD", "tf": "1m", "high": 4010.0, "low": 4000.0, "avg": 4005.0}]
     assert stats["LONDON"]["session_close_utc"] == "2026-11-19T17:00:00+00:00"
     assert tracker.previews == 1
 
@@ -347,7 +353,8 @@ def test_session_stats_count_range_and_average_per_window_and_symbol_over_24_hou
 def test_lag_and_staleness_of_each_stream_target() -> None:
     tracker = BarTracker(load_calendar(), 24 * 3600_000, "1m")
     tracker.add(bar("XAUUSD", WEDNESDAY_NOON, 1.0, 2.0, 1.5), mono=100.0)
-    targets = tracker.targets_view(WEDNESDAY_NOON + 61_000, 101.5, ["EURUSD", "XAUUSD"], "1m")
+    targets = tracker.targets_view(WEDNESDAY_NOON + 61_000, 101.5,
+                                   [("XAUUSD", "1m"), ("EURUSD", "1m")])
     assert targets == [
         {"symbol": "EUR/USD", "tf": "m1", "symbol_code": "EURUSD", "timeframe": "1m",
          "last_close_ms": None, "lag_seconds": None, "staleness_seconds": None, "bars": 0},
@@ -388,12 +395,15 @@ def test_public_price_word_comes_from_fresh_snapshotter_telemetry_only() -> None
     assert price_state(None, None, 10.0) == "down"
 
 
-def test_public_ohlcv_word_uses_the_warn_and_error_thresholds() -> None:
-    assert ohlcv_state(True, True, 10.0, 45.0, 120.0) == "ok"
-    assert ohlcv_state(True, True, 50.0, 45.0, 120.0) == "delayed"
-    assert ohlcv_state(True, True, 130.0, 45.0, 120.0) == "down"
-    assert ohlcv_state(True, False, None, 45.0, 120.0) == "down"
-    assert ohlcv_state(False, True, 9999.0, 45.0, 120.0) == "ok"  # closed: nothing expected
+def test_public_ohlcv_word_is_delayed_past_60_s_of_lag_beyond_a_bar_on_time() -> None:
+    on_time = 60.0 + 1.5 + 2.0  # a 1m bar, its close grace, 2 s of delivery
+    assert ohlcv_state(True, True, 10.0, on_time, 60.0, 180.0) == "ok"
+    assert ohlcv_state(True, True, 63.0, on_time, 60.0, 180.0) == "ok"  # the next is not due
+    assert ohlcv_state(True, True, 64.0, on_time, 60.0, 180.0) == "delayed"
+    assert ohlcv_state(True, True, 90.0, 10.0, 60.0, 180.0) == "delayed"  # the seed's 60 s
+    assert ohlcv_state(True, True, 181.0, on_time, 60.0, 180.0) == "down"
+    assert ohlcv_state(True, False, None, on_time, 60.0, 180.0) == "down"
+    assert ohlcv_state(False, True, 9999.0, on_time, 60.0, 180.0) == "ok"  # closed
 
 
 def test_public_note_is_short_and_says_what_is_wrong_first() -> None:
@@ -501,7 +511,8 @@ def test_heartbeat_market_status_and_public_status_validate_against_their_schema
                         and b["context"]["price_stream"]["state"] == "ok"
                         and "snapshotter" in b["context"]["runtime"].get("actors", {})
                         and b["context"]["session"]["stats"] for b in beats)
-                    and any("last_command" in s and s["price"] == "ok" for s in statuses)
+                    and any(b["context"]["last_command"] for b in beats)
+                    and any(s["price"] == "ok" for s in statuses)
                     and any(kind == "market_status" for kind, _ in found))
         found = wait_collected(probe, complete, "a streaming heartbeat and a full status", 60)
         channel = {"heartbeat": "heartbeat", "market_status": "market_status",
@@ -519,10 +530,11 @@ def test_heartbeat_market_status_and_public_status_validate_against_their_schema
                       for entry in stats["symbols"]) == ["EURUSD", "XAUUSD"]
         market = [b for kind, b in found if kind == "market_status"][-1]
         assert market["state"] == "open"
-        public = [b for kind, b in found if kind == "status.public" and "last_command" in b][-1]
-        assert public["last_command"]["req_id"] == "r-7"
+        last = [b for kind, b in found if kind == "heartbeat"][-1]["context"]["last_command"]
+        assert last["req_id"] == "r-7" and "result" not in last
+        public = [b for kind, b in found if kind == "status.public"][-1]
         assert public["market"] == "open"
-        assert "result" not in public["last_command"]
+        assert set(public) == {"ts", "process", "market", "price", "ohlcv", "session", "note"}
         probe.close()
 
 
@@ -530,24 +542,27 @@ def test_diagnostic_state_follows_session_state_changes(tmp_path: Path, run_dir:
     with host_in_thread(tmp_path, run_dir, actors(), **sections(tmp_path)):
         probe = Probe("probe", ipc_endpoint(run_dir, "bus.sock"))
         start = len(collected(probe))
-        steps = [("CONNECTING", "logging in", "recovering", "idle"),
-                 ("STREAM", "ticks flowing", "stream", "stream"),
-                 ("DISCONNECTED", "connection lost", "disconnected", "error"),
-                 ("RECOVERING", "logged in again", "recovering", "idle"),
-                 ("STREAM", "ticks flowing", "stream", "stream"),
-                 ("IDLE", "replay finished", "idle", "idle")]
+        # fxcm_session's state -> seed 000's diagnostic state (context.diag.state), the seed's
+        # heartbeat state, the public process
+        steps = [("CONNECTING", "logging in", RECOVERING, "stream", "idle"),
+                 ("STREAM", "ticks flowing", STREAM, "stream", "stream"),
+                 ("DISCONNECTED", "connection lost", DISCONNECTED, "idle", "error"),
+                 ("RECOVERING", "logged in again", RECOVERING, "stream", "idle"),
+                 ("STREAM", "ticks flowing", STREAM, "stream", "stream"),
+                 ("IDLE", "replay finished", IDLE, "idle", "idle")]
         since = int(time.time() * 1000)
-        for index, (session, reason, heartbeat_state, process) in enumerate(steps):
+        for index, (session, reason, diag, heartbeat_state, process) in enumerate(steps):
             probe.publish("session.state", SessionState(session, reason, since + index, "sim"),
                           "session.state")
 
-            def reached(found: list[tuple[str, Any]], expected: str = heartbeat_state,
-                        proc: str = process, first: int = start) -> bool:
+            def reached(found: list[tuple[str, Any]], expected: str = diag,
+                        seed_state: str = heartbeat_state, proc: str = process,
+                        first: int = start) -> bool:
                 new = found[first:]
-                return any(kind == "heartbeat" and body["state"] == expected
-                           for kind, body in new) and any(
+                return any(kind == "heartbeat" and body["context"]["diag"]["state"] == expected
+                           and body["state"] == seed_state for kind, body in new) and any(
                     kind == "status.public" and body["process"] == proc for kind, body in new)
-            found = wait_collected(probe, reached, "heartbeat state {}".format(heartbeat_state))
+            found = wait_collected(probe, reached, "diagnostic state {}".format(diag))
             start = len(found)
         beat = [body for kind, body in found if kind == "heartbeat"][-1]
         changes = beat["context"]["diag"]["changes"]

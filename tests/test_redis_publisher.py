@@ -793,7 +793,7 @@ def test_without_redis_final_bars_and_command_results_go_to_the_journal_only(
     assert bars == [make_bar(i).to_contract() for i in range(3)]  # finals only
     assert [record[1:] for record in records if record[0] == "payload"] == [
         ["commands_result", {"req_id": "r-1", "cmd": "fxcm_warmup", "state": "ok",
-                             "ts": 1764867000.0}]]
+                             "ts": 1764867000.0}, "fxcm:commands:result:last"]]
 
 
 def publisher_settings(**changes: Any) -> dict[str, Any]:

@@ -11,7 +11,10 @@ Every history call to the broker asks ``HistoryQuota.acquire(target, priority, n
   ``critical`` load and above only priority targets are served. ``warn`` and ``reserve`` name
   the states in between, for status.
 
-A refusal says why and when to retry; every refusal is counted by reason.
+A refusal says why and when to retry; every refusal is counted by reason and by target (the
+seed's ``skipped_polls``). ``status`` carries the seed's ``context.history`` block too (seed 001
+section 6.2.1: ``calls_60s``, ``limit_60s``, ..., ``throttle_state``, ``next_slot_seconds``,
+``last_denied_reason`` in the seed's words, ``skipped_polls``).
 """
 
 from __future__ import annotations
@@ -82,8 +85,12 @@ class HistoryQuota(object):
         self._hour: Deque[float] = deque()
         self._last_call: Dict[str, float] = {}
         self.denied: Counter[str] = Counter()
+        self.denied_targets: Counter[str] = Counter()
         self.granted = 0
         self.last_denied_reason = ""
+        self.last_denied_seed_reason: Optional[str] = None
+        self._priority_minute: Deque[float] = deque()
+        self._priority_hour: Deque[float] = deque()
 
     @staticmethod
     def target(symbol: str, tf: str) -> str:
@@ -93,10 +100,10 @@ class HistoryQuota(object):
         return target in self.settings.priority_targets
 
     def _expire(self, now: float) -> None:
-        while self._minute and now - self._minute[0] >= 60.0:
-            self._minute.popleft()
-        while self._hour and now - self._hour[0] >= 3600.0:
-            self._hour.popleft()
+        for window, span in ((self._minute, 60.0), (self._hour, 3600.0),
+                             (self._priority_minute, 60.0), (self._priority_hour, 3600.0)):
+            while window and now - window[0] >= span:
+                window.popleft()
 
     def load(self, now: float) -> float:
         self._expire(now)
@@ -132,12 +139,26 @@ class HistoryQuota(object):
         if decision.allowed:
             self._minute.append(now)
             self._hour.append(now)
+            if is_priority:
+                self._priority_minute.append(now)
+                self._priority_hour.append(now)
             self._last_call[target] = now
             self.granted += 1
         else:
             self.denied[decision.reason] += 1
+            self.denied_targets[target] += 1
             self.last_denied_reason = decision.reason
+            self.last_denied_seed_reason = self._seed_reason(decision.reason)
         return decision
+
+    def _seed_reason(self, reason: str) -> str:
+        """A refusal in the seed's words: which window was full, or the reserve."""
+        if reason == "cap":
+            return ("minute_quota" if len(self._minute) >= self.settings.max_calls_per_min
+                    else "hour_quota")
+        if reason in ("reserve", "critical"):
+            return "priority_reserve"
+        return reason
 
     def _decide(self, target: str, now: float, is_priority: bool) -> Decision:
         settings = self.settings
@@ -169,14 +190,40 @@ class HistoryQuota(object):
                 return Decision(False, "min_interval", interval - (now - last))
         return Decision(True)
 
+    def next_slot_seconds(self, now: float) -> float:
+        """Seconds until an ordinary (not priority) target could be served by the windows."""
+        settings = self.settings
+        minute_share = settings.max_calls_per_min - settings.priority_reserve_per_min
+        hour_share = settings.max_calls_per_hour - settings.priority_reserve_per_hour
+        return max(self._window_free_in(self._minute, 60.0, minute_share, now),
+                   self._window_free_in(self._hour, 3600.0, hour_share, now))
+
     def status(self, now: float) -> Dict[str, Any]:
         self._expire(now)
+        settings = self.settings
+        skipped = sorted(self.denied_targets.items(), key=lambda item: (-item[1], item[0]))
         return {
             "calls_last_minute": len(self._minute),
             "calls_last_hour": len(self._hour),
             "load": round(self.load(now), 4),
-            "throttle_state": self.state(now),
             "granted": self.granted,
             "denied": dict(self.denied),
-            "last_denied_reason": self.last_denied_reason,
+            # the seed's context.history block (seed 001 section 6.2.1)
+            "calls_60s": len(self._minute),
+            "limit_60s": settings.max_calls_per_min,
+            "calls_3600s": len(self._hour),
+            "limit_3600s": settings.max_calls_per_hour,
+            "priority": {
+                "targets": sorted(settings.priority_targets),
+                "reserve_per_min": settings.priority_reserve_per_min,
+                "reserve_per_hour": settings.priority_reserve_per_hour,
+                "calls_60s": len(self._priority_minute),
+                "calls_3600s": len(self._priority_hour),
+            },
+            "throttle_state": self.state(now),
+            "next_slot_seconds": round(self.next_slot_seconds(now), 3),
+            "last_denied_reason": self.last_denied_seed_reason,
+            "skipped_polls": [
+                {"symbol": target.rpartition(":")[0], "tf": target.rpartition(":")[2],
+                 "count": count} for target, count in skipped[:12]],
         }

@@ -175,6 +175,10 @@ class FxcmSession(Actor):
         self._last_login_error = ""
         self._history_failures = 0
         self._history_blocked_until = 0.0
+        self._history_delay = 0.0
+        self._history_error: Optional[Tuple[str, float]] = None  # (message, wall time)
+        self._login_delay = 0.0
+        self._login_error_at = 0.0
         self._resubscribed_at = 0.0
         self._last_reconnect = 0.0
         self.reconnects = 0
@@ -476,6 +480,8 @@ class FxcmSession(Actor):
             delay = self.history_backoff.compute(self._history_failures)
             self._history_blocked_until = time.monotonic() + delay
             message = redact(str(error), self.secrets)
+            self._history_delay = delay
+            self._history_error = (message, time.time())
             log.warning("%s: history %s %s failed (%s); history paused %.1f s", self.name,
                         symbol, tf, message, delay)
             self._reply(delivery, request, "error", delay, message, [])
@@ -534,6 +540,8 @@ class FxcmSession(Actor):
             delay = self.login_backoff.compute(self._login_failures)
             self._next_login_at = time.time() + delay
             self._last_login_error = error
+            self._login_delay = delay
+            self._login_error_at = time.time()
             log.warning("%s: login failed (%s); retry %d in %.1f s", self.name, error,
                         self._login_failures, delay)
             reason = "login failed: " + error
@@ -597,8 +605,14 @@ class FxcmSession(Actor):
                 "next_login_in": max(0.0, self._next_login_at - time.time())
                 if self._next_login_at else 0.0,
                 "last_login_error": self._last_login_error,
+                "login_delay_seconds": round(self._login_delay, 3),
+                "last_login_error_ts": self._login_error_at or None,
                 "history_failures": self._history_failures,
                 "history_paused_for": max(0.0, self._history_blocked_until - now),
+                "history_delay_seconds": round(self._history_delay, 3),
+                "last_history_error": self._history_error[0] if self._history_error else "",
+                "last_history_error_ts": self._history_error[1] if self._history_error
+                else None,
             },
             "instruments": {symbol: {"digits": info.digits, "broker_name": info.broker_name,
                                      "subscribed": info.subscribed}

@@ -27,8 +27,17 @@ import time
 from typing import Any
 
 from actors.base import LATEST, Actor, Subscribe, handles
+from actors.heartbeat._blocks import (
+    backoff_blocks,
+    feed_state,
+    history_block,
+    idle_reason,
+    number,
+    price_stream_block,
+    supervisor_block,
+    tick_cadence_block,
+)
 from actors.heartbeat._diagnostic import (
-    IDLE,
     STATES,
     DiagInputs,
     DiagnosticMachine,
@@ -54,12 +63,16 @@ from protocol.market import CLOCK_TOPIC, TF_MS, Bar, Clock, SessionState
 log = logging.getLogger("fxcm.heartbeat")
 
 STATUS_PREFIX = "actor.status."
+# What a final bar on time may take after its bucket's close grace to reach Redis (the feed's
+# promise: close_grace_ms + 2 s).
+ON_TIME_DELIVERY_SECONDS = 2.0
 
 _NUMBERS = ("interval_seconds", "market_status_interval_seconds", "status_interval_seconds",
             "stale_tick_seconds", "lag_warn_seconds", "lag_error_seconds",
             "evaluate_interval_seconds", "status_stale_seconds", "stats_window_seconds",
             "runtime_timeout_seconds")
-_NAMES = ("lag_timeframe", "session_actor", "snapshotter_actor", "publisher_actor")
+_NAMES = ("lag_timeframe", "session_tag", "session_actor", "snapshotter_actor", "publisher_actor",
+          "poller_actor", "aggregator_actor")
 
 
 def _setting(settings: dict[str, Any], key: str) -> Any:
@@ -118,6 +131,10 @@ class Heartbeat(Actor):
         if settings["lag_timeframe"] not in TF_MS:
             raise ConfigError("heartbeat.lag_timeframe: must be one of {}, got {!r}".format(
                 ", ".join(TF_MS), settings["lag_timeframe"]))
+        tag = settings["session_tag"]
+        if tag != "AUTO" and not all(c.isalnum() or c == "_" for c in tag):
+            raise ConfigError("heartbeat.session_tag: AUTO or a tag of letters, digits and _, "
+                              "got {!r}".format(tag))
         if settings["lag_warn_seconds"] >= settings["lag_error_seconds"]:
             raise ConfigError("heartbeat.lag_warn_seconds: must be < lag_error_seconds ({}), "
                               "got {}".format(settings["lag_error_seconds"],
@@ -134,7 +151,9 @@ class Heartbeat(Actor):
         self.symbols: list[str] = list(s["symbols"])
         self.lag_tf: str = s["lag_timeframe"]
         self.calendar: TradingCalendar = load_calendar(s.get("calendar_file") or None)
-        self.market = MarketView(self.calendar, self.symbols)
+        tag = s["session_tag"]
+        self.market = MarketView(self.calendar, self.symbols,
+                                 fixed_tag=None if tag == "AUTO" else tag)
         self.machine = DiagnosticMachine(float(s["stale_tick_seconds"]),
                                          float(s["lag_error_seconds"]))
         self.tracker = BarTracker(self.calendar, int(float(s["stats_window_seconds"]) * 1000),
@@ -318,7 +337,7 @@ class Heartbeat(Actor):
 
     def _inputs(self, now_ms: int) -> DiagInputs:
         state, reason, _ = self._session_view()
-        overdue, target = self._overdue(now_ms)
+        lag, target = self._lag_of_latest_target(now_ms)
         market_open = self.market.is_open(now_ms)
         return DiagInputs(
             market_open=market_open,
@@ -327,7 +346,7 @@ class Heartbeat(Actor):
             session_actor=self._session_actor_state(),
             history_error=self._history_error(),
             tick_silence_seconds=self._tick_silence(now_ms),
-            bars_overdue_seconds=overdue, overdue_target=target)
+            bars_lag_seconds=lag, lag_target=target)
 
     def _evaluate(self) -> None:
         now_ms = self.now_ms()
@@ -370,63 +389,123 @@ class Heartbeat(Actor):
         block["stats"] = self.tracker.stats(now_ms)
         return block
 
+    def _feed(self) -> dict[str, Any]:
+        """history_poller's ``feed``: the warmup's phase (warmup_cache, warmup, ready, failed),
+        why it failed and when it retries, the bar store; a poller that says nothing of its
+        phase is ready once it says ``ready``."""
+        status, _ = self._status_of("poller_actor")
+        if status is None:
+            if self.settings["poller_actor"] not in self.runtime.get("actors", {}):
+                return {"phase": "ready", "reason": "no history_poller in this host"}
+            return {"phase": "warmup", "reason": "waiting for history_poller"}
+        feed = status.get("feed")
+        if isinstance(feed, dict) and isinstance(feed.get("phase"), str):
+            return feed
+        return {"phase": "ready" if status.get("ready") else "warmup"}
+
+    def _poller_number(self, key: str, default: float) -> float:
+        status, _ = self._status_of("poller_actor")
+        value = number(status.get(key)) if status is not None else None
+        return value if value is not None else default
+
+    def _on_time_lag(self) -> float:
+        """The most lag a feed on time shows at ``lag_timeframe``: the bar's length, the
+        aggregator's close grace, and 2 s of delivery (the feed's promise, DESIGN.md)."""
+        status, _ = self._status_of("aggregator_actor")
+        grace_ms = number(status.get("close_grace_ms")) if status is not None else None
+        return TF_MS[self.lag_tf] / 1000.0 + (grace_ms if grace_ms is not None else 1500) / 1000.0 \
+            + ON_TIME_DELIVERY_SECONDS
+
     def heartbeat_payload(self, now_ms: int, wall_ms: int) -> dict[str, Any]:
+        """``heartbeat`` in the seed's shape (seed 001 section 9.1): ``state`` in the seed's
+        words (warmup, warmup_cache, stream, idle), seed 000's diagnostic state and its last
+        change in ``context.diag``, every block of the seed's context (see ``_blocks``), and
+        ours beside them (``fxcm``, ``runtime``, ``redis``, ``clock``, ``last_command``)."""
         mono = time.monotonic()
+        now = wall_ms / 1000.0
         view = self.machine.view(now_ms)
-        state = (view["state"] or "RECOVERING").lower()
+        diag_state = view["state"]
+        feed = self._feed()
+        state = feed_state(str(feed.get("phase")), diag_state)
         last_close = self.tracker.last_close_ms(self.lag_tf)
         silence = self._tick_silence(now_ms)
-        market_open = self.market.is_open(now_ms)
+        calendar_open = self.market.is_open(now_ms)
+        ticks_alive = silence is not None and silence <= float(self.settings["stale_tick_seconds"])
         stream, stream_age = self._price_stream()
+        publisher_status, publisher_age = self._status_of("publisher_actor")
         publisher = self._publisher()
         channels = publisher.get("channels", {})
         session_status, session_age = self._status_of("session_actor")
-        price_stream: dict[str, Any] = dict(stream) if stream is not None else {"state": "down"}
-        price_stream["status_age_seconds"] = round(stream_age, 3) if stream_age is not None \
-            else None
-        if "price_tik" in channels:
-            price_stream["channel"] = channels["price_tik"]
-        diag: dict[str, Any] = dict(view)
-        fxcm: dict[str, Any] = {}
         session_state, session_reason, session_since = self._session_view()
-        fxcm.update({"session_state": session_state, "session_reason": session_reason,
-                     "session_since_ms": session_since})
+        backoff = backoff_blocks(session_status, session_age or 0.0, publisher_status,
+                                 publisher_age or 0.0, now)
+        history = history_block(session_status)
+        poll_seconds = self._poller_number("poll_seconds", 5.0)
+        tick_queue = (session_status or {}).get("tick_queue")
+        queue_depth = int(number(tick_queue.get("depth")) or 0) \
+            if isinstance(tick_queue, dict) else 0
+        cadence = tick_cadence_block(
+            silence, float(self.settings["stale_tick_seconds"]), calendar_open,
+            backoff["fxcm_history"]["active"], poll_seconds,
+            self._poller_number("idle_poll_multiplier", 1.0), self._timeframes())
+        diag: dict[str, Any] = dict(view)
+        diag["backoff"] = backoff
+        diag["throttled"] = bool(history is not None and history["throttle_state"] != "ok")
+        fxcm: dict[str, Any] = {"session_state": session_state,
+                                "session_reason": session_reason,
+                                "session_since_ms": session_since}
         if session_status is not None:
-            diag["backoff"] = session_status.get("backoff", {})
             fxcm.update({key: session_status.get(key) for key in (
                 "ticks_published", "ticks_per_second", "reconnects", "resubscribes",
-                "rejected_ticks") if key in session_status})
+                "rejected_ticks", "instruments", "clock_skew") if key in session_status})
             fxcm["status_age_seconds"] = round(session_age or 0.0, 3)
             broker = session_status.get("broker")
             if isinstance(broker, dict):
                 fxcm["broker"] = broker
+        reason = idle_reason(diag_state, calendar_open, self._login_retry_in(), session_reason)
         context: dict[str, Any] = {
+            "channel": channels.get("heartbeat"),
             "mode": state,
-            "redis_connected": publisher.get("connected"),
+            "calendar_open": calendar_open,
+            "ticks_alive": ticks_alive,
+            "effective_market_open": calendar_open or ticks_alive,
+            "redis_connected": bool(publisher.get("connected")),
             "redis_required": bool((self.settings.get("redis") or {}).get("required", True)),
+            "redis_channel": channels.get("ohlcv"),
+            "poll_seconds": int(round(poll_seconds)),
+            "lookback_minutes": int(self._poller_number("lookback_minutes", 0.0)),
             "publish_interval_seconds": float(self.settings["interval_seconds"]),
             "cycle_seconds": round(self.cycle_seconds, 6),
+            "stream_targets": self._stream_targets(now_ms, mono),
+            "published_bars": self.tracker.finals - self._finals_at_last_heartbeat,
+            "cache_enabled": bool(feed.get("cache_enabled", True)),
+            "cache_source": feed.get("cache_source"),
+            "tick_cadence": cadence,
+            "history_state": cadence["history_state"],
+            "price_stream": price_stream_block(stream, stream_age, channels.get("price_tik"),
+                                               queue_depth, now, cadence),
+            "tick_silence_seconds": round(silence, 3) if silence is not None else None,
+            "supervisor": supervisor_block(self.runtime, (publisher_status or {}).get(
+                "published") or {}, self.runtime.get("started_at"), now),
             "lag_seconds": round((now_ms - last_close) / 1000.0, 3)
             if last_close is not None else None,
-            "stream_targets": self.tracker.targets_view(now_ms, mono, self.symbols, self.lag_tf),
-            "published_bars": self.tracker.finals - self._finals_at_last_heartbeat,
-            "price_stream": price_stream,
-            "tick_silence_seconds": round(silence, 3) if silence is not None else None,
             "session": self._session_block(now_ms),
             "diag": diag,
+            "feed": feed,
             "fxcm": fxcm,
             "runtime": self.runtime,
             "clock": {"now_ms": now_ms, "source": "pipeline" if self.clock else "wall",
                       "broker": self.clock[1] if self.clock else None},
+            "last_command": self.last_command,
         }
+        if history is not None:
+            context["history"] = history
+        for subsystem, key in (("fxcm_history", "history_backoff_seconds"),
+                               ("redis", "redis_backoff_seconds")):
+            if backoff[subsystem]["active"]:
+                context[key] = backoff[subsystem]["remaining_seconds"]
         if "redis" in publisher:
             context["redis"] = publisher["redis"]  # the publisher's view: outages show here
-        if "heartbeat" in channels:
-            context["channel"] = channels["heartbeat"]
-        if "ohlcv" in channels:
-            context["redis_channel"] = channels["ohlcv"]
-        if session_status is not None and isinstance(session_status.get("quota"), dict):
-            context["history"] = session_status["quota"]
         payload: dict[str, Any] = {
             "type": "heartbeat",
             "state": state,
@@ -436,12 +515,34 @@ class Heartbeat(Actor):
             "sleep_seconds": float(self.settings["interval_seconds"]),
             "context": context,
         }
-        if view["state"] == IDLE or not market_open:
+        if reason is not None or not calendar_open:
             next_open = self.market.next_open(now_ms)
             payload["next_open_utc"] = iso_utc(next_open)
-            context["idle_reason"] = view["reason"]
+            context["idle_reason"] = reason or "calendar_closed"
             context["next_open_seconds"] = round((next_open - now_ms) / 1000.0, 3)
         return payload
+
+    def _timeframes(self) -> list[str]:
+        timeframes = self.settings.get("timeframes")
+        if isinstance(timeframes, list) and timeframes:
+            return [str(tf) for tf in timeframes]
+        return [self.lag_tf]
+
+    def _stream_targets(self, now_ms: int, mono: float) -> list[dict[str, Any]]:
+        """``context.stream_targets``: the live universe history_poller reports (after
+        ``fxcm_set_universe``), else every configured symbol at ``lag_timeframe``; each with
+        its newest final bar's lag and staleness."""
+        status, _ = self._status_of("poller_actor")
+        universe = status.get("universe") if status is not None else None
+        targets: list[tuple[str, str]] = []
+        if isinstance(universe, dict) and isinstance(universe.get("targets"), list):
+            for entry in universe["targets"]:
+                if isinstance(entry, dict) and isinstance(entry.get("symbol"), str) \
+                        and isinstance(entry.get("tf"), str):
+                    targets.append((entry["symbol"], entry["tf"]))
+        if not targets:
+            targets = [(symbol, self.lag_tf) for symbol in self.symbols]
+        return self.tracker.targets_view(now_ms, mono, targets)
 
     def _heartbeat(self, refresh: bool = True) -> None:
         started = time.perf_counter()
@@ -455,30 +556,49 @@ class Heartbeat(Actor):
         self.last_heartbeat_wall = time.time()
 
     def market_status_payload(self, now_ms: int, wall_ms: int) -> dict[str, Any]:
+        """``market_status`` (seed 001 section 9.1) with seed 000's tick-stream fields
+        (section 4.2: the last ``price_snap_ts`` and ``tick_silence_seconds``)."""
         payload = self.market.market_status(now_ms, wall_ms)
         payload["session"]["stats"] = self.tracker.stats(now_ms)
+        stream, _ = self._price_stream()
+        last_snap = number(stream.get("last_snap_ts")) if stream is not None else None
+        silence = self._tick_silence(now_ms)
+        payload["price_snap_ts"] = last_snap / 1000.0 if last_snap is not None else None
+        payload["tick_silence_seconds"] = round(silence, 3) if silence is not None else None
         return payload
 
     def _market_status(self) -> None:
         self._send("market_status", self.market_status_payload(self.now_ms(),
                                                                int(time.time() * 1000)))
 
+    def _lag_of_latest_target(self, now_ms: int) -> tuple[float | None, str]:
+        """Seconds from the newest final bar's close to now, for the latest-running target
+        whose market is open (see ``BarTracker.overdue``), and which one."""
+        overdue, target = self._overdue(now_ms)
+        if overdue is None:
+            return None, target
+        return overdue + TF_MS[self.lag_tf] / 1000.0, target
+
     def public_status_payload(self, now_ms: int, wall: float) -> dict[str, Any]:
         market_open = self.market.is_open(now_ms)
         stream, age = self._price_stream()
         price = price_state(stream, age, float(self.settings["status_stale_seconds"]))
-        overdue, _ = self._overdue(now_ms)
-        ohlcv = ohlcv_state(market_open, bool(self.tracker.targets), overdue,
+        lag, _ = self._lag_of_latest_target(now_ms)
+        ohlcv = ohlcv_state(market_open, bool(self.tracker.targets), lag, self._on_time_lag(),
                             float(self.settings["lag_warn_seconds"]),
                             float(self.settings["lag_error_seconds"]))
         state = self.machine.state
+        feed = self._feed()
+        text = note(state, self.machine.reason, market_open, price, ohlcv,
+                    self._login_retry_in())
+        if feed.get("phase") != "ready" and state != "DISCONNECTED":
+            text = "warmup: {}".format(feed.get("reason") or "publishing history")[:160]
         return public_status(
             ts=wall, process=process_state(state, market_open),
             market=("open" if market_open else "closed") if self._market_known() else "unknown",
-            price=price, ohlcv=ohlcv, session=self.market.public_session(now_ms),
-            note_text=note(state, self.machine.reason, market_open, price, ohlcv,
-                           self._login_retry_in()),
-            last_command=self.last_command)
+            price=price, ohlcv=ohlcv,
+            session=self.market.public_session(now_ms, self.tracker.stats(now_ms)),
+            note_text=text)
 
     def _public_status(self) -> None:
         self._send("status.public", self.public_status_payload(self.now_ms(), time.time()))
@@ -498,12 +618,13 @@ class Heartbeat(Actor):
             "ignored": self.ignored,
             "runtime_errors": self.runtime_errors,
             "bars": {"finals": self.tracker.finals, "previews": self.tracker.previews},
+            "last_command": self.last_command,
         })
         result["metrics"] = self._metrics(now_ms)
         return result
 
     def _metrics(self, now_ms: int) -> dict[str, Any]:
-        targets = self.tracker.targets_view(now_ms, time.monotonic(), self.symbols, self.lag_tf)
+        targets = self.tracker.targets_view(now_ms, time.monotonic(), list(self.tracker.targets))
         seen = [target for target in targets if target["last_close_ms"] is not None]
 
         def per_target(field: str) -> list[list[Any]]:

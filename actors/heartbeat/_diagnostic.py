@@ -10,7 +10,7 @@ States, and when each holds (the first rule that matches wins):
 3. ``RECOVERING``: connected, but nothing new flows yet: fxcm_session is CONNECTING or
    RECOVERING (or has not said anything yet); or, with the market open, no tick arrived for
    ``stale_tick_seconds`` (seed 000 section 4.5: quotes gone > 60 s -> RECOVERING) or the
-   bars are late by more than ``lag_error_seconds``.
+   the newest final bar's close is more than ``lag_error_seconds`` ago.
 4. ``STREAM``: bars and ticks flowing.
 
 Pure: ``evaluate(inputs, now_ms)`` returns the change, if any; the caller logs it. The machine
@@ -53,8 +53,8 @@ class DiagInputs:
     session_actor: str | None = None  # the runtime's state of fxcm_session, if configured
     history_error: str | None = None  # set while history backs off after a failure
     tick_silence_seconds: float | None = None
-    bars_overdue_seconds: float | None = None  # how late the next expected bar is
-    overdue_target: str = ""
+    bars_lag_seconds: float | None = None  # now - the newest final bar's close, worst target
+    lag_target: str = ""
 
 
 @dataclass(frozen=True)
@@ -102,10 +102,10 @@ class DiagnosticMachine:
         silence = inputs.tick_silence_seconds
         if silence is not None and silence > self.stale_tick_seconds:
             return RECOVERING, "no tick for {:.0f} s with the market open".format(silence)
-        overdue = inputs.bars_overdue_seconds
-        if overdue is not None and overdue > self.lag_error_seconds:
-            return RECOVERING, "bars late by {:.0f} s{}".format(
-                overdue, " ({})".format(inputs.overdue_target) if inputs.overdue_target else "")
+        lag = inputs.bars_lag_seconds
+        if lag is not None and lag > self.lag_error_seconds:
+            return RECOVERING, "bars behind by {:.0f} s{}".format(
+                lag, " ({})".format(inputs.lag_target) if inputs.lag_target else "")
         return STREAM, "bars and ticks flowing"
 
     def evaluate(self, inputs: DiagInputs, now_ms: int) -> Change | None:

@@ -31,11 +31,15 @@ def display_name(tag: str) -> str:
 class MarketView:
     """Answers about the union of ``symbols``' markets at a given time."""
 
-    def __init__(self, calendar: TradingCalendar, symbols: Sequence[str]) -> None:
+    def __init__(self, calendar: TradingCalendar, symbols: Sequence[str],
+                 fixed_tag: str | None = None) -> None:
         if not symbols:
             raise ValueError("MarketView needs at least one symbol")
         self.calendar = calendar
         self.symbols = tuple(symbols)
+        # FXCM_SESSION_TAG (heartbeat.session_tag) other than AUTO: the tag every session
+        # block shows, as the predecessor's operators set it (e.g. LDN_METALS).
+        self.fixed_tag = fixed_tag
         self.profile = calendar.profile_for(self.symbols[0])
         self._cache_key: int | None = None
         self._starts: list[int] = []
@@ -161,14 +165,17 @@ class MarketView:
         shown = current if current is not None else (upcoming[0] if upcoming else None)
         windows = {entry.tag: entry for entry in self.calendar.session_windows}
         next_open = self.next_open(now_ms)
+        tag = self.fixed_tag or (shown.tag if shown is not None else None)
+        zone = windows[tag].timezone if tag in windows else (
+            windows[shown.tag].timezone if shown is not None else None)
         block: dict[str, Any] = {
-            "tag": shown.tag if shown is not None else None,
-            "timezone": windows[shown.tag].timezone if shown is not None else None,
+            "tag": tag,
+            "timezone": zone,
             "session_open_utc": iso_utc(shown.start_ms) if shown is not None else None,
             "session_close_utc": iso_utc(shown.end_ms) if shown is not None else None,
             "in_session": current is not None,
-            "weekly_open": str(self.profile.weekly_open),
-            "weekly_close": str(self.profile.weekly_close),
+            "weekly_open": self.profile.weekly_open.seed_form(),
+            "weekly_close": self.profile.weekly_close.seed_form(),
             "daily_breaks": [
                 {"start": "{:02d}:{:02d}".format(*divmod(window.start_minute, 60)),
                  "end": "{:02d}:{:02d}".format(*divmod(window.end_minute, 60)),
@@ -180,14 +187,18 @@ class MarketView:
         }
         return block
 
-    def public_session(self, now_ms: int) -> dict[str, Any]:
-        """The ``session`` of the public status (seed 001 section 1.2)."""
+    def public_session(self, now_ms: int, stats: dict[str, Any] | None = None
+                       ) -> dict[str, Any]:
+        """The ``session`` of the public status (seed 001 section 1.2; the predecessor's closed
+        key list), with ``symbols`` (``{symbol, tf, high, low, avg}``) from the ``stats`` of
+        the session shown."""
         current = self.session_at(now_ms)
         upcoming = self.next_session(now_ms)
         shown = current if current is not None else (upcoming[0] if upcoming else None)
+        tag = self.fixed_tag or (shown.tag if shown is not None else None)
         block: dict[str, Any] = {
-            "name": display_name(shown.tag) if shown is not None else None,
-            "tag": shown.tag if shown is not None else None,
+            "name": display_name(tag) if tag is not None else None,
+            "tag": tag,
             "state": "open" if current is not None else "closed",
             "current_open_utc": iso_utc(current.start_ms) if current is not None else None,
             "current_close_utc": iso_utc(current.end_ms) if current is not None else None,
@@ -201,6 +212,11 @@ class MarketView:
             block["seconds_to_close"] = round((closes - now_ms) / 1000.0, 3)
         else:
             block["state_detail"] = self.state_detail(now_ms)
+        entry = (stats or {}).get(shown.tag) if shown is not None else None
+        block["symbols"] = [
+            {"symbol": row["symbol"], "tf": row["tf"], "high": row["high"], "low": row["low"],
+             "avg": row["avg"]}
+            for row in (entry or {}).get("symbols", [])]
         return block
 
     def market_status(self, now_ms: int, ts_ms: int) -> dict[str, Any]:

@@ -10,9 +10,11 @@ Public status fields:
   anything (no session state and no clock yet).
 - ``price``: ``ok``, ``stale`` (no tick for the snapshotter's ``stale_seconds``), ``down`` (no
   snapshotter status lately, no tick yet, or the snapshotter stopped).
-- ``ohlcv``: ``ok``, ``delayed`` (the next bar is later than ``lag_warn_seconds``), ``down``
-  (no bar at all, or later than ``lag_error_seconds``). With the market closed bars are not
-  expected: ``ok`` once any bar was seen, else ``down``.
+- ``ohlcv``: ``ok``, ``delayed`` (the lag, pipeline now minus the newest final bar's close,
+  is over ``lag_warn_seconds``, 60 s as in the seed, and over what a bar on time needs: its
+  length plus the close grace and 2 s of delivery), ``down`` (no bar at all, or a lag over
+  ``lag_error_seconds``). With the market closed bars are not expected: ``ok`` once any bar
+  was seen, else ``down``.
 - ``note``: short and human: ``ok``, ``idle: calendar_closed``, ``backoff FXCM 30s``,
   ``price stale``...
 """
@@ -49,15 +51,18 @@ def price_state(price_stream: dict[str, Any] | None, status_age: float | None,
     return "down"  # waiting (no tick yet) or stopped
 
 
-def ohlcv_state(market_open: bool, any_bars: bool, overdue: float | None, warn_seconds: float,
-                error_seconds: float) -> str:
+def ohlcv_state(market_open: bool, any_bars: bool, lag: float | None, on_time_lag: float,
+                warn_seconds: float, error_seconds: float) -> str:
+    """``lag``: seconds from the newest final bar's close to now, for the latest-running open
+    target (None: nothing to judge); ``on_time_lag``: the most a feed on time shows (the bar
+    length, the close grace and 2 s of delivery)."""
     if not any_bars:
         return "down"
-    if not market_open or overdue is None:
+    if not market_open or lag is None:
         return "ok"
-    if overdue > error_seconds:
+    if lag > error_seconds:
         return "down"
-    if overdue > warn_seconds:
+    if lag > max(warn_seconds, on_time_lag):
         return "delayed"
     return "ok"
 
@@ -98,14 +103,11 @@ def public_command(result: dict[str, Any], received_ts: float) -> dict[str, Any]
 
 
 def public_status(ts: float, process: str, market: str, price: str, ohlcv: str,
-                  session: dict[str, Any], note_text: str,
-                  last_command: dict[str, Any] | None) -> dict[str, Any]:
-    """``status`` as the seed's consumers read it (type ``status.public`` on the bus)."""
-    payload: dict[str, Any] = {"ts": ts, "process": process, "market": market, "price": price,
-                               "ohlcv": ohlcv, "session": session, "note": note_text}
-    if last_command is not None:
-        payload["last_command"] = last_command
-    return payload
+                  session: dict[str, Any], note_text: str) -> dict[str, Any]:
+    """``status`` as the seed's consumers read it (type ``status.public`` on the bus): exactly
+    the predecessor's keys; anything else (the last command) has its own key."""
+    return {"ts": ts, "process": process, "market": market, "price": price, "ohlcv": ohlcv,
+            "session": session, "note": note_text}
 
 
 def runtime_view(merged: dict[str, Any]) -> dict[str, Any]:

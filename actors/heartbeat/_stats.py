@@ -50,6 +50,23 @@ class _Kept:
     session_end_ms: int
 
 
+def _summary(symbol: str, tf: str, bars: list[_Kept]) -> dict[str, Any]:
+    """One ``stats`` row (seed 001 section 9.1): bars, range, high, low, avg of the closes.
+    Prices at the bars' own precision (a difference or a mean of prices is not noise-free)."""
+    high = max(bar.high for bar in bars)
+    low = min(bar.low for bar in bars)
+    places = max(_decimals(bar.close) for bar in bars)
+    return {"symbol": symbol, "tf": tf, "bars": len(bars),
+            "range": round(high - low, places), "high": high, "low": low,
+            "avg": round(sum(bar.close for bar in bars) / len(bars), places + 2)}
+
+
+def _decimals(price: float) -> int:
+    """Decimals of a price as it prints (``1.09995`` -> 5); at most 10."""
+    text = repr(price)
+    return min(10, len(text) - text.index(".") - 1) if "." in text and "e" not in text else 10
+
+
 def _tf_order(tf: str) -> int:
     return TIMEFRAMES.index(tf) if tf in TIMEFRAMES else len(TIMEFRAMES)
 
@@ -101,7 +118,7 @@ class BarTracker:
 
     def stats(self, now_ms: int) -> dict[str, Any]:
         """``session.stats``: ``{TAG: {tag, timezone, session_open_utc, session_close_utc,
-        symbols: [{symbol, tf, bars, range, avg}]}}`` (see the module docstring)."""
+        symbols: [{symbol, tf, bars, range, high, low, avg}]}}`` (see the module docstring)."""
         self.prune(now_ms)
         zones = {entry.tag: entry.timezone for entry in self.calendar.session_windows}
         groups: dict[str, dict[str, list[_Kept]]] = {}
@@ -121,22 +138,18 @@ class BarTracker:
                 "timezone": zones.get(tag),
                 "session_open_utc": iso_utc(start),
                 "session_close_utc": iso_utc(end),
-                "symbols": [
-                    {"symbol": symbol, "tf": self.stats_tf, "bars": len(bars),
-                     "range": max(bar.high for bar in bars) - min(bar.low for bar in bars),
-                     "avg": sum(bar.close for bar in bars) / len(bars)}
-                    for symbol, bars in sorted(groups[tag].items())],
+                "symbols": [_summary(symbol, self.stats_tf, bars)
+                            for symbol, bars in sorted(groups[tag].items())],
             }
         return result
 
-    def targets_view(self, now_ms: int, mono: float, symbols: Sequence[str],
-                     lag_tf: str) -> list[dict[str, Any]]:
-        """``stream_targets``: every (symbol, tf) with a final bar, and the configured symbols
-        at ``lag_tf`` even without one. ``symbol``/``tf`` in the seed's FXCM spelling
-        (``XAU/USD``, ``m1``), plus ``symbol_code``/``timeframe`` in the bus spelling."""
-        keys = set(self.targets) | {(symbol, lag_tf) for symbol in symbols}
+    def targets_view(self, now_ms: int, mono: float,
+                     targets: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+        """``stream_targets``: the given ``(symbol, tf)`` targets, each with its newest final
+        bar. ``symbol``/``tf`` in the seed's FXCM spelling (``XAU/USD``, ``m1``), plus
+        ``symbol_code``/``timeframe`` in the bus spelling."""
         result = []
-        for symbol, tf in sorted(keys, key=lambda key: (key[0], _tf_order(key[1]))):
+        for symbol, tf in sorted(set(targets), key=lambda key: (key[0], _tf_order(key[1]))):
             view = self.targets.get((symbol, tf))
             result.append({
                 "symbol": fxcm_instrument(symbol),

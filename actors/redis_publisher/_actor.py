@@ -261,7 +261,9 @@ class RedisPublisher(Actor):
             self._refuse(COMMANDS_RESULT, "a {} is not a command result".format(
                 type(body).__name__))
             return
-        self.batch.add(Payload(COMMANDS_RESULT, body, None, None))
+        # Durable, in order; the last one also in <prefix>:commands:result:last for late joiners.
+        self.batch.add(Payload(COMMANDS_RESULT, body, None,
+                               self.config.key("commands:result:last")))
         self._added()
 
     def _health(self, channel: str, body: Any) -> None:

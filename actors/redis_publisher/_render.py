@@ -272,7 +272,7 @@ class Renderer:
             rejected.append(Rejection(entry.channel, str(exc)))
             return
         record = None if entry.conflate is not None else ["payload", entry.channel,
-                                                            entry.payload]
+                                                            entry.payload, entry.last_key]
         messages.append(Message(entry.channel, self.channels[entry.channel], text,
                                 entry.last_key, record, entry.conflate))
 
@@ -293,6 +293,7 @@ def entries_from_records(records: Iterable[Any]) -> list[Entry]:
             for bar in bars:
                 batch.add_bar(symbol, tf, source, True, bar)
         else:
-            _, channel, payload = record
-            batch.add(Payload(channel, payload, None, None))
+            # ["payload", channel, payload, last_key]; journals written before the last key
+            # was kept have three fields
+            batch.add(Payload(record[1], record[2], None, record[3] if len(record) > 3 else None))
     return batch.entries
