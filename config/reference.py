@@ -46,7 +46,18 @@ MEANING = {
     "channels.prefix": "channel names are <prefix>:<name> unless overridden below",
     "redis_publisher.last_bars": "late-joiner keys keep this many final bars per (symbol, tf)",
     "redis_publisher.journal_max_bytes": "at the bound the journal refuses: backpressure",
-    "command_handler.auth_mode": "off, rolling, required; auto = required when a secret is set",
+    "command_handler.auth_mode": "off, rolling, required; auto = required with a kid "
+                                 "(FXCM_HMAC_KID or the secrets file), rolling with "
+                                 "FXCM_HMAC_SECRET alone, off without a secret",
+    "command_handler.rate_limit_per_second": "raw rate limit of commands without a valid "
+                                             "signature (a flood beyond it is dropped unread)",
+    "command_handler.signed_rate_limit_per_second": "the validly signed commands' own lane "
+                                                    "(a flood of junk cannot shut them out)",
+    "command_handler.verify_per_second": "signatures checked on arrival at most (the rest "
+                                         "take the unsigned lane)",
+    "command_handler.rate_limited_results_per_second": "rate_limited results for dropped "
+                                                       "commands with a req_id (the rest "
+                                                       "are counted in summary results)",
     "bus.mailbox_bound": "lossless subscription bound (per actor: actors[].mailbox_bounds)",
     "supervisor.max_restarts": "more restarts than this in restart_window_seconds: the host "
                                "stops in order and exits 1",

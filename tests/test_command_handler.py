@@ -190,10 +190,24 @@ def test_auto_mode_is_required_with_a_key_and_off_without() -> None:
     assert (mode, keys) == ("required", {KID: SECRET.encode()})
 
 
-def test_a_secret_without_a_kid_is_a_config_error_naming_the_variable() -> None:
-    with pytest.raises(ConfigError) as caught:
-        resolve_mode("auto", {"FXCM_HMAC_SECRET": SECRET})
-    assert "FXCM_HMAC_KID" in str(caught.value) and SECRET not in str(caught.value)
+def test_a_secret_without_a_kid_verifies_signed_commands_and_lets_unsigned_ones_in() -> None:
+    # The predecessor's operators have FXCM_HMAC_SECRET alone: it signs ohlcv, and its
+    # producers send unsigned commands; a signature, when present, is still checked.
+    mode, keys = resolve_mode("auto", {"FXCM_HMAC_SECRET": SECRET})
+    assert mode == "rolling"
+    intake = Intake(SYMBOLS, Verifier(mode, keys, 30.0), PerCommandLimiter(100, FakeClock()),
+                    COMMANDS, new_req_id=lambda: "legacy-generated")
+    assert screen(intake, {"type": "fxcm_warmup", "symbol": "XAUUSD", "tf": "1m"}).signed \
+        is None
+    good = signed("fxcm_warmup", {"symbols": ["XAUUSD"]}, "r-any-kid", ts=NOW, kid="smc")
+    assert screen(intake, good).signed == ("smc", good["auth"]["nonce"])
+    forged = signed("fxcm_warmup", {"symbols": ["XAUUSD"]}, "r-forged", ts=NOW, kid="smc",
+                    secret="not the secret")
+    assert refused(intake, forged).code == "auth_failed"
+    # required mode (or a kid) makes the signature mandatory, with the same secret
+    assert resolve_mode("required", {"FXCM_HMAC_SECRET": SECRET})[0] == "required"
+    assert resolve_mode("auto", {"FXCM_HMAC_SECRET": SECRET, "FXCM_HMAC_KID": KID})[0] \
+        == "required"
 
 
 def test_required_mode_without_any_key_is_a_config_error() -> None:
@@ -373,6 +387,73 @@ def test_legacy_shape_becomes_a_command_with_a_generated_req_id() -> None:
                                                              True)
     assert command.steps == (("warmup", {"symbols": ["XAUUSD"], "timeframes": ["1m"],
                                          "min_history_bars": 1000}),)
+
+
+# The commands smc_v1's warmup requester sends (app/fxcm_warmup_requester.py), byte for byte:
+# sorted keys, compact, all nine keys every time (research notes, section 7.1).
+SMC_V1_COMMANDS = [
+    b'{"fxcm_status":{"market":"closed","ohlcv":"ok","price":"ok"},"lookback_bars":2000,'
+    b'"lookback_minutes":2000,"min_history_bars":2000,"reason":"insufficient_history",'
+    b'"s2":{"bars_count":0,"history_state":"insufficient","last_open_time_ms":null},'
+    b'"symbol":"XAUUSD","tf":"1m","type":"fxcm_warmup"}',
+    b'{"fxcm_status":{"market":"unknown","ohlcv":"down","price":"down"},"lookback_bars":20160,'
+    b'"lookback_minutes":20160,"min_history_bars":20160,"reason":"insufficient_history",'
+    b'"s2":{"bars_count":0,"history_state":"insufficient","last_open_time_ms":null},'
+    b'"symbol":"XAUUSD","tf":"1m","type":"fxcm_warmup"}',
+    b'{"fxcm_status":{"market":"open","ohlcv":"ok","price":"ok"},"lookback_bars":4032,'
+    b'"lookback_minutes":20160,"min_history_bars":4032,"reason":"prefetch_history",'
+    b'"s2":{"bars_count":50,"history_state":"ok","last_open_time_ms":1765557300000},'
+    b'"symbol":"XAUUSD","tf":"5m","type":"fxcm_warmup"}',
+    b'{"fxcm_status":{"market":"open","ohlcv":"delayed","price":"lag"},"lookback_bars":4032,'
+    b'"lookback_minutes":20160,"min_history_bars":4032,"reason":"stale_tail",'
+    b'"s2":{"bars_count":50,"history_state":"stale_tail","last_open_time_ms":1765550100000},'
+    b'"symbol":"XAUUSD","tf":"5m","type":"fxcm_backfill"}',
+    # its wip branch's live-gap guard: fxcm_status values may be null there
+    b'{"fxcm_status":{"market":null,"ohlcv":null,"price":null},"lookback_bars":12,'
+    b'"lookback_minutes":12,"min_history_bars":12,"reason":"live_gap_detected",'
+    b'"s2":{"expected_step_ms":60000,"gap_ms":720000,"history_state":"gappy_tail",'
+    b'"last_open_time_ms":1765557300000,"missing_bars":11,"next_open_time_ms":1765558020000},'
+    b'"symbol":"XAUUSD","tf":"1m","type":"fxcm_warmup"}',
+]
+# ... and the predecessor's own documented and tested shapes.
+PREDECESSOR_COMMANDS = [
+    b'{"type":"fxcm_warmup","symbol":"XAUUSD","tf":"1m","min_history_bars":1000}',
+    b'{"type":"fxcm_warmup","symbol":"XAUUSD","tf":"1m","min_history_bars":250,'
+    b'"lookback_minutes":60}',
+    b'{"type":"fxcm_backfill","symbol":"XAUUSD","tf":"1m","lookback_minutes":90}',
+    b'{"type":"fxcm_warmup","symbol":"XAU/USD","tf":"m1"}',
+    b'{"type":"fxcm_set_universe","targets":[{"symbol":"XAU/USD","tf":"m1"}]}',
+    b'{"type":"fxcm_set_universe","targets":[{"symbol":"XAUUSD","tf":"1m"}],'
+    b'"reason":"smc","expires_at_ms":1765557300000}',
+]
+
+
+@pytest.mark.parametrize("data", SMC_V1_COMMANDS + PREDECESSOR_COMMANDS)
+def test_the_predecessors_producers_commands_are_taken_with_extra_fields_ignored(
+        data: bytes) -> None:
+    for mode in ("off", "rolling"):
+        command = make_intake(mode).screen(data, NOW)
+        sent = json.loads(data)
+        assert command.legacy and command.cmd == sent["type"] and command.signed is None
+        expected_ignored = {"lookback_bars", "reason", "s2", "fxcm_status"} & set(sent)
+        if sent["type"] == "fxcm_set_universe":
+            expected_ignored = set()
+        assert set(command.ignored) == expected_ignored
+        for key in ("min_history_bars", "lookback_minutes"):
+            if key in sent:
+                assert command.args[key] == sent[key]
+
+
+def test_legacy_counts_as_the_predecessor_read_them() -> None:
+    # int(payload.get(key) or 0): numeric strings count, 0 and null are "not given"
+    command = make_intake().screen(json.dumps({
+        "type": "fxcm_backfill", "symbol": "XAUUSD", "tf": "1m", "lookback_minutes": "90",
+        "min_history_bars": 0}).encode(), NOW)
+    assert command.args["lookback_minutes"] == 90 and "min_history_bars" not in command.args
+    # the current envelope stays strict: an unknown argument is a contract error
+    error = refused(make_intake(), envelope("fxcm_warmup", {"symbols": ["XAUUSD"],
+                                                            "reason": "x"}, "r-strict"))
+    assert error.code == "contract_error" and "reason" in error.message
 
 
 def test_arguments_are_normalised_for_the_poller() -> None:
@@ -631,6 +712,37 @@ def test_flood_gets_rate_limited_counts_every_message_and_valid_commands_run_aft
     assert len(rolling.unread_now("bad_json", start)) < flood / 2
     rolling.send(envelope("fxcm_tail_guard", {"symbols": ["XAUUSD"]}, "t-after-flood"))
     assert states(rolling.final("t-after-flood")) == ["accepted", "running", "ok"]
+
+
+def test_a_flood_of_junk_does_not_shut_out_a_signed_command(rolling: Harness) -> None:
+    rolling.subscribed()
+    start = len(rolling.probe.received)
+    pipe = rolling.redis.pipeline(transaction=False)
+    for index in range(5000):  # far beyond the raw limit (20/s, burst 40), in one burst
+        pipe.publish(CHANNEL, '{"type":"fxcm_warmup","junk":%d}' % index)
+        if index == 2000:
+            pipe.publish(CHANNEL, json.dumps(signed("fxcm_backfill", {
+                "symbol": "XAUUSD", "lookback_minutes": 60}, "t-signed-in-flood")))
+            pipe.publish(CHANNEL, json.dumps(envelope(
+                "fxcm_tail_guard", {"symbols": ["XAUUSD"]}, "t-unsigned-in-flood")))
+    pipe.execute()
+    assert states(rolling.final("t-signed-in-flood", 60)) == ["accepted", "running", "ok"]
+    # the unsigned one with a req_id was dropped unread, and its sender is told so
+    [dropped] = rolling.final("t-unsigned-in-flood", 60)
+    assert dropped["state"] == "error" and dropped["error"]["code"] == "rate_limited"
+    assert rolling.unread("rate_limited", start)  # and the flood's counts reach everyone
+
+
+def test_smc_v1_commands_run_and_their_extra_fields_are_counted(rolling: Harness) -> None:
+    start = len(rolling.probe.received)
+    before = int(rolling.handler_status().get("ignored_legacy_fields", 0))
+    for data in SMC_V1_COMMANDS[:2]:
+        rolling.send(data)
+    rolling.probe.collect(lambda received: sum(
+        1 for _, body in received[start:] if str(body.get("req_id", "")).startswith("legacy-")
+        and body["state"] == "ok") >= 2, 30, "both smc_v1 commands run")
+    wait_for(lambda: int(rolling.handler_status().get("ignored_legacy_fields", 0))
+             >= before + 8, 30, "the ignored fields counted in status")
 
 
 def test_bootstrap_runs_its_four_steps_in_order(rolling: Harness) -> None:

@@ -18,7 +18,9 @@ long command delays intake by one step at most, and never loses it.
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import threading
 import time
 from collections import deque
@@ -31,7 +33,7 @@ from redis.retry import Retry
 
 from actors import base
 from actors.base import Actor
-from actors.command_handler._auth import Verifier, nonce_key
+from actors.command_handler._auth import ANY_KID, Verifier, nonce_key
 from actors.command_handler._config import check, commands_channel
 from actors.command_handler._limits import (
     PerCommandLimiter,
@@ -77,9 +79,13 @@ class _Subscription(threading.Thread):
 
     def __init__(self, actor: CommandHandler, url: str, channel: str, gate: RawGate,
                  tally: RejectionTally, backoff: Backoff, timeout: float,
-                 health_check: int) -> None:
+                 health_check: int, verifier: Verifier, verify_budget: TokenBucket,
+                 answers: TokenBucket) -> None:
         super().__init__(name="{}-redis".format(actor.name), daemon=True)
         self.actor = actor
+        self.verifier = verifier
+        self.verify_budget = verify_budget
+        self.answers = answers
         self.url = url
         self.channel = channel
         self.gate = gate
@@ -137,11 +143,33 @@ class _Subscription(threading.Thread):
     def _screen(self, data: Any) -> None:
         if isinstance(data, str):
             data = data.encode("utf-8")
-        code = self.gate.admit(len(data))
+        code = self.gate.admit(len(data), len(data) <= self.gate.max_bytes
+                               and self._validly_signed(data))
         if code is None:
             self.actor.call_soon(partial(self.actor._on_raw, data))
-        else:
-            self.tally.add(code)
+            return
+        self.tally.add(code)
+        if code == "rate_limited":
+            req_id = _req_id_of(data)
+            # The sender can be told (a legacy command without req_id cannot), up to a rate:
+            # beyond it the counts of the tally's summary results cover it.
+            if req_id is not None and self.answers.take():
+                self.actor.call_soon(partial(self.actor._on_dropped, req_id))
+
+    def _validly_signed(self, data: bytes) -> bool:
+        """Whether ``data`` is a command with a right signature (kid, nonce and ts are checked
+        later, on the actor): such a command takes the signed lane of the rate limit. Checking
+        costs a JSON parse, so at most ``verify_budget`` messages a second are checked."""
+        if b'"auth"' not in data or not self.verify_budget.take():
+            return False
+        try:
+            message = json.loads(data)
+            auth = message["auth"]
+            return self.verifier.signature_holds(
+                str(message["cmd"]), str(message["req_id"]), message["ts"], message["args"],
+                str(auth["kid"]), str(auth["nonce"]), str(auth["sig"]))
+        except (ValueError, TypeError, KeyError, RecursionError):
+            return False
 
     def _report(self) -> None:
         counts = self.tally.due()
@@ -163,6 +191,7 @@ class CommandHandler(Actor):
         self.commands: Dict[Tuple[str, str], int] = {}   # (cmd, outcome) -> count
         self.rejections: Dict[str, int] = {}
         self.accepted = 0
+        self.ignored_fields = 0
         self.redis_connected = False
         self.redis_off = False
         self.redis_reconnects = 0
@@ -212,14 +241,27 @@ class CommandHandler(Actor):
             self, self.url, self.channel,
             RawGate(int(settings["max_bytes"]),
                     TokenBucket(float(settings["rate_limit_per_second"]),
-                                int(settings["rate_burst"]), time.monotonic)),
+                                int(settings["rate_burst"]), time.monotonic),
+                    TokenBucket(float(settings["signed_rate_limit_per_second"]),
+                                int(settings["signed_rate_burst"]), time.monotonic)),
             RejectionTally(float(settings["reject_report_interval_seconds"]), time.monotonic),
             Backoff(float(backoff["base_seconds"]), float(backoff["max_seconds"]),
                     float(backoff["jitter"]), factor=float(backoff["multiplier"])),
-            self.redis_timeout, int(settings["redis_health_check_seconds"]))
+            self.redis_timeout, int(settings["redis_health_check_seconds"]), verifier,
+            TokenBucket(float(settings["verify_per_second"]),
+                        max(1, int(settings["verify_per_second"])), time.monotonic),
+            TokenBucket(float(settings["rate_limited_results_per_second"]),
+                        max(1, int(settings["rate_limited_results_per_second"])),
+                        time.monotonic))
         self._subscription.start()
         log.info("%s: commands from %s, auth %s%s, run by %s", self.name, self.channel, mode,
                  " (kids: {})".format(", ".join(self.kids)) if self.kids else "", self.poller)
+        if mode == "rolling" and self.kids == [ANY_KID]:
+            log.warning("%s: FXCM_HMAC_SECRET is set without FXCM_HMAC_KID, as the predecessor "
+                        "had it: signed commands are verified (any kid), UNSIGNED COMMANDS ARE "
+                        "ACCEPTED (its producers send them unsigned). Set FXCM_HMAC_KID or "
+                        "command_handler.auth_mode=required to make signatures mandatory",
+                        self.name)
 
     def on_stop(self) -> None:
         while self.queue:
@@ -277,6 +319,14 @@ class CommandHandler(Actor):
             log.info("%s: %s", self.name, message)
             self._emit(make_result(None, None, ERROR, code=code, message=message))
 
+    def _on_dropped(self, req_id: str) -> None:
+        """A command dropped unread by the raw rate limit, whose ``req_id`` could be read: its
+        sender is told (the counts reach everyone through ``_on_unread_refusals``)."""
+        self._emit(make_result(req_id, None, ERROR, code="rate_limited",
+                               message="dropped unread: over the raw rate limit ({:g}/s, burst "
+                               "{})".format(self.settings["rate_limit_per_second"],
+                                            self.settings["rate_burst"])))
+
     def _on_raw(self, data: bytes) -> None:
         try:
             command = self.intake.screen(data, time.time())
@@ -292,6 +342,11 @@ class CommandHandler(Actor):
                      exc.code, exc.message)
             self._emit(refusal(exc))
             return
+        if command.ignored:
+            # The predecessor ignored them too (smc_v1 sends lookback_bars, reason, s2, ...).
+            self.ignored_fields += len(command.ignored)
+            log.debug("%s: %s %s: ignored legacy fields %s", self.name, command.cmd,
+                      command.req_id, ", ".join(command.ignored))
         self.queue.append(_Job(command))
         self.accepted += 1
         log.info("%s: accepted %s %s%s", self.name, command.cmd, command.req_id,
@@ -409,6 +464,7 @@ class CommandHandler(Actor):
             },
             "queue": {"depth": len(self.queue), "running": running},
             "accepted": self.accepted,
+            "ignored_legacy_fields": self.ignored_fields,
             "outcomes": outcomes,
             "rejections": dict(self.rejections),
             "last_result": dict(self.last_result),
@@ -428,6 +484,11 @@ class CommandHandler(Actor):
                 "type": "counter", "help": "Commands that passed every check and were queued.",
                 "samples": [[{}, float(self.accepted)]],
             },
+            "fxcm_command_ignored_fields_total": {
+                "type": "counter",
+                "help": "Fields of legacy commands that the command does not take (ignored).",
+                "samples": [[{}, float(self.ignored_fields)]],
+            },
             "fxcm_command_rejections_total": {
                 "type": "counter", "help": "Commands refused before they were queued, by code.",
                 "samples": [[{"code": code}, float(count)]
@@ -446,6 +507,15 @@ class CommandHandler(Actor):
                 "samples": [[{}, float(self.redis_reconnects)]],
             },
         }
+
+
+_REQ_ID = re.compile(rb'"req_id"\s*:\s*"([A-Za-z0-9._:-]{1,128})"')
+
+
+def _req_id_of(data: bytes) -> str | None:
+    """The ``req_id`` of a raw command, read without parsing it (a flood is not parsed)."""
+    match = _REQ_ID.search(data, 0, 4096)
+    return match.group(1).decode("ascii") if match is not None else None
 
 
 def _outcome(reply_type: str, body: Any) -> Tuple[bool, Any]:

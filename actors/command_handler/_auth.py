@@ -8,9 +8,14 @@ the secret of ``kid``, of::
 
 over the values as sent. Keys come from the environment only: ``FXCM_HMAC_KID`` +
 ``FXCM_HMAC_SECRET`` (the secret that also signs ohlcv), and/or ``kid=secret`` lines in the
-file named by ``FXCM_HMAC_SECRETS_FILE`` (blank lines and ``#`` comments skipped). Modes:
-``off`` (nothing checked), ``rolling`` (unsigned accepted, a present signature must be right),
-``required``; ``auto`` is ``required`` when a key is configured and ``off`` otherwise.
+file named by ``FXCM_HMAC_SECRETS_FILE`` (blank lines and ``#`` comments skipped).
+``FXCM_HMAC_SECRET`` alone, without a kid, is how the predecessor's operators have it: it
+signs ohlcv and verifies a signed command whatever kid the command names.
+
+Modes: ``off`` (nothing checked), ``rolling`` (unsigned accepted, a present signature must be
+right), ``required``. ``auto`` is ``required`` when a kid is configured (``FXCM_HMAC_KID`` or
+the secrets file), ``rolling`` with the secret alone (the predecessor's producers send
+unsigned commands; the actor says so loudly at start), ``off`` with no secret.
 
 A secret never appears in an exception, a log line, a status or a result.
 
@@ -70,17 +75,20 @@ def _add_key(keys: Dict[str, bytes], kid: str, secret: str, where: str) -> None:
     keys[kid] = value
 
 
+# The key of FXCM_HMAC_SECRET set without FXCM_HMAC_KID: it verifies any kid a command names.
+ANY_KID = "*"
+
+
 def load_keys(environ: Mapping[str, str]) -> Dict[str, bytes]:
-    """``{kid: secret}`` from the environment (and the secrets file it names).
+    """``{kid: secret}`` from the environment (and the secrets file it names); the secret
+    without a kid comes as ``{ANY_KID: secret}``.
 
     Raises ConfigError naming the variable (or file line), never the secret."""
     keys: Dict[str, bytes] = {}
     kid = environ.get(ENV_KID, "").strip()
     secret = environ.get(ENV_SECRET, "")
     if secret and not kid:
-        raise ConfigError("{}: required when {} is set (commands are then signed under that "
-                          "kid), or set command_handler.auth_mode to off".format(
-                              ENV_KID, ENV_SECRET))
+        keys[ANY_KID] = secret.encode("utf-8")
     if kid and not secret:
         raise ConfigError("{}: set, but {} is empty".format(ENV_KID, ENV_SECRET))
     if kid:
@@ -118,7 +126,9 @@ def resolve_mode(setting: str, environ: Mapping[str, str]) -> Tuple[str, Dict[st
         return "off", {}
     keys = load_keys(environ)
     if setting == "auto":
-        return ("required" if keys else "off"), keys
+        if any(kid != ANY_KID for kid in keys):
+            return "required", keys
+        return ("rolling" if keys else "off"), keys
     if not keys:
         raise ConfigError("command_handler.auth_mode: {!r} needs a key: {} + {}, or {}".format(
             setting, ENV_KID, ENV_SECRET, ENV_SECRETS_FILE))
@@ -139,6 +149,17 @@ class Verifier:
     def kids(self) -> list[str]:
         return sorted(self._keys)
 
+    def signature_holds(self, cmd: str, req_id: str, ts: Any, args: Any, kid: str,
+                        nonce: str, sig: str) -> bool:
+        """Whether ``sig`` is right under ``kid``'s secret (or the secret that verifies any
+        kid). Pure and thread-safe: the subscription thread asks it to give validly signed
+        commands their own lane through a flood."""
+        secret = self._keys.get(kid, self._keys.get(ANY_KID))
+        if secret is None:
+            return False
+        return hmac.compare_digest(sign(secret, cmd, req_id, ts, args, kid, nonce),
+                                   sig.lower())
+
     def verify(self, cmd: str, req_id: str, ts: Any, args: Any,
                auth: Mapping[str, Any] | None, now: float) -> Tuple[str, str] | None:
         """None if the command is accepted unsigned; (kid, nonce) once its signature, kid and
@@ -152,11 +173,9 @@ class Verifier:
             return None
         kid = str(auth["kid"])
         nonce = str(auth["nonce"])
-        secret = self._keys.get(kid)
-        if secret is None:
+        if kid not in self._keys and ANY_KID not in self._keys:
             raise CommandRefused("auth_failed", "unknown kid {!r}".format(kid), req_id, cmd)
-        expected = sign(secret, cmd, req_id, ts, args, kid, nonce)
-        if not hmac.compare_digest(expected, str(auth["sig"]).lower()):
+        if not self.signature_holds(cmd, req_id, ts, args, kid, nonce, str(auth["sig"])):
             raise CommandRefused("auth_failed", "bad signature for kid {!r}".format(kid),
                                  req_id, cmd)
         offset = now - ts_seconds(float(ts))

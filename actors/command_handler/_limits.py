@@ -62,16 +62,22 @@ class PerCommandLimiter:
 
 class RawGate:
     """The first two checks, on the raw bytes: the size cap, then the raw rate limit (an
-    oversize message spends no token). ``admit`` returns None or the refusal code."""
+    oversize message spends no token). ``admit`` returns None or the refusal code.
 
-    def __init__(self, max_bytes: int, bucket: TokenBucket) -> None:
+    Two lanes: a validly signed command spends a token of ``signed`` (its own bucket), anything
+    else one of ``bucket``, so a flood of unsigned junk cannot shut out a signed command."""
+
+    def __init__(self, max_bytes: int, bucket: TokenBucket,
+                 signed: TokenBucket | None = None) -> None:
         self.max_bytes = max_bytes
         self.bucket = bucket
+        self.signed = signed
 
-    def admit(self, size: int) -> str | None:
+    def admit(self, size: int, signed: bool = False) -> str | None:
         if size > self.max_bytes:
             return "too_large"
-        if not self.bucket.take():
+        bucket = self.signed if signed and self.signed is not None else self.bucket
+        if not bucket.take():
             return "rate_limited"
         return None
 

@@ -103,6 +103,7 @@ class Command:
     steps: Tuple[Tuple[str, Dict[str, Any]], ...]  # (poller op, its args), in order
     legacy: bool
     signed: Tuple[str, str] | None              # (kid, nonce) of a verified signature
+    ignored: Tuple[str, ...] = ()               # legacy keys the command does not take
 
     @property
     def op(self) -> str:
@@ -134,6 +135,8 @@ class Intake:
         self._envelope = compile_definition(schema, "envelope")
         self._legacy = compile_definition(schema, "legacy_envelope")
         self._args = {cmd: compile_definition(schema, "args_" + cmd) for cmd in COMMANDS}
+        self._known_args = {cmd: frozenset(schema["definitions"]["args_" + cmd]["properties"])
+                            for cmd in COMMANDS}
 
     # -- the checks ------------------------------------------------------------------------
 
@@ -168,10 +171,10 @@ class Intake:
                                  safe_req_id, safe_name) from None
         cmd: str = message[name_key]
         req_id: str | None = safe_req_id
+        ignored: Tuple[str, ...] = ()
         if legacy:
             req_id = safe_req_id or self.new_req_id()
-            raw_args = {key: value for key, value in message.items()
-                        if key not in ("type", "req_id")}
+            raw_args, ignored = self._legacy_args(cmd_name(message), message)
             ts = None
             auth = None
         else:
@@ -193,7 +196,30 @@ class Intake:
         assert req_id is not None  # the envelope's schema requires it
         signed = self.verifier.verify(cmd, req_id, ts, raw_args, auth, now)
         return Command(req_id=req_id, cmd=cmd, args=args, steps=steps, legacy=legacy,
-                       signed=signed)
+                       signed=signed, ignored=ignored)
+
+    def _legacy_args(self, cmd: str, message: Dict[str, Any]
+                     ) -> Tuple[Dict[str, Any], Tuple[str, ...]]:
+        """The arguments of a legacy ``{type, ...}`` command, read as the predecessor did:
+        keys the command does not take are ignored (and named, for the count and the debug
+        log: smc_v1 sends ``lookback_bars``, ``reason``, ``s2``, ``fxcm_status``), integer
+        arguments may come as numeric strings, and a 0 or null count is no count."""
+        known = self._known_args.get(cmd)
+        args: Dict[str, Any] = {}
+        ignored = []
+        for key, value in message.items():
+            if key in ("type", "req_id"):
+                continue
+            if known is not None and key not in known:
+                ignored.append(key)
+                continue
+            if key in _INTEGER_ARGS:
+                if value is None or value == 0 or value == "" or value == "0":
+                    continue  # the predecessor: int(payload.get(key) or 0), 0 = not given
+                if isinstance(value, str) and value.strip().isdigit():
+                    value = int(value.strip())
+            args[key] = value
+        return args, tuple(sorted(ignored))
 
     def admit(self, command: Command) -> None:
         """The per-command rate limit, then the allowlist."""
@@ -236,11 +262,11 @@ class Intake:
         if op in ("backfill", "republish_tail"):
             args["symbol"] = self._symbol(raw["symbol"], where + "symbol")
         if op == "warmup":
-            given = [key for key in ("lookback_days", "lookback_hours", "min_history_bars")
+            given = [key for key in ("lookback_days", "lookback_hours", "lookback_minutes")
                      if key in raw]
             if len(given) > 1:
                 raise ProtocolError("{}: give one of lookback_days, lookback_hours, "
-                                    "min_history_bars, not {}".format(where.rstrip("."),
+                                    "lookback_minutes, not {}".format(where.rstrip("."),
                                                                       " and ".join(given)))
         if op == "backfill":
             forms = [name for name, key in (("start_ms/end_ms", "start_ms"),
@@ -298,6 +324,11 @@ class Intake:
             if target not in result:
                 result.append(target)
         return result
+
+
+def cmd_name(message: Dict[str, Any]) -> str:
+    """The command's name in either shape."""
+    return str(message.get("cmd") if "cmd" in message else message.get("type"))
 
 
 def _as_list(value: Any) -> List[Any]:
