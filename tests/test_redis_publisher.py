@@ -901,3 +901,21 @@ def test_journal_cuts_a_torn_last_record_on_open(tmp_path: Path) -> None:
     reopened.commit()
     assert reopened.read(10) == [["payload", "x", {"n": 3}]]
     reopened.close()
+
+
+def test_a_final_goes_out_before_any_later_preview_and_supersedes_its_own_preview() -> None:
+    # smc_v1's ingestor writes the last preview as final when a preview of the next minute
+    # arrives first, and keeps the first bar it wrote: the real final must come before.
+    config = PublisherConfig.from_settings(publisher_settings())
+    renderer = Renderer(config.channels, "fxcm", 10, None, {"ohlcv": contracts.validator("ohlcv")})
+    batch = Batch()
+    for bar in (make_bar(5, complete=False, close=1.2), make_bar(5, close=1.3),
+                make_bar(6, complete=False, close=1.4)):
+        batch.add_bar(bar.symbol, bar.tf, wire_source(bar.source), bar.complete,
+                      bar.to_contract())
+    messages, rejected = renderer.render(batch.take())
+    assert not rejected
+    sent = [json.loads(message.text) for message in messages]
+    assert [[(b["open_time"], b["complete"], b["close"]) for b in payload["bars"]]
+            for payload in sent] == [[(BASE_MS + 5 * 60_000, True, 1.3)],
+                                     [(BASE_MS + 6 * 60_000, False, 1.4)]]

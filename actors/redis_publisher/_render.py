@@ -116,11 +116,31 @@ class Batch:
         self.count += 1
 
     def take(self) -> list[Entry]:
+        """Everything gathered, in arrival order, except that live previews go last and a
+        preview that a final of the same batch supersedes (its open_time or an earlier one) is
+        dropped: smc_v1's ingestor writes the previous preview as final when a preview of the
+        next minute comes first, and never takes the real final after it."""
         entries = self.entries
+        finals: dict[tuple[str, str], int] = {}
+        for entry in entries:
+            if isinstance(entry, BarGroup) and entry.complete and entry.bars:
+                key = (entry.symbol, entry.tf)
+                finals[key] = max(finals.get(key, 0), max(entry.bars))
+        previews = []
+        ordered: list[Entry] = []
+        for entry in entries:
+            if isinstance(entry, BarGroup) and not entry.complete:
+                last_final = finals.get((entry.symbol, entry.tf))
+                if last_final is not None:
+                    entry.bars = {t: bar for t, bar in entry.bars.items() if t > last_final}
+                if entry.bars:
+                    previews.append(entry)
+            else:
+                ordered.append(entry)
         self.entries = []
         self._groups = {}
         self.count = 0
-        return entries
+        return ordered + previews
 
 
 def bar_from_contract(symbol: str, tf: str, source: str, bar: dict[str, Any]) -> Bar:
