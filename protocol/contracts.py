@@ -39,9 +39,9 @@ import jsonschema_rs
 
 from protocol.errors import ProtocolError
 
-__all__ = ["CHANNELS", "SCHEMA_DIR", "ContractError", "Validator", "field_path", "load_schema",
-           "schema_path",
-           "shipped", "validate", "validator"]
+__all__ = ["CHANNELS", "CHANNEL_SUFFIXES", "SCHEMA_DIR", "ContractError", "Validator",
+           "channel_names", "field_path", "load_schema", "schema_path", "shipped", "validate",
+           "validator"]
 
 SCHEMA_DIR = Path(__file__).resolve().with_name("schemas")
 
@@ -49,7 +49,21 @@ SCHEMA_DIR = Path(__file__).resolve().with_name("schemas")
 CHANNELS = ("ohlcv", "price_tik", "heartbeat", "market_status", "status", "commands",
             "commands_result")
 
+# Each channel's Redis name is <prefix>:<suffix> unless channels.<name> overrides it.
+CHANNEL_SUFFIXES = {"ohlcv": "ohlcv", "price_tik": "price_tik", "heartbeat": "heartbeat",
+                    "market_status": "market_status", "status": "status",
+                    "commands": "commands", "commands_result": "commands:result"}
+
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def channel_names(section: Any) -> dict[str, str]:
+    """The Redis name of each channel from the ``channels`` settings section (``prefix`` and
+    per-channel overrides; ``""`` = ``<prefix>:<suffix>``), the one home of this rule. Values
+    are not checked here: the publisher's settings check does that at start."""
+    prefix = str(section.get("prefix") or "fxcm")
+    return {name: str(section.get(name) or "{}:{}".format(prefix, suffix))
+            for name, suffix in CHANNEL_SUFFIXES.items()}
 
 Validator = Callable[[Any], None]
 

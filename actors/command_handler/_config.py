@@ -11,6 +11,7 @@ from typing import Any, Dict, Tuple
 
 from actors.command_handler._auth import resolve_mode
 from actors.command_handler._parse import COMMANDS
+from protocol.contracts import channel_names
 from protocol.errors import ConfigError
 
 SECTION = "command_handler"
@@ -64,10 +65,8 @@ def _string(settings: Mapping[str, Any], name: str) -> str:
 
 
 def commands_channel(settings: Mapping[str, Any]) -> str:
-    """``channels.commands`` if set, else ``<channels.prefix>:commands`` (the naming the
-    publisher uses too)."""
-    channels = settings["channels"]
-    return str(channels.get("commands") or "{}:commands".format(channels["prefix"]))
+    """``channels.commands`` if set, else ``<channels.prefix>:commands``."""
+    return channel_names(settings["channels"])["commands"]
 
 
 def check(settings: Mapping[str, Any], environ: Mapping[str, str] | None = None

@@ -57,6 +57,7 @@ from actors.heartbeat._stats import BarTracker
 from actors.host import merge_status
 from bus import ControlChannel, Delivery
 from config.calendar import TradingCalendar, load_calendar
+from protocol.contracts import channel_names
 from protocol.errors import ConfigError, ConnectorError
 from protocol.market import CLOCK_TOPIC, TF_MS, Bar, Clock, SessionState
 
@@ -434,7 +435,7 @@ class Heartbeat(Actor):
         stream, stream_age = self._price_stream()
         publisher_status, publisher_age = self._status_of("publisher_actor")
         publisher = self._publisher()
-        channels = publisher.get("channels", {})
+        channels = channel_names(self.settings.get("channels") or {})
         session_status, session_age = self._status_of("session_actor")
         session_state, session_reason, session_since = self._session_view()
         backoff = backoff_blocks(session_status, session_age or 0.0, publisher_status,
@@ -515,9 +516,9 @@ class Heartbeat(Actor):
             "sleep_seconds": float(self.settings["interval_seconds"]),
             "context": context,
         }
+        next_open = self.market.next_open(now_ms)
+        payload["next_open_utc"] = iso_utc(next_open)  # while open: after this open period
         if reason is not None or not calendar_open:
-            next_open = self.market.next_open(now_ms)
-            payload["next_open_utc"] = iso_utc(next_open)
             context["idle_reason"] = reason or "calendar_closed"
             context["next_open_seconds"] = round((next_open - now_ms) / 1000.0, 3)
         return payload

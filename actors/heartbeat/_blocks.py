@@ -169,10 +169,11 @@ def price_stream_block(telemetry: Mapping[str, Any] | None, telemetry_age: float
     """``context.price_stream`` (seed 000 Stage 1 item 3; seed 001 section 9.1) from the
     snapshotter's telemetry: ``symbols_state`` a list of ``{symbol, bid, ask, mid, tick_ts,
     tick_age_seconds}``, every ``*_ts`` in seconds, ``state`` ok/waiting/stale/stopped, or
-    ``stopped`` when the snapshotter reports nothing. ``queue_depth``: ticks waiting in
-    fxcm_session's hand-over queue (the price stream's queue)."""
+    ``stopped`` (and ``interval_seconds`` 0) when the snapshotter reports nothing.
+    ``queue_depth``: ticks waiting in fxcm_session's hand-over queue (the price stream's
+    queue)."""
     if not isinstance(telemetry, Mapping):
-        return {"channel": channel, "interval_seconds": None, "symbols": [], "symbols_state": [],
+        return {"channel": channel, "interval_seconds": 0.0, "symbols": [], "symbols_state": [],
                 "last_snap_ts": None, "last_tick_ts": None, "tick_silence_seconds": None,
                 "queue_depth": queue_depth or 0, "thread_alive": False, "state": "stopped",
                 "adaptive_cadence": cadence}
@@ -200,7 +201,7 @@ def price_stream_block(telemetry: Mapping[str, Any] | None, telemetry_age: float
     state = text(telemetry.get("state")) or "stopped"
     return {
         "channel": channel,
-        "interval_seconds": number(telemetry.get("interval_seconds")),
+        "interval_seconds": number(telemetry.get("interval_seconds")) or 0.0,
         "symbols": [row["symbol"] for row in rows],
         "symbols_state": rows,
         # the snapshotter reports these two in milliseconds; the seed's consumers read seconds

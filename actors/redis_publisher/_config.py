@@ -9,21 +9,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from bus import Backoff
+from protocol.contracts import CHANNEL_SUFFIXES, channel_names
 from protocol.errors import ConfigError
 
 SECTION = "redis_publisher"
 
 # Logical channel name -> the suffix after "<prefix>:" when no override is configured.
-CHANNEL_SUFFIXES = {
-    "ohlcv": "ohlcv",
-    "price_tik": "price_tik",
-    "heartbeat": "heartbeat",
-    "market_status": "market_status",
-    "status": "status",
-    "commands": "commands",
-    "commands_result": "commands:result",
-}
-
 _PREFIX = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
@@ -78,13 +69,12 @@ class PublisherConfig:
             raise ConfigError("channels.prefix: must be 1..64 letters, digits or _.:- "
                               "(FXCM_CHANNEL_PREFIX), got {!r}".format(prefix))
         overrides = {name: value for name, value in section.items() if name != "prefix"}
-        channels = {}
         for name, suffix in CHANNEL_SUFFIXES.items():
             override = overrides.get(name, "")
             if not isinstance(override, str) or any(c.isspace() for c in override):
                 raise ConfigError("channels.{}: must be a channel name without spaces (\"\" = "
                                   "{}:{}), got {!r}".format(name, prefix, suffix, override))
-            channels[name] = override or "{}:{}".format(prefix, suffix)
+        channels = channel_names(section)
         for name in overrides:
             if name not in CHANNEL_SUFFIXES:
                 raise ConfigError("channels.{}: unknown channel (known: prefix, {})".format(
