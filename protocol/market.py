@@ -274,6 +274,28 @@ class Instrument:
         return self.digits + 1
 
 
+# The live universe: which (symbol, tf) the feed publishes on ``ohlcv`` (seed 001: stream
+# targets; fxcm_set_universe, dynamic universe v1). history_poller owns it.
+UNIVERSE_TOPIC = "universe"
+
+
+@message("universe")
+@dataclass(frozen=True)
+class Universe:
+    """The (symbol, tf) targets the live feed publishes; ``targets`` empty means every
+    configured symbol at every configured timeframe. ``mode``: ``static`` (configuration),
+    ``default`` (dynamic universe enabled, nothing set yet: ``dynamic_universe_default_targets``)
+    or ``dynamic`` (set by ``fxcm_set_universe``). Bars a command asked for are published
+    whatever the universe."""
+
+    targets: List[List[str]]
+    mode: str
+    since_ms: int
+
+    def allows(self, symbol: str, tf: str) -> bool:
+        return not self.targets or [symbol, tf] in self.targets
+
+
 @message("price.snapshot")
 @dataclass(frozen=True)
 class PriceSnapshot:

@@ -44,7 +44,7 @@ from bus import ipc_endpoint
 from config.settings import SHARED_KEYS, load_defaults
 from protocol import contracts
 from protocol.errors import ConfigError
-from protocol.market import TF_MS, Bar, PriceSnapshot, wire_source
+from protocol.market import TF_MS, Bar, PriceSnapshot, Universe, wire_source
 from tests.helpers import Probe, bus_status, host_in_thread, wait_for
 from tests.helpers import RedisSubscriber as Subscriber
 
@@ -423,6 +423,58 @@ def test_identical_final_published_twice_reaches_subscribers_once(
     assert open_times(got) == [make_bar(0).open_time, make_bar(1).open_time]
     assert metric(status, "fxcm_redis_duplicate_bars_total", symbol="EURUSD", tf="1m") == 2
     assert status["conflicts"] == 0
+
+
+def test_a_commands_bars_reach_subscribers_even_when_the_same_finals_went_out_before(
+        tmp_path: Path, run_dir: str, redis_server: EmbeddedRedis) -> None:
+    # fxcm_republish_tail, fxcm_warmup: a consumer asked for them (smc_v1 keeps the first
+    # bar it stored, so sending them again is harmless and what it needs after a gap).
+    subscriber = Subscriber(redis_server.url, ["fxcm:ohlcv"])
+    try:
+        with host_in_thread(tmp_path, run_dir, PUBLISHER,
+                            **sections(redis_server, tmp_path)) as host:
+            probe = Probe("probe", bus(run_dir))
+            for index in range(3):
+                publish_bar(probe, make_bar(index))
+            subscriber.wait("fxcm:ohlcv", lambda got: len(open_times(got)) == 3,
+                            what="the live bars")
+            for index in range(3):
+                publish_bar(probe, make_bar(index, source="command"))
+            got = subscriber.wait("fxcm:ohlcv", lambda got: len(open_times(got)) == 6,
+                                  what="the command's bars")
+            status = wait_for(lambda: "conflicts" in publisher_status(host)
+                              and publisher_status(host), 30, "the publisher's status")
+            probe.close()
+    finally:
+        subscriber.close()
+    assert [payload["source"] for payload in got][-1] == "history_s3"
+    assert open_times(got)[3:] == [make_bar(i).open_time for i in range(3)]
+    assert status["conflicts"] == 0
+
+
+def test_bars_outside_the_live_universe_are_not_streamed_but_a_commands_are(
+        tmp_path: Path, run_dir: str, redis_server: EmbeddedRedis) -> None:
+    subscriber = Subscriber(redis_server.url, ["fxcm:ohlcv"])
+    try:
+        with host_in_thread(tmp_path, run_dir, PUBLISHER,
+                            **sections(redis_server, tmp_path)) as host:
+            probe = Probe("probe", bus(run_dir))
+            probe.publish("universe", Universe([["EURUSD", "5m"]], "dynamic", 0), "universe")
+            publish_bar(probe, make_bar(0))                      # EURUSD 1m: outside
+            publish_bar(probe, make_bar(0, symbol="XAUUSD", tf="5m", close=4000.0))
+            publish_bar(probe, make_bar(0, tf="5m"))              # inside
+            publish_bar(probe, make_bar(1, source="command"))     # asked for: published
+            got = subscriber.wait("fxcm:ohlcv", lambda got: len(got) == 2, what="two messages")
+            status = wait_for(lambda: metric(publisher_status(host),
+                                             "fxcm_ohlcv_outside_universe_total",
+                                             symbol="XAUUSD", tf="5m") == 1
+                              and publisher_status(host), 30, "the skipped bars counted")
+            probe.close()
+    finally:
+        subscriber.close()
+    assert [(p["symbol"], p["tf"], p["source"]) for p in got] == [
+        ("EURUSD", "5m", "tick_agg"), ("EURUSD", "1m", "history_s3")]
+    assert metric(status, "fxcm_ohlcv_outside_universe_total", symbol="EURUSD", tf="1m") == 1
 
 
 def test_conflicting_final_is_published_counted_and_replaces_the_late_joiner_bar(

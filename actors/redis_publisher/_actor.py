@@ -47,7 +47,14 @@ from actors.redis_publisher._sink import RedisDown, RedisSink, WriteResult, reda
 from bus import Delivery
 from protocol import contracts
 from protocol.errors import ConfigError
-from protocol.market import SOURCE_COMMAND, Bar, PriceSnapshot, wire_source
+from protocol.market import (
+    SOURCE_COMMAND,
+    UNIVERSE_TOPIC,
+    Bar,
+    PriceSnapshot,
+    Universe,
+    wire_source,
+)
 
 log = logging.getLogger("fxcm.redis_publisher")
 
@@ -78,6 +85,7 @@ class RedisPublisher(Actor):
         Subscribe("market_status", LATEST),
         Subscribe("status.public", LATEST),
         Subscribe("command.result", LOSSLESS),
+        Subscribe(UNIVERSE_TOPIC, LATEST),
     )
 
     @classmethod
@@ -116,6 +124,11 @@ class RedisPublisher(Actor):
             "fxcm_redis_bar_conflicts_total",
             "A different final for a bar key already published (published; the store owns "
             "the truth)", "symbol", "tf")
+        self.m_outside = metrics.counter(
+            "fxcm_ohlcv_outside_universe_total",
+            "Bars not streamed: their (symbol, tf) is outside the live universe "
+            "(fxcm_set_universe); stored all the same", "symbol", "tf")
+        self.universe: Universe | None = None
         self.m_conflated = metrics.counter(
             "fxcm_redis_conflated_total",
             "Snapshots, health and previews replaced by newer ones (or dropped) while Redis "
@@ -217,6 +230,11 @@ class RedisPublisher(Actor):
             self._refuse(OHLCV, "a {} on {} is not a bar".format(
                 type(body).__name__, delivery.topic.decode("utf-8", "replace")))
             return
+        universe = self.universe
+        if universe is not None and body.source != SOURCE_COMMAND \
+                and not universe.allows(body.symbol, body.tf):
+            self.m_outside.inc(body.symbol, body.tf)  # stored by the poller, not streamed
+            return
         if body.complete:
             verdict, known = self.dedup.check(body)
             if verdict is DUPLICATE and body.source != SOURCE_COMMAND:
@@ -233,6 +251,16 @@ class RedisPublisher(Actor):
         self.batch.add_bar(body.symbol, body.tf, wire_source(body.source), body.complete,
                            body.to_contract())
         self._added()
+
+    @handles("universe")
+    def on_universe(self, body: Any, delivery: Delivery) -> None:
+        if isinstance(body, Universe):
+            if self.universe is None or body.targets != self.universe.targets:
+                log.info("%s: live universe (%s): %s", self.name, body.mode, ", ".join(
+                    "{}:{}".format(*target) for target in body.targets) or "everything")
+            self.universe = body
+        else:
+            self._refuse(OHLCV, "a {} is not a universe".format(type(body).__name__))
 
     @handles("price.snapshot")
     def on_snapshot(self, body: Any, delivery: Delivery) -> None:
@@ -601,6 +629,9 @@ class RedisPublisher(Actor):
             "subscribers": dict(self.receivers),
         }
         result["channels"] = dict(self.config.channels)
+        universe = self.universe
+        result["universe"] = {"mode": universe.mode, "targets": universe.targets} \
+            if universe is not None else None
         result["journal"] = dict(journal_stats, held=held)
         result["signed"] = signer is not None
         result["signing"] = signer.describe() if signer is not None else None
