@@ -847,7 +847,9 @@ def test_status_reports_outcomes_rejections_and_metrics(rolling: Harness) -> Non
     assert status["redis"]["connected"] is True
     assert status["auth"] == {"mode": "rolling", "kids": [KID]}
     assert status["queue"] == {"depth": 0, "running": None}
-    assert counts(status, "fxcm_commands_total")[("fxcm_warmup", "ok")] >= 1
+    assert counts(status, "fxcm_commands_total")[("fxcm_warmup", "ok")] >= 1  # predecessor's
+    assert counts(status, "fxcm_commands_total")[("parse", "error")] >= 1
+    assert counts(status, "fxcm_command_outcomes_total")[("fxcm_warmup", "ok")] >= 1
     assert counts(status, "fxcm_command_rejections_total")[("bad_json",)] >= 1
     assert status["rejections"]["bad_json"] >= 1
     assert counts(status, "fxcm_command_redis_connected") == {(): 1.0}

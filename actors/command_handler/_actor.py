@@ -191,7 +191,10 @@ class CommandHandler(Actor):
         self.commands: Dict[Tuple[str, str], int] = {}   # (cmd, outcome) -> count
         self.rejections: Dict[str, int] = {}
         self.accepted = 0
+        self.last_accepted_ts = 0.0
         self.ignored_fields = 0
+        # the predecessor's fxcm_commands_total{type, result}: result ok, error or ignored
+        self.predecessor_counts: Dict[Tuple[str, str], int] = {}
         self.redis_connected = False
         self.redis_off = False
         self.redis_reconnects = 0
@@ -314,6 +317,7 @@ class CommandHandler(Actor):
         }
         for code, count in sorted(counts.items()):
             self.rejections[code] = self.rejections.get(code, 0) + count
+            self._count_predecessor("parse", "error", count)
             message = "{} message{} {} refused unread".format(
                 count, "" if count == 1 else "s", limits.get(code, code))
             log.info("%s: %s", self.name, message)
@@ -338,6 +342,9 @@ class CommandHandler(Actor):
                     len(self.queue)), command.req_id, command.cmd)
         except CommandRefused as exc:
             self.rejections[exc.code] = self.rejections.get(exc.code, 0) + 1
+            self._count_predecessor(
+                "parse" if exc.code in ("bad_json", "too_large") else exc.cmd or "unknown",
+                "ignored" if exc.code == "unknown_command" else "error")
             log.info("%s: refused %s %s: %s: %s", self.name, exc.cmd or "-", exc.req_id or "-",
                      exc.code, exc.message)
             self._emit(refusal(exc))
@@ -349,6 +356,7 @@ class CommandHandler(Actor):
                       command.req_id, ", ".join(command.ignored))
         self.queue.append(_Job(command))
         self.accepted += 1
+        self.last_accepted_ts = time.time()
         log.info("%s: accepted %s %s%s", self.name, command.cmd, command.req_id,
                  " (legacy shape)" if command.legacy else "")
         self._emit(make_result(command.req_id, command.cmd, ACCEPTED,
@@ -427,10 +435,15 @@ class CommandHandler(Actor):
         outcome = OK if state == OK else str(code)
         key = (command.cmd, outcome)
         self.commands[key] = self.commands.get(key, 0) + 1
+        self._count_predecessor(command.cmd, "ok" if state == OK else "error")
         log.log(logging.INFO if state == OK else logging.WARNING, "%s: %s %s -> %s%s", self.name,
                 command.cmd, command.req_id, outcome, ": " + message if message else "")
         self._emit(make_result(command.req_id, command.cmd, state, code=code, message=message,
                                result=result))
+
+    def _count_predecessor(self, kind: str, result: str, count: int = 1) -> None:
+        key = (kind, result)
+        self.predecessor_counts[key] = self.predecessor_counts.get(key, 0) + count
 
     def _emit(self, payload: Dict[str, Any]) -> None:
         self.last_result = {key: payload[key] for key in ("req_id", "cmd", "state", "ts")}
@@ -476,9 +489,20 @@ class CommandHandler(Actor):
         return {
             "fxcm_commands_total": {
                 "type": "counter",
+                "help": "Commands by type and result (ok, error, ignored), as the predecessor "
+                        "counted them (type parse: unreadable).",
+                "samples": [[{"type": kind, "result": result}, float(count)]
+                            for (kind, result), count in sorted(self.predecessor_counts.items())],
+            },
+            "fxcm_command_outcomes_total": {
+                "type": "counter",
                 "help": "Commands run, by command and outcome (ok or the error code).",
                 "samples": [[{"cmd": cmd, "outcome": outcome}, float(count)]
                             for (cmd, outcome), count in sorted(self.commands.items())],
+            },
+            "fxcm_commands_last_ts_seconds": {
+                "type": "gauge", "help": "When the last command was accepted (Unix seconds).",
+                "samples": [[{}, self.last_accepted_ts]] if self.last_accepted_ts else [],
             },
             "fxcm_commands_accepted_total": {
                 "type": "counter", "help": "Commands that passed every check and were queued.",
