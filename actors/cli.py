@@ -49,7 +49,7 @@ def cmd_host(args: argparse.Namespace) -> int:
         "broker.sim.seed": args.sim_seed,
         "symbols": args.symbols.split(",") if args.symbols else None,
         "redis.url": args.redis_url,
-        "redis.port": args.redis_port,
+        "redis.embedded_port": args.redis_port,
         "cache.dir": args.cache_dir,
     }
     if args.replay_file and not args.broker:
@@ -61,11 +61,24 @@ def cmd_host(args: argparse.Namespace) -> int:
         log.error("%s", exc)
         return 2
     configure_logging(settings.log_level)
+    log_settings_notes(settings, getattr(args, "env_files", []))
     try:
         return Host(settings).run()
     except ConnectorError as exc:
         log.error("%s", exc)
         return 2
+
+
+def log_settings_notes(settings: Any, env_files: list[str]) -> None:
+    """Where the settings came from, and every predecessor key or variable that has no
+    equivalent here (config/legacy.py): one line each, before the banner."""
+    if env_files:
+        log.info("environment: read %s (values not shown; the real environment wins)",
+                 ", ".join(env_files))
+    for note in settings.notes:
+        log.info("%s", note)
+    for warning in settings.warnings:
+        log.warning("%s", warning)
 
 
 # -- tap -------------------------------------------------------------------------------------
@@ -284,7 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     host.add_argument("--sim-seed", type=int, help="seed of the simulated market")
     host.add_argument("--symbols", help="comma-separated symbols, e.g. EURUSD,XAUUSD")
     host.add_argument("--redis-url", help="'embedded' (default) or redis://, rediss://, unix://")
-    host.add_argument("--redis-port", type=int, help="TCP port of the embedded Redis")
+    host.add_argument("--redis-port", type=int,
+                      help="TCP port of the embedded Redis (redis.embedded_port)")
     host.add_argument("--cache-dir", help="the bar store directory")
     host.set_defaults(func=cmd_host)
 
@@ -341,7 +355,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from config.envfile import load_env_files
+
     args = build_parser().parse_args(argv)
+    try:
+        # the predecessor's .env dispatcher (AI_ONE_ENV_FILE), for every command alike
+        args.env_files = load_env_files(os.environ)
+    except ConnectorError as exc:
+        print("fxcm {}: {}".format(args.command, exc), file=sys.stderr)
+        return 2
     code: int = args.func(args)
     return code
 

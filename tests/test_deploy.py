@@ -178,7 +178,11 @@ def test_config_file_loads_with_the_example_environment() -> None:
     session = next(spec for spec in settings.actors if spec.name == "fxcm_session")
     assert session.placement == "process"
     assert session.python == env_example()["FXCM_PYTHON37"]
-    assert settings.raw["redis"]["url"] == env_example()["FXCM_REDIS_URL"]
+    # the predecessor's FXCM_REDIS_HOST/PORT name the external Redis
+    example = env_example()
+    assert settings.raw["redis"]["url"] == "redis://{}:{}/0".format(
+        example["FXCM_REDIS_HOST"], example["FXCM_REDIS_PORT"])
+    assert settings.warnings == ()
 
 
 def test_every_commented_variable_of_the_env_file_loads_when_uncommented() -> None:
