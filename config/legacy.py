@@ -405,6 +405,54 @@ def translate(user: Mapping[str, Any], schema: Mapping[str, Any]) -> Translation
     return result
 
 
+# Every variable the predecessor read (seed 001 sections 6.1 and 6.1.1, and its code), in the
+# seed's order, with what it does here (for a variable of ENVIRONMENT, after the key it sets).
+PREDECESSOR_VARIABLES: dict[str, str] = {
+    "AI_ONE_ENV_FILE": "the same: `fxcm` reads `.env` of the working directory, then the "
+                       "profile file this names (relative to that directory); the real "
+                       "environment wins over `.env`, `.env` over the profile; a profile that "
+                       "does not exist stops `fxcm` (exit 2)",
+    "FXCM_USERNAME": "the same (secret; read by fxcm_session)",
+    "FXCM_PASSWORD": "the same (secret; read by fxcm_session)",
+    "FXCM_CONNECTION": "the same, `Demo` or `Real` (else `broker.forexconnect.connection`)",
+    "FXCM_HOST_URL": "the same (else `broker.forexconnect.url`, else the SDK's default)",
+    "FXCM_REDIS_HOST": "the same: names an external Redis (replaces the host of `redis.url`, "
+                       "of `redis://127.0.0.1:6379/0` when that is `embedded`); no embedded "
+                       "server starts",
+    "FXCM_REDIS_PORT": "the same: the external Redis's port (default 6379); the embedded "
+                       "server's port is `FXCM_EMBEDDED_REDIS_PORT`",
+    "FXCM_REDIS_REQUIRED": "the same: 0 = no Redis, final bars and command results go to the "
+                           "on-disk journal (file-only)",
+    "FXCM_REDIS_PASSWORD": "the same (secret): the external Redis's password",
+    "FXCM_CACHE_ENABLED": "the same: the bar store on or off",
+    "FXCM_METRICS_ENABLED": "the same port as `FXCM_HTTP_ENABLED` (which wins when both are "
+                            "set): 0 turns off `/metrics` and `/livez`, `/readyz`, `/status`",
+    "FXCM_METRICS_PORT": "the same port as `FXCM_HTTP_PORT` (which wins when both are set; a "
+                         "difference is warned about)",
+    "FXCM_CHANNEL_PREFIX": "the same",
+    "FXCM_OHLCV_CHANNEL": "the same",
+    "FXCM_PRICE_SNAPSHOT_CHANNEL": "the same",
+    "FXCM_HEARTBEAT_CHANNEL": "the same",
+    "FXCM_STATUS_CHANNEL": "the same",
+    "FXCM_COMMANDS_CHANNEL": "the same",
+    "FXCM_DYNAMIC_UNIVERSE_ENABLED": "the same",
+    "FXCM_DYNAMIC_UNIVERSE_MAX_TARGETS": "the same",
+    "FXCM_BACKFILL_MIN_MINUTES": "the same",
+    "FXCM_BACKFILL_MAX_MINUTES": "the same",
+    "FXCM_SESSION_TAG": "the same (`AUTO`, or a fixed tag)",
+    "FXCM_HMAC_SECRET": "the same (secret): signs `ohlcv` (`sig`); with `FXCM_HMAC_KID` it "
+                        "also authenticates commands",
+    "FXCM_HMAC_ALGO": "the same",
+    "FXCM_CONNECTOR_VERSION_OVERRIDE": "the same: the version in the banner, `host.json`, "
+                                       "`fxcm status` and the heartbeat",
+    "FXCM_CONNECTOR_REQUIRED_VERSION": "the same: another version refuses to start (exit 2)",
+    "FXCM_STREAM_CONFIG": "the targets polled for history, in either spelling (the "
+                          "predecessor's ingestor read it as its whitelist)",
+}
+PREDECESSOR_VARIABLES.update({name: "ignored, with a warning: " + reason
+                              for name, reason in ENV_IGNORED.items()})
+
+
 def migration_rows() -> list[tuple[str, str]]:
     """(predecessor key, what it does here) for docs/operations.md."""
     rows = []

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from config.legacy import ENV_ALIASES, ENV_IGNORED
+from config.legacy import ENV_ALIASES, ENV_IGNORED, PREDECESSOR_VARIABLES, migration_rows
 from config.settings import ACTOR_DEFAULTS, ENVIRONMENT, load_defaults
 
 # One line per key that needs words beyond its name; the rest read well enough as they are.
@@ -157,5 +157,26 @@ def render() -> str:
     return "\n".join(lines)
 
 
+def render_migration() -> str:
+    """The two tables of docs/operations.md "Migrating from the predecessor" (generated, so that
+    they always say what config/legacy.py does)."""
+    lines = ["| the predecessor's variable | here |", "| --- | --- |"]
+    for variable, text in PREDECESSOR_VARIABLES.items():
+        if variable in ENVIRONMENT:
+            text = "sets `{}`: {}".format(ENVIRONMENT[variable][0], text)
+        lines.append("| `{}` | {} |".format(variable, text))
+    lines += ["", "| the predecessor's `runtime_settings.json` key | here |", "| --- | --- |",
+              "| `cache.dir` | the same; a relative path is taken from `$STATE_DIRECTORY` "
+              "(systemd `StateDirectory=`) when set, else from the working directory, as "
+              "before |"]
+    for key in load_defaults()["viewer"]:
+        lines.append("| `viewer.{}` | the same (`fxcm viewer`) |".format(key))
+    for key, text in migration_rows():
+        lines.append("| `{}` | {} |".format(key, text))
+    return "\n".join(lines) + "\n"
+
+
 if __name__ == "__main__":
-    print(render(), end="")
+    import sys
+
+    print(render_migration() if sys.argv[1:] == ["--migration"] else render(), end="")

@@ -37,7 +37,7 @@ TIMELINE_ROWS = 40
 
 _GOOD = {"ok", "stream", "open", "running", "connected", "reachable", "idle", "live"}
 _BAD = {"error", "down", "closed", "failed", "stopped", "disconnected", "not reachable",
-        "stale", "critical", "active"}
+        "stale", "critical"}
 
 
 # -- cells ---------------------------------------------------------------------------------------
