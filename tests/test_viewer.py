@@ -509,12 +509,12 @@ def shows_all(screen: Screen, patterns: list[str]) -> bool:
 class Screen:
     """A viewer under a pty, and everything it wrote (escape codes removed)."""
 
-    def __init__(self, run_dir: str, *extra: str) -> None:
+    def __init__(self, run_dir: str, *extra: str, env: dict[str, str] | None = None) -> None:
         self.child = pexpect.spawn(
             sys.executable, ["-m", "actors.cli", "viewer", "--run-dir", run_dir,
                              "--refresh", "0.3", *extra],
-            cwd=str(REPO_ROOT), env=clean_env(), dimensions=(70, 220), encoding="utf-8",
-            codec_errors="replace", timeout=30)
+            cwd=str(REPO_ROOT), env=dict(clean_env(), **(env or {})), dimensions=(70, 220),
+            encoding="utf-8", codec_errors="replace", timeout=30)
         self.raw = ""
 
     def read(self) -> str:
@@ -712,3 +712,47 @@ def test_tap_says_when_the_host_is_up_and_traffic_is_quiet(tmp_path: Path,
             child.expect(pexpect.EOF)
         finally:
             child.close(force=True)
+
+
+def test_the_viewer_finds_the_predecessors_redis_by_host_port_and_password(
+        short_dir: str) -> None:
+    """FXCM_REDIS_HOST/PORT/PASSWORD, as the predecessor's viewer read them, name its Redis."""
+    import socket
+    import subprocess
+
+    from actors._parent import exit_with_parent
+    from actors._redis_server import find_redis_server
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--requirepass",
+         "pw-of-ops", "--save", "", "--dir", short_dir], stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, preexec_fn=exit_with_parent)
+    client = redis.Redis(port=port, password="pw-of-ops")
+    try:
+        wait_for(lambda: _pings(client), 30, "the redis-server")
+        client.set("fxcm:price_tik:last:XAUUSD", json.dumps(price("XAUUSD", 2634.5, 2634.9, 1)))
+        env = dict(FXCM_REDIS_HOST="127.0.0.1", FXCM_REDIS_PORT=str(port),
+                   FXCM_REDIS_PASSWORD="pw-of-ops")
+        screen = Screen(short_dir, env=env)
+        try:
+            wait_for(lambda: "redis: connected redis://:***@127.0.0.1:{}/0".format(port)
+                     in screen.read() and "2634.5" in screen.text, 30,
+                     "the viewer on the operator's Redis", interval=0.1)
+            assert "pw-of-ops" not in screen.raw
+            assert screen.quit() == 0
+        finally:
+            screen.kill()
+    finally:
+        client.close()
+        server.terminate()
+        server.wait(30)
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except (redis.RedisError, OSError):
+        return False

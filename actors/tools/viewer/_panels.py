@@ -657,6 +657,8 @@ def _price_stream_table(snapshot: Mapping[str, Any]) -> Table:
 
 def _cadence(snapshot: Mapping[str, Any]) -> RenderableType:
     cadence = context(snapshot).get("tick_cadence")
+    if cadence is None:  # the predecessor also copied it into price_stream.adaptive_cadence
+        cadence = dig(context(snapshot), "price_stream", "adaptive_cadence")
     if cadence is None:
         return _hint("waiting for context.tick_cadence in the heartbeat", "adaptive cadence")
     if not isinstance(cadence, Mapping):

@@ -149,7 +149,9 @@ def run(run_dir: str, redis_url: str | None, refresh: float, config_path: str | 
         print("fxcm viewer: {}".format(exc), file=sys.stderr)
         return 2
     board = Board(int(limits["timeline_history_max"]))
-    feed = RedisFeed(lambda: resolve_redis_url(redis_url, run_dir), prefix, channels, board,
+    configured = str(raw["redis"]["url"])  # FXCM_REDIS_HOST/PORT/PASSWORD as the host reads them
+    feed = RedisFeed(lambda: resolve_redis_url(redis_url, run_dir, configured=configured),
+                     prefix, channels, board,
                      health_interval=limits["redis_health_interval"])
     collector = Collector(feed, board, run_dir, refresh)
     screen = Screen(start_mode)
