@@ -349,7 +349,8 @@ def _actors_table(snapshot: Mapping[str, Any], detailed: bool = False) -> Table:
                          justify="left" if column in ("actor", "state", "placement",
                                                       "last exit") else "right")
     if not host.get("reachable"):
-        table.add_row("host: not reachable", *([MISSING] * (len(columns) - 1)))
+        table.add_row("looking for the host ..." if host.get("pending")
+                      else "host: not reachable", *([MISSING] * (len(columns) - 1)))
         return table
     if not actors:
         table.add_row(*([MISSING] * len(columns)))
