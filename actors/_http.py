@@ -11,6 +11,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -59,44 +60,114 @@ _ACTOR_FIGURES = {
 
 _FAMILIES = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily}
 
+# The host's own families (BusCollector): an actor may not export these names.
+HOST_FAMILIES = frozenset(
+    [name + "_total" for name, _ in _ROUTER_COUNTERS.values()]
+    + [name + ("_total" if counter else "") for name, _, counter in _ACTOR_FIGURES.values()]
+    + ["fxcm_actor_up", "fxcm_actor_restarts_total", "fxcm_metric_conflicts"])
 
-def actor_metrics(statuses: dict[str, Any]) -> Iterator[Metric]:
-    """Metrics that actors report in ``status()["metrics"]``:
-    ``{name: {"type": "counter"|"gauge", "help": str, "samples": [[{label: value}, number]]}}``.
-    Families of the same name from several actors are merged; a malformed entry is skipped
-    (the actor's own status shows what it sent)."""
-    merged: dict[str, tuple[str, str, list[tuple[dict[str, str], float]]]] = {}
-    for status in statuses.values():
+Labels = tuple[tuple[str, str], ...]
+
+
+@dataclass
+class _Family:
+    kind: str
+    help: str
+    owner: str                                  # the first actor (by name) that reported it
+    values: dict[Labels, float] = field(default_factory=dict)
+
+
+def merge_actor_metrics(statuses: dict[str, Any]
+                        ) -> tuple[dict[str, _Family], dict[tuple[str, str], int]]:
+    """Families that actors report in ``status()["metrics"]``:
+    ``{name: {"type": "counter"|"gauge", "help": str, "samples": [[{label: value}, number]]}}``,
+    merged so that every series is exported once. Actors are read in name order, which makes
+    every choice below deterministic:
+
+    - a counter reported by several actors with the same labels is summed (two actors counting
+      one kind of event: ``fxcm_connector_errors_total{type="cache_io"}`` of the bar store and
+      of the outage journal);
+    - a gauge series belongs to the first actor that reports it; a later one is a conflict;
+    - the help text is the first actor's;
+    - a family whose type differs from the first actor's, or that uses a name of the host's
+      own families, is a conflict: left out.
+
+    Returns the families and the conflicts, ``{(metric, actor): samples left out}``, which the
+    host exports as ``fxcm_metric_conflicts``. A malformed entry is skipped (the actor's own
+    status shows what it sent)."""
+    families: dict[str, _Family] = {}
+    conflicts: dict[tuple[str, str], int] = {}
+    for actor in sorted(statuses):
+        status = statuses[actor]
         metrics = status.get("metrics") if isinstance(status, dict) else None
         if not isinstance(metrics, dict):
             continue
         for name, spec in metrics.items():
             if not isinstance(spec, dict) or spec.get("type") not in _FAMILIES:
                 continue
-            kind, text, samples = merged.setdefault(
-                name, (spec["type"], str(spec.get("help", name)), []))
-            for sample in spec.get("samples", []):
+            samples = []
+            for sample in spec.get("samples", []) or []:
                 try:
                     labels, value = sample
-                    samples.append(({str(k): str(v) for k, v in labels.items()}, float(value)))
+                    key = tuple(sorted((str(k), str(v)) for k, v in labels.items()))
+                    samples.append((key, float(value)))
                 except (TypeError, ValueError, AttributeError):
                     continue
-    for name, (kind, text, samples) in merged.items():
+            family = families.get(name)
+            if name in HOST_FAMILIES or (family is not None and family.kind != spec["type"]):
+                conflicts[(name, actor)] = conflicts.get((name, actor), 0) + max(1, len(samples))
+                continue
+            if family is None:
+                family = families[name] = _Family(spec["type"], str(spec.get("help", name)),
+                                                  actor)
+            for key, value in samples:
+                if key not in family.values:
+                    family.values[key] = value
+                elif family.kind == "counter":
+                    family.values[key] += value
+                else:
+                    conflicts[(name, actor)] = conflicts.get((name, actor), 0) + 1
+    return families, conflicts
+
+
+def actor_metrics(statuses: dict[str, Any],
+                  reported: set[tuple[str, str]] | None = None) -> Iterator[Metric]:
+    """The merged actor families (``merge_actor_metrics``) as Prometheus families, then
+    ``fxcm_metric_conflicts{metric, actor}``: samples left out by the merge. A conflict not in
+    ``reported`` yet is logged once and added to it."""
+    families, conflicts = merge_actor_metrics(statuses)
+    if reported is not None:
+        for name, actor in sorted(set(conflicts) - reported):
+            reported.add((name, actor))
+            log.warning("metric %s of %s left out of /metrics: another actor exports it with "
+                        "another type or the same gauge series, or it is a host metric name",
+                        name, actor)
+    for name, family in families.items():
+        kind = family.kind
         base = name[:-len("_total")] if kind == "counter" and name.endswith("_total") else name
-        label_names = sorted({label for labels, _ in samples for label in labels})
-        family = _FAMILIES[kind](base, text, labels=label_names)
-        for labels, value in samples:
-            family.add_metric([labels.get(label, "") for label in label_names], value)
-        yield family
+        label_names = sorted({label for key in family.values for label, _ in key})
+        built = _FAMILIES[kind](base, family.help, labels=label_names)
+        for key, value in family.values.items():
+            labels = dict(key)
+            built.add_metric([labels.get(label, "") for label in label_names], value)
+        yield built
+    gauge = GaugeMetricFamily("fxcm_metric_conflicts",
+                              "Actor metric samples left out: a type differing from the first "
+                              "actor's, a gauge series another actor owns, or a host metric name",
+                              labels=["metric", "actor"])
+    for (name, actor), count in sorted(conflicts.items()):
+        gauge.add_metric([name, actor], float(count))
+    yield gauge
 
 
 class BusCollector(Collector):
     def __init__(self, status: StatusSource) -> None:
         self._status = status
+        self._reported: set[tuple[str, str]] = set()
 
     def collect(self) -> Iterator[Metric]:
         status = self._status()
-        yield from actor_metrics(status.get("actor_status", {}))
+        yield from actor_metrics(status.get("actor_status", {}), self._reported)
         router = status.get("router", {})
         for key, (name, text) in _ROUTER_COUNTERS.items():
             yield CounterMetricFamily(name, text, value=float(router.get(key, 0)))

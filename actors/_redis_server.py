@@ -74,9 +74,9 @@ class EmbeddedRedis:
 
     def start(self, timeout: float = 15.0) -> None:
         if self.port and not port_is_free(self.port):
-            raise ConfigError("redis.port: 127.0.0.1:{} is in use; choose another port "
-                              "(--redis-port, FXCM_REDIS_PORT) or point redis.url at that "
-                              "server".format(self.port))
+            raise ConfigError("redis.embedded_port: 127.0.0.1:{} is in use; choose another "
+                              "port (--redis-port, FXCM_EMBEDDED_REDIS_PORT) or point redis.url "
+                              "at that server".format(self.port))
         binary = find_redis_server()
         os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
         try:

@@ -49,7 +49,7 @@ def cmd_host(args: argparse.Namespace) -> int:
         "broker.sim.seed": args.sim_seed,
         "symbols": args.symbols.split(",") if args.symbols else None,
         "redis.url": args.redis_url,
-        "redis.port": args.redis_port,
+        "redis.embedded_port": args.redis_port,
         "cache.dir": args.cache_dir,
     }
     if args.replay_file and not args.broker:
@@ -61,11 +61,24 @@ def cmd_host(args: argparse.Namespace) -> int:
         log.error("%s", exc)
         return 2
     configure_logging(settings.log_level)
+    log_settings_notes(settings, getattr(args, "env_files", []))
     try:
         return Host(settings).run()
     except ConnectorError as exc:
         log.error("%s", exc)
         return 2
+
+
+def log_settings_notes(settings: Any, env_files: list[str]) -> None:
+    """Where the settings came from, and every predecessor key or variable that has no
+    equivalent here (config/legacy.py): one line each, before the banner."""
+    if env_files:
+        log.info("environment: read %s (values not shown; the real environment wins)",
+                 ", ".join(env_files))
+    for note in settings.notes:
+        log.info("%s", note)
+    for warning in settings.warnings:
+        log.warning("%s", warning)
 
 
 # -- tap -------------------------------------------------------------------------------------
@@ -104,23 +117,56 @@ def decode_tap_message(frames: list[bytes]) -> dict[str, Any]:
     }
 
 
+# tap: how long the bus may be silent before the tap says it is still waiting (and how often)
+TAP_QUIET_SECONDS = 5.0
+
+
+def _host_pid(run_dir: str) -> int | None:
+    """The pid in ``bus.json`` of a host running in ``run_dir``, else None."""
+    try:
+        with open(os.path.join(run_dir, "bus.json"), encoding="utf-8") as handle:
+            return int(json.load(handle).get("host_pid") or 0) or None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def cmd_tap(args: argparse.Namespace) -> int:
     from bus import ipc_endpoint
 
     configure_logging("WARNING")
-    endpoint = ipc_endpoint(_run_dir(args), "tap.sock")
+    run_dir = _run_dir(args)
+    endpoint = ipc_endpoint(run_dir, "tap.sock")
     sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.SUB)
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(endpoint)
     for topic in args.topic or [""]:
         sock.setsockopt(zmq.SUBSCRIBE, topic.encode("utf-8"))
-    if not args.json:
-        print("tapping {} (topics: {}); Ctrl-C to stop".format(
-            endpoint, ", ".join(args.topic) if args.topic else "all"), file=sys.stderr)
+    topics = ", ".join(args.topic) if args.topic else "all"
+    # what the tap is waiting for goes to stderr, so that --json output stays one object a line
+    print("tapping {} (topics: {}); Ctrl-C to stop".format(endpoint, topics), file=sys.stderr)
+    host = _host_pid(run_dir)
+    if host is None:
+        print("no host runs in {} yet: waiting for one".format(run_dir), file=sys.stderr)
     seen = 0
+    quiet_since = time.monotonic()
     try:
         while args.count is None or seen < args.count:
+            if not sock.poll(int(TAP_QUIET_SECONDS * 1000)):
+                now_host = _host_pid(run_dir)
+                if now_host is None:
+                    print("waiting for the host: none runs in {}".format(run_dir),
+                          file=sys.stderr)
+                elif host is None:
+                    print("host is up (pid {}): waiting for traffic (topics: {})".format(
+                        now_host, topics), file=sys.stderr)
+                else:
+                    print("waiting for traffic (topics: {}; host pid {}; nothing for {:.0f} s)"
+                          .format(topics, now_host, time.monotonic() - quiet_since),
+                          file=sys.stderr)
+                host = now_host
+                continue
             frames = sock.recv_multipart()
+            quiet_since = time.monotonic()
             try:
                 message = decode_tap_message(frames)
             except ProtocolError as exc:
@@ -257,7 +303,7 @@ def cmd_viewer(args: argparse.Namespace) -> int:
     from actors.tools import viewer
 
     configure_logging("WARNING")
-    return viewer.run(_run_dir(args), args.redis_url, args.refresh, args.config)
+    return viewer.run(_run_dir(args), args.redis_url, args.refresh, args.config, args.mode)
 
 
 def cmd_command(args: argparse.Namespace) -> int:
@@ -284,7 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     host.add_argument("--sim-seed", type=int, help="seed of the simulated market")
     host.add_argument("--symbols", help="comma-separated symbols, e.g. EURUSD,XAUUSD")
     host.add_argument("--redis-url", help="'embedded' (default) or redis://, rediss://, unix://")
-    host.add_argument("--redis-port", type=int, help="TCP port of the embedded Redis")
+    host.add_argument("--redis-port", type=int,
+                      help="TCP port of the embedded Redis (redis.embedded_port)")
     host.add_argument("--cache-dir", help="the bar store directory")
     host.set_defaults(func=cmd_host)
 
@@ -322,13 +369,18 @@ def build_parser() -> argparse.ArgumentParser:
             fault.set_defaults(seconds=None)
         fault.set_defaults(func=cmd_fault)
 
-    viewer = commands.add_parser("viewer", help="a live terminal dashboard (q quits)")
+    viewer = commands.add_parser("viewer", help="a live terminal dashboard (keys 0-9 modes, "
+                                 "p pause, c clear, q quits)")
     viewer.add_argument("--run-dir", help="the host's run dir (its status, its embedded Redis)")
     viewer.add_argument("--redis-url", help="Redis URL (default: FXCM_REDIS_URL, else the "
                         "embedded Redis of the run dir)")
     viewer.add_argument("--refresh", type=float, default=1.0,
                         help="seconds between two refreshes (default 1)")
     viewer.add_argument("--config", help="settings file, for the channel names (as the host)")
+    viewer.add_argument("--mode", default="1",
+                        help="the mode to start in: 0 timeline, 1 summary (default), 2 session, "
+                        "3 alerts, 4 streams, 5 price, 6 supervisor, 7 history, 8 stats, "
+                        "9 volume calibration (a key, or the name)")
     viewer.set_defaults(func=cmd_viewer)
 
     from actors.tools.command import add_arguments as add_command_arguments
@@ -341,7 +393,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from config.envfile import load_env_files
+
     args = build_parser().parse_args(argv)
+    try:
+        # the predecessor's .env dispatcher (AI_ONE_ENV_FILE), for every command alike
+        args.env_files = load_env_files(os.environ)
+    except ConnectorError as exc:
+        print("fxcm {}: {}".format(args.command, exc), file=sys.stderr)
+        return 2
     code: int = args.func(args)
     return code
 

@@ -36,8 +36,6 @@ from protocol.errors import ConfigError, ConnectorError, RequestTimeout
 
 log = logging.getLogger("fxcm.host")
 
-VERSION = "0.1.0"
-
 STARTING = "starting"
 RUNNING = "running"
 RESTARTING = "restarting"
@@ -235,7 +233,7 @@ class Host:
                     http.host, http.port, exc.strerror)) from exc
             self.http.start()
         self._write_json("host.json", {
-            "pid": os.getpid(), "version": VERSION,
+            "pid": os.getpid(), "version": self.settings.version,
             "http_port": self.http.port if self.http is not None else None,
             "started_at": time.time(),
         })
@@ -245,7 +243,8 @@ class Host:
         section = self.settings.raw["redis"]
         url = section["url"]
         if url == "embedded" and section["required"]:
-            self.redis = EmbeddedRedis(self.run_dir, section["port"], bound_to_parent=True)
+            self.redis = EmbeddedRedis(self.run_dir, section["embedded_port"],
+                                       bound_to_parent=True)
             self.redis.start()
             url = self.redis.url
         for slot in self._slots:
@@ -262,7 +261,7 @@ class Host:
     def _banner(self) -> None:
         router = self.router
         assert router is not None
-        lines = ["fxcm host {} (pid {})".format(VERSION, os.getpid()),
+        lines = ["fxcm host {} (pid {})".format(self.settings.version, os.getpid()),
                  "  run dir   {}".format(self.run_dir),
                  "  bus       {}  (and {})".format(router.settings.bus_endpoint,
                                                    router.settings.inproc_endpoint),
@@ -285,6 +284,9 @@ class Host:
                 self.settings.raw["redis"]["url"])))
         else:
             lines.append("  redis     off (FXCM_REDIS_REQUIRED=0: file-only)")
+        cache = self.settings.raw["cache"]
+        lines.append("  cache     {}{}".format(cache["dir"], "" if cache["enabled"] else
+                                             "  (cache.enabled false)"))
         if self.http is not None:
             base = "http://{}:{}".format(self.settings.http.host, self.http.port)
             lines.append("  metrics   {}/metrics   health {}/livez {}/readyz".format(
@@ -444,7 +446,7 @@ class Host:
     def _host_info(self) -> dict[str, Any]:
         return {
             "pid": os.getpid(),
-            "version": VERSION,
+            "version": self.settings.version,
             "run_dir": self.run_dir,
             "escalated": self.escalated,
             "stopping": self._stop.is_set(),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from config.legacy import ENV_ALIASES, ENV_IGNORED, PREDECESSOR_VARIABLES, migration_rows
 from config.settings import ACTOR_DEFAULTS, ENVIRONMENT, load_defaults
 
 # One line per key that needs words beyond its name; the rest read well enough as they are.
@@ -40,8 +41,23 @@ MEANING = {
                                            "waits this many times longer",
     "history_poller.warmup_bars": "warmup reaches back this many open minutes",
     "history_poller.max_bars": "bars kept per (symbol, tf) in the store",
-    "cache.dir": "the bar store",
-    "redis.url": "embedded (a redis-server the host starts), redis://, rediss://, unix://",
+    "cache.dir": "the bar store (and the Redis outage journal); a relative path is taken from "
+                 "$STATE_DIRECTORY (systemd StateDirectory=) when set, else from the working "
+                 "directory; the banner shows the absolute path",
+    "cache.enabled": "the predecessor's FXCM_CACHE_ENABLED",
+    "redis.url": "embedded (a redis-server the host starts), redis://, rediss://, unix://; "
+                 "FXCM_REDIS_HOST/PORT/PASSWORD name an external one (below)",
+    "redis.embedded_port": "TCP port of the embedded Redis (0: its unix socket only); used only "
+                           "when no external Redis is named",
+    "heartbeat.session_tag": "AUTO: from the calendar's sessions; or a fixed tag",
+    "viewer.heartbeat_alert_seconds": "`fxcm viewer`: a heartbeat older than this is an alert",
+    "viewer.ohlcv_lag_warn_seconds": "`fxcm viewer`: a bar this late past its due time is late",
+    "viewer.ohlcv_lag_error_seconds": "`fxcm viewer`: ... and this late, stale",
+    "viewer.ohlcv_msg_idle_warn_seconds": "`fxcm viewer`: the ohlcv channel silent this long "
+                                          "(market open) is a warning ...",
+    "viewer.ohlcv_msg_idle_error_seconds": "... and this long, an error",
+    "viewer.redis_health_interval": "`fxcm viewer`: seconds between two Redis PINGs",
+    "viewer.timeline_history_max": "`fxcm viewer`: state changes kept on the timeline",
     "redis.required": "false: no Redis at all, bars go to the journal (file-only)",
     "channels.prefix": "channel names are <prefix>:<name> unless overridden below",
     "redis_publisher.last_bars": "late-joiner keys keep this many final bars per (symbol, tf)",
@@ -118,14 +134,60 @@ def render() -> str:
     for key, default in ACTOR_DEFAULTS.items():
         lines.append("| `{}` | `{}` | {} |".format(key, json.dumps(default),
                                                   ACTOR_MEANING.get(key, "")))
-    lines += ["", "## Secrets (environment only, never logged)", "",
+    lines += [
+        "", "## More variables", "",
+        "| variable | what it does |", "| --- | --- |",
+        "| `FXCM_REDIS_HOST`, `FXCM_REDIS_PORT`, `FXCM_REDIS_PASSWORD` | an external Redis, as "
+        "in the predecessor: any of them set replaces the host, port or password of "
+        "`redis.url` (of `redis://127.0.0.1:6379/0` when that is `embedded`); "
+        "`FXCM_REDIS_URL` wins over HOST and PORT |",
+        "| `FXCM_CONNECTOR_VERSION_OVERRIDE` | the version shown in the banner, `host.json`, "
+        "`fxcm status` and the heartbeat |",
+        "| `FXCM_CONNECTOR_REQUIRED_VERSION` | the host refuses to start (exit 2) with another "
+        "version |",
+        "| `AI_ONE_ENV_FILE` | `fxcm` reads `.env` of the working directory, then the profile "
+        "file this names (relative to that directory); the real environment wins over `.env`, "
+        "`.env` over the profile |",
+        "| `STATE_DIRECTORY` | set by systemd (`StateDirectory=`): the base of a relative "
+        "`cache.dir` |"]
+    for alias, canonical in ENV_ALIASES.items():
+        lines.append("| `{}` | the predecessor's name of `{}` ({} wins when both are set) "
+                     "|".format(alias, canonical, canonical))
+    for variable, reason in ENV_IGNORED.items():
+        lines.append("| `{}` | ignored, with a warning: {} |".format(variable, reason))
+    lines += ["", "The predecessor's `runtime_settings.json` keys (`stream.*`, `backoff.*`, "
+              "`viewer.*`, ...) are read too: docs/operations.md, \"Migrating from the "
+              "predecessor\".", ""]
+    lines += ["## Secrets (environment only, never logged)", "",
               "| variable | for |", "| --- | --- |",
               "| `FXCM_USERNAME`, `FXCM_PASSWORD` | the ForexConnect login |",
               "| `FXCM_CONNECTION`, `FXCM_HOST_URL` | Demo/Real and the SDK's host list URL |",
+              "| `FXCM_REDIS_PASSWORD` | the external Redis's password |",
               "| `FXCM_HMAC_SECRET`, `FXCM_HMAC_KID` | signing ohlcv (`sig`) and commands |",
               "| `FXCM_HMAC_SECRETS_FILE` | several `kid=secret` lines for command auth |", ""]
     return "\n".join(lines)
 
 
+def render_migration() -> str:
+    """The two tables of docs/operations.md "Migrating from the predecessor" (generated, so that
+    they always say what config/legacy.py does)."""
+    lines = ["| the predecessor's variable | here |", "| --- | --- |"]
+    for variable, text in PREDECESSOR_VARIABLES.items():
+        if variable in ENVIRONMENT:
+            text = "sets `{}`: {}".format(ENVIRONMENT[variable][0], text)
+        lines.append("| `{}` | {} |".format(variable, text))
+    lines += ["", "| the predecessor's `runtime_settings.json` key | here |", "| --- | --- |",
+              "| `cache.dir` | the same; a relative path is taken from `$STATE_DIRECTORY` "
+              "(systemd `StateDirectory=`) when set, else from the working directory, as "
+              "before |"]
+    for key in load_defaults()["viewer"]:
+        lines.append("| `viewer.{}` | the same (`fxcm viewer`) |".format(key))
+    for key, text in migration_rows():
+        lines.append("| `{}` | {} |".format(key, text))
+    return "\n".join(lines) + "\n"
+
+
 if __name__ == "__main__":
-    print(render(), end="")
+    import sys
+
+    print(render_migration() if sys.argv[1:] == ["--migration"] else render(), end="")

@@ -10,10 +10,12 @@ import copy
 import dataclasses
 import json
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from config.legacy import ENV_ALIASES, ENV_IGNORED, env_targets, redis_url, translate
 from protocol.errors import ConfigError
 
 DEFAULTS_PATH = Path(__file__).with_name("runtime_settings.json")
@@ -41,15 +43,17 @@ SHARED_KEYS = ("symbols", "price_basis", "instruments", "calendar_file", "broker
 
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
 
-# Environment variable -> (key path, type).
-ENVIRONMENT: dict[str, tuple[str, type]] = {
+# Environment variable -> (key path, type or converter). FXCM_REDIS_HOST/PORT/PASSWORD (an
+# external Redis) and the predecessor's aliases and retired names are in config/legacy.py.
+ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FXCM_RUN_DIR": ("run_dir", str),
     "FXCM_BROKER": ("broker.kind", str),
     "FXCM_PYTHON37": ("broker.python", str),
     "FXCM_CALENDAR_PATH": ("calendar_file", str),
     "FXCM_CACHE_DIR": ("cache.dir", str),
+    "FXCM_CACHE_ENABLED": ("cache.enabled", bool),
     "FXCM_REDIS_URL": ("redis.url", str),
-    "FXCM_REDIS_PORT": ("redis.port", int),
+    "FXCM_EMBEDDED_REDIS_PORT": ("redis.embedded_port", int),
     "FXCM_REDIS_REQUIRED": ("redis.required", bool),
     "FXCM_CHANNEL_PREFIX": ("channels.prefix", str),
     "FXCM_OHLCV_CHANNEL": ("channels.ohlcv", str),
@@ -61,16 +65,28 @@ ENVIRONMENT: dict[str, tuple[str, type]] = {
     "FXCM_HMAC_ALGO": ("redis_publisher.hmac_algo", str),
     "FXCM_BACKFILL_MIN_MINUTES": ("history_poller.backfill_min_minutes", int),
     "FXCM_BACKFILL_MAX_MINUTES": ("history_poller.backfill_max_minutes", int),
+    "FXCM_DYNAMIC_UNIVERSE_ENABLED": ("history_poller.dynamic_universe_enabled", bool),
+    "FXCM_DYNAMIC_UNIVERSE_DEFAULT_TARGETS": ("history_poller.dynamic_universe_default_targets",
+                                              env_targets),
     "FXCM_DYNAMIC_UNIVERSE_MAX_TARGETS": ("history_poller.max_targets", int),
-    "FXCM_STREAM_CONFIG": ("history_poller.targets", str),
-    "FXCM_SESSION_TAG": ("heartbeat.session_tag", str),
-    "FXCM_METRICS_PORT": ("http.port", int),
+    "FXCM_STREAM_CONFIG": ("history_poller.targets", env_targets),
+    "FXCM_SESSION_TAG": ("heartbeat.session_tag", lambda text: text.strip() or "AUTO"),
     "FXCM_LOG_LEVEL": ("log_level", str),
     "FXCM_HTTP_HOST": ("http.host", str),
     "FXCM_HTTP_PORT": ("http.port", int),
+    "FXCM_METRICS_PORT": ("http.port", int),
     "FXCM_HTTP_ENABLED": ("http.enabled", bool),
+    "FXCM_METRICS_ENABLED": ("http.enabled", bool),
     "FXCM_DRAIN_SECONDS": ("shutdown.drain_seconds", float),
 }
+
+# Our own keys that were renamed: old dotted key -> new one (warned about, then applied).
+RENAMED = {"redis.port": "redis.embedded_port"}
+
+# The connector's version: the installed package's, or FXCM_CONNECTOR_VERSION_OVERRIDE (as the
+# predecessor's deploys set it); FXCM_CONNECTOR_REQUIRED_VERSION stops a host of another one.
+VERSION_OVERRIDE = "FXCM_CONNECTOR_VERSION_OVERRIDE"
+REQUIRED_VERSION = "FXCM_CONNECTOR_REQUIRED_VERSION"
 
 IPC_PATH_MAX = 107
 
@@ -132,6 +148,12 @@ class Settings:
     http: HttpConfig
     actors: tuple[ActorSpec, ...]
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+    # the connector's version (FXCM_CONNECTOR_VERSION_OVERRIDE, else the package's)
+    version: str = ""
+    # predecessor keys and variables that were mapped (notes) or have no equivalent, renamed
+    # keys, aliases that disagree (warnings): for the host to log at start, one line each
+    notes: tuple[str, ...] = field(compare=False, default=())
+    warnings: tuple[str, ...] = field(compare=False, default=())
 
     def actor_settings(self, spec: ActorSpec) -> dict[str, Any]:
         """What an actor receives: the shared keys, its own section (if the config has one
@@ -155,12 +177,29 @@ def load_defaults() -> dict[str, Any]:
     return data
 
 
-def load(path: str | None = None, environ: dict[str, str] | None = None,
+def package_version() -> str:
+    """The installed distribution's version (setup.cfg), or "unknown" in a bare checkout."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("fxcm-connector")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def connector_version(environ: Mapping[str, str]) -> str:
+    return environ.get(VERSION_OVERRIDE, "").strip() or package_version()
+
+
+def load(path: str | None = None, environ: Mapping[str, str] | None = None,
          overrides: dict[str, Any] | None = None) -> Settings:
-    """Defaults, then the file at ``path``, then the environment, then ``overrides`` (a map of
-    dotted keys, from the command line). Raises ConfigError naming the offending key."""
+    """Defaults, then the file at ``path`` (the predecessor's keys translated, config/legacy.py),
+    then the environment, then ``overrides`` (a map of dotted keys, from the command line).
+    Raises ConfigError naming the offending key."""
     defaults = load_defaults()
     merged = copy.deepcopy(defaults)
+    notes: list[str] = []
+    warnings: list[str] = []
     if path:
         try:
             with open(path, encoding="utf-8") as handle:
@@ -171,15 +210,87 @@ def load(path: str | None = None, environ: dict[str, str] | None = None,
             raise ConfigError("config file {}: not JSON ({})".format(path, exc)) from exc
         if not isinstance(user, dict):
             raise ConfigError("config file {}: must hold a JSON object".format(path))
-        _merge(merged, user, defaults, "")
+        user = _renamed(user, warnings)
+        legacy = translate(user, defaults)
+        for key, value in legacy.settings.items():
+            _set_legacy(merged, defaults, key, value)
+        if legacy.notes:
+            notes.append("config file {}: the predecessor's keys mapped: {}".format(
+                path, "; ".join(legacy.notes)))
+        warnings.extend(legacy.warnings)
+        _merge(merged, legacy.user, defaults, "")
     env = os.environ if environ is None else environ
     for variable, (key, kind) in ENVIRONMENT.items():
+        if variable not in env:
+            continue
+        value = _parse_env(variable, env[variable], kind)
+        canonical = ENV_ALIASES.get(variable)
+        if canonical is not None and canonical in env:
+            if _parse_env(canonical, env[canonical], kind) != value:
+                warnings.append("{}={}: ignored, {}={} is set and wins (both set {})".format(
+                    variable, env[variable], canonical, env[canonical], key))
+            continue
+        _set_dotted(merged, key, value)
+    merged["redis"]["url"] = redis_url(merged["redis"]["url"], env, "FXCM_REDIS_URL" in env,
+                                       warnings)
+    for variable, reason in ENV_IGNORED.items():
         if variable in env:
-            _set_dotted(merged, key, _parse_env(variable, env[variable], kind))
+            warnings.append("{}: ignored: {}".format(variable, reason))
     for key, value in (overrides or {}).items():
         if value is not None:
             _set_dotted(merged, key, value)
-    return _build(merged)
+    version = connector_version(env)
+    required = env.get(REQUIRED_VERSION, "").strip()
+    if required and required != version:
+        raise ConfigError("{}: this connector is version {}, {} is required".format(
+            REQUIRED_VERSION, version, required))
+    merged["cache"]["dir"] = resolve_path(merged["cache"]["dir"], env)
+    journal = merged["redis_publisher"].get("journal_dir")
+    if isinstance(journal, str) and journal:
+        merged["redis_publisher"]["journal_dir"] = resolve_path(journal, env)
+    settings = _build(merged)
+    return dataclasses.replace(settings, version=version, notes=tuple(notes),
+                               warnings=tuple(warnings))
+
+
+def resolve_path(path: Any, environ: Mapping[str, str]) -> Any:
+    """A state path (``cache.dir``, a journal dir) made absolute: a relative one is taken from
+    systemd's ``$STATE_DIRECTORY`` (``StateDirectory=`` in the unit) when set, else from the
+    working directory, where the predecessor took its ``cache.dir`` from."""
+    if not isinstance(path, str) or not path or os.path.isabs(path):
+        return path
+    base = environ.get("STATE_DIRECTORY", "").split(":")[0] or os.getcwd()
+    return os.path.normpath(os.path.join(base, os.path.expanduser(path)))
+
+
+def _renamed(user: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
+    """Our own renamed keys, moved to their new names (with a warning)."""
+    for old, new in RENAMED.items():
+        section, _, key = old.partition(".")
+        node = user.get(section)
+        if isinstance(node, dict) and key in node:
+            node = dict(node)
+            new_key = new.partition(".")[2]
+            if new_key not in node:
+                node[new_key] = node[key]
+            del node[key]
+            user = dict(user, **{section: node})
+            warnings.append("{}: renamed {}; FXCM_REDIS_PORT now names an external Redis "
+                            "(seed 001 section 6.1)".format(old, new))
+    return user
+
+
+def _set_legacy(target: dict[str, Any], schema: dict[str, Any], key: str, value: Any) -> None:
+    """A translated predecessor value, type-checked against our default (naming our key)."""
+    node: Any = schema
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    if node is not None:
+        _check_types(value, node, key)
+    parts = key.split(".")
+    for part in parts[:-1]:
+        target = target.setdefault(part, {})
+    target[parts[-1]] = value
 
 
 def _merge(target: dict[str, Any], user: dict[str, Any], schema: dict[str, Any],
@@ -205,7 +316,7 @@ def _set_dotted(target: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def _parse_env(variable: str, text: str, kind: type) -> Any:
+def _parse_env(variable: str, text: str, kind: Callable[[str], Any]) -> Any:
     if kind is bool:
         lowered = text.strip().lower()
         if lowered in ("1", "true", "yes", "on"):
@@ -217,7 +328,9 @@ def _parse_env(variable: str, text: str, kind: type) -> Any:
         return kind(text)
     except ValueError as exc:
         raise ConfigError("{}: must be {}, got {!r}".format(
-            variable, kind.__name__, text)) from exc
+            variable, getattr(kind, "__name__", "valid"), text)) from exc
+    except ConfigError as exc:  # a converter (targets) names the variable itself
+        raise ConfigError(str(exc)) from None
 
 
 def _typed(data: dict[str, Any], key: str, kind: type, prefix: str) -> Any:
@@ -385,9 +498,17 @@ def _check_pipeline(data: dict[str, Any]) -> None:
                                                               "unix://")):
         raise ConfigError("redis.url: must be 'embedded' or a redis://, rediss:// or unix:// URL, "
                           "got {!r}".format(redis_url))
-    if not 0 <= data["redis"]["port"] <= 65535:
-        raise ConfigError("redis.port: must be within 0..65535, got {}".format(
-            data["redis"]["port"]))
+    if not 0 <= data["redis"]["embedded_port"] <= 65535:
+        raise ConfigError("redis.embedded_port: must be within 0..65535, got {}".format(
+            data["redis"]["embedded_port"]))
+    viewer = data["viewer"]
+    for key, value in viewer.items():
+        if value <= 0:
+            raise ConfigError("viewer.{}: must be > 0, got {}".format(key, value))
+    for kind in ("ohlcv_lag", "ohlcv_msg_idle"):
+        if viewer[kind + "_warn_seconds"] > viewer[kind + "_error_seconds"]:
+            raise ConfigError("viewer.{0}_warn_seconds: must be <= {0}_error_seconds".format(
+                kind))
     if data["calendar_file"]:
         from config.calendar import load_calendar
         load_calendar(data["calendar_file"])  # fails here, at start, naming the entry

@@ -95,7 +95,7 @@ def write_config(directory: Path, run_dir: str, actors: list[dict[str, Any]],
     # Port 0: the HTTP port is picked by the kernel, and the embedded Redis listens on its unix
     # socket only, so hosts of concurrent tests never fight over a port.
     config: dict[str, Any] = {"run_dir": run_dir, "http": {"port": 0}, "actors": actors,
-                              "redis": {"port": 0}}
+                              "redis": {"embedded_port": 0}}
     config.update(sections)
     path = directory / "config.json"
     path.write_text(json.dumps(config))

@@ -108,6 +108,8 @@ class RedisPublisher(Actor):
             "symbol", "tf")
         self.m_errors = metrics.counter(
             "fxcm_connector_errors_total", "Errors by subsystem (here: redis)", "type")
+        for kind in ("redis", "cache_io"):  # the seed's types exist from the start (at 0)
+            self.m_errors.inc(kind, amount=0.0)
         self.m_messages = metrics.counter(
             "fxcm_redis_messages_published_total", "Messages published to Redis", "channel")
         self.m_schema = metrics.counter(

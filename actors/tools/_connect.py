@@ -22,12 +22,16 @@ def embedded_socket(run_dir: str) -> str:
 
 
 def resolve_redis_url(given: str | None, run_dir: str,
-                      environ: Mapping[str, str] | None = None) -> str:
-    """``given`` (``--redis-url``), else ``FXCM_REDIS_URL``, else the embedded Redis of
-    ``run_dir`` (``unix://<run_dir>/redis.sock``) when that socket exists. "embedded" in
-    either place means the run dir's socket. Raises ConfigError saying what was tried."""
+                      environ: Mapping[str, str] | None = None,
+                      configured: str | None = None) -> str:
+    """``given`` (``--redis-url``), else ``configured`` (``redis.url`` as the host reads it:
+    the config file, ``FXCM_REDIS_URL`` and the predecessor's ``FXCM_REDIS_HOST/PORT/PASSWORD``;
+    see ``configured_redis_url``), else ``FXCM_REDIS_URL``, else the embedded Redis of
+    ``run_dir`` (``unix://<run_dir>/redis.sock``) when that socket exists. "embedded" in any
+    place means the run dir's socket. Raises ConfigError saying what was tried."""
     env = os.environ if environ is None else environ
-    for source, value in (("--redis-url", given), (ENV_REDIS_URL, env.get(ENV_REDIS_URL))):
+    for source, value in (("--redis-url", given), ("redis.url", configured),
+                          (ENV_REDIS_URL, env.get(ENV_REDIS_URL))):
         if value and value != "embedded":
             if "://" not in value:
                 raise ConfigError("{}: not a Redis URL (redis://, rediss://, unix://): "
@@ -36,8 +40,17 @@ def resolve_redis_url(given: str | None, run_dir: str,
     path = embedded_socket(run_dir)
     if os.path.exists(path):
         return "unix://" + path
-    raise ConfigError("no Redis: no --redis-url, no {}, and no embedded Redis at {} (is a host "
-                      "running with --run-dir {}?)".format(ENV_REDIS_URL, path, run_dir))
+    raise ConfigError("no Redis: no --redis-url, no {} or FXCM_REDIS_HOST, and no embedded "
+                      "Redis at {} (is a host running with --run-dir {}?)".format(
+                          ENV_REDIS_URL, path, run_dir))
+
+
+def configured_redis_url(config_path: str | None,
+                         environ: Mapping[str, str] | None = None) -> str:
+    """``redis.url`` as the host would read it (ConfigError naming the key)."""
+    import config
+
+    return str(config.load(config_path, environ=environ).raw["redis"]["url"])
 
 
 def channel_names(channels: Mapping[str, Any]) -> dict[str, str]:

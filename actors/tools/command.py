@@ -28,7 +28,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from actors.command_handler import sign
-from actors.tools._connect import load_channels, redact_url, resolve_redis_url
+from actors.tools._connect import configured_redis_url, load_channels, redact_url, resolve_redis_url
 from protocol.errors import ConfigError
 
 ENV_SECRET = "FXCM_HMAC_SECRET"
@@ -292,7 +292,8 @@ def run(namespace: argparse.Namespace, run_dir: str, environ: Mapping[str, str] 
     cmd = COMMAND_NAMES[namespace.name][0]
     try:
         _prefix, channels = load_channels(namespace.config)
-        url = resolve_redis_url(namespace.redis_url, run_dir, env)
+        url = resolve_redis_url(namespace.redis_url, run_dir, env,
+                                configured_redis_url(namespace.config, env))
         message = build_command(cmd, command_args(namespace.name, namespace), env,
                                 req_id=namespace.req_id)
     except ConfigError as exc:
