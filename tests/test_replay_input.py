@@ -283,7 +283,8 @@ def test_a_file_without_a_valid_row_streams_nothing_and_never_shows_1970(
         tmp_path: Path, run_dir: str) -> None:
     file = write(tmp_path / "ticks.csv", b"ts_ms,symbol,bid,ask\nnan,EURUSD,1,2\n0,EURUSD,1,2\n")
     actors: list[dict[str, Any]] = load_defaults()["actors"]
-    sections = dict(session_only(file), heartbeat={"interval_seconds": 0.5,
+    sections = dict(session_only(file), cache={"dir": str(tmp_path / "cache")},
+                    heartbeat={"interval_seconds": 0.5,
                                                    "market_status_interval_seconds": 0.5,
                                                    "status_interval_seconds": 0.5})
     with host_process(tmp_path, run_dir, actors, **sections) as host:
