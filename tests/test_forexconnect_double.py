@@ -15,6 +15,7 @@ import json
 import math
 import os
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -26,7 +27,7 @@ from typing import Any
 import pytest
 
 from config.settings import load_defaults
-from protocol.market import HistoryReply, HistoryRequest, SessionState
+from protocol.market import MINUTE_MS, HistoryReply, HistoryRequest, Instrument, SessionState
 from tests.helpers import (
     REPO_ROOT,
     HostProcess,
@@ -274,6 +275,8 @@ def test_history_replies_are_the_doubles_bars_on_the_configured_basis(
         wait_status(probe, lambda s: s.get("session_state") == "STREAM", 60, "the stream")
         reply = history(probe, "XAUUSD", "5m", 6)
         assert reply.status == "ok" and len(reply.bars) == 6
+        double.wait(lambda got: all(str(row[0]) in got.get("bars_served", {}).get(
+            "XAU/USD m5", {}) for row in reply.bars), 10, "the double's record of the bars")
         for row in reply.bars:
             served = served_bar(double, "XAU/USD", "m5", row[0])
             assert served is not None
@@ -282,3 +285,261 @@ def test_history_replies_are_the_doubles_bars_on_the_configured_basis(
         status = wait_status(probe, lambda s: s.get("broker", {}).get(
             "history_open_price_mode"), 30, "the open price mode read back")
         assert status["broker"]["history_open_price_mode"] == "FIRST_TICK"
+
+
+# -- the SDK's own reconnect -------------------------------------------------------------------
+
+def test_the_sdks_own_reconnect_is_followed_by_a_new_subscription_at_once(
+        tmp_path: Path, run_dir: str, double_python: str) -> None:
+    """RECONNECTING -> CONNECTED under the SDK drops the offers subscription (in the double):
+    fxcm_session subscribes again at once, not after stale_seconds (30 s), and does not log
+    in again."""
+    double = Double(tmp_path, sessions=[{"connect_after": 0.2, "events": [
+        {"after": 3.0, "do": "reconnect", "for": 1.0}]}])
+    more = sections(double_python, tmp_path, ["EURUSD"], stale_seconds=30.0)
+    with double_host(tmp_path, run_dir, double, [SESSION], **more) as (_, probe):
+        seen = double.wait(lambda got: len(got.get("subscriptions", [])) >= 2, 60,
+                           "a subscription after the SDK's reconnect")
+        connected = [index for index, (_, status) in enumerate(seen["statuses"])
+                     if status == "CONNECTED"]
+        assert len(connected) == 2 and "RECONNECTING" in [s for _, s in seen["statuses"]]
+        ticks_before = seen["ticks_sent"]
+        resubscribed = seen["subscriptions"][1]
+        assert resubscribed[1] == "CONNECTED"
+        status = wait_status(probe, lambda s: s.get("sdk_reconnects") == 1
+                             and s.get("session_state") == "STREAM", 30,
+                             "the stream back after the SDK's reconnect")
+        assert status["reconnects"] == 0 and status["resubscribes"] == 0
+        assert status["broker"]["sessions_created"] == 1
+        assert status["broker"]["sdk_reconnects"] == 1
+        after = states(probe)[states(probe).index("DISCONNECTED"):]
+        assert after[:3] == ["DISCONNECTED", "RECOVERING", "STREAM"]
+        assert "RECONNECTING" in status_of(probe)["broker"]["last_statuses"]
+        double.wait(lambda got: got["ticks_sent"] > ticks_before + 10, 30,
+                    "ticks to the new subscription")
+        first = [body for kind, body in probe.received if isinstance(body, SessionState)
+                 and body.state == "DISCONNECTED"][0]
+        stream = [body for kind, body in probe.received if isinstance(body, SessionState)
+                  and body.state == "STREAM"][-1]
+        assert stream.since_ms - first.since_ms < 10_000  # seconds, not the 30 s detector
+
+
+# -- slow logins, refused logins, a stale callback ----------------------------------------------
+
+def test_slow_and_refused_logins_never_hold_two_sessions_and_stale_callbacks_are_ignored(
+        tmp_path: Path, run_dir: str, double_python: str) -> None:
+    """Session 0 is refused; session 1 connects only after 4 s while the SDK waits 1 s per
+    login: the retries wait on it instead of opening more. Once it streams, session 0's
+    listener fires a late DISCONNECTED: ignored, the stream goes on."""
+    double = Double(tmp_path, sdk_wait_seconds=1.0, sessions=[
+        {"result": "refused", "error": "ORA-1: bad credentials for " + USER},
+        {"connect_after": 4.0, "events": [{"after": 2.0, "do": "ghost",
+                                           "status": "DISCONNECTED"}]}])
+    more = sections(double_python, tmp_path, ["EURUSD"])
+    with double_host(tmp_path, run_dir, double, [SESSION], **more) as (host, probe):
+        seen = double.wait(lambda got: got.get("ghosts_delivered", 0) >= 1, 60,
+                           "the stale callback delivered")
+        assert seen["sessions_created"] == 2 and seen["max_open_sessions"] == 1
+        assert seen["logouts_while_connecting"] == 0
+        status = wait_status(probe, lambda s: s.get("broker", {}).get(
+            "ignored_callbacks", 0) >= 1, 30, "the stale callback ignored")
+        assert status["broker"]["waits_on_connecting_session"] >= 2
+        assert status["broker"]["sessions_created"] == 2
+        # Had the stale DISCONNECTED been taken, the session would be reconnecting by now.
+        published = status["ticks_published"]
+        status = wait_status(probe, lambda s: s.get("ticks_published", 0) > published + 20, 30,
+                             "ticks flowing on after the stale callback")
+        assert status["session_state"] == "STREAM" and status["reconnects"] == 0
+        failures = metric(run_dir, "fxcm_login_failures_total ")
+        assert failures is not None and failures >= 3  # refused, then two timed-out waits
+        assert metric(run_dir, 'fxcm_connector_errors_total{type="fxcm"}') == failures
+        output = host.output()
+        assert "ORA-1: bad credentials for ***" in output and USER not in output
+
+
+# -- history not ready, then ready ---------------------------------------------------------------
+
+def test_history_not_ready_is_answered_not_ready_counted_and_then_ok(
+        tmp_path: Path, run_dir: str, double_python: str) -> None:
+    double = Double(tmp_path, history={"not_ready_seconds": 6.0})
+    more = sections(double_python, tmp_path, ["EURUSD"])
+    with double_host(tmp_path, run_dir, double, [SESSION], **more) as (_, probe):
+        wait_status(probe, lambda s: s.get("session_state") == "STREAM", 60, "the stream")
+        first = history(probe, "EURUSD", "1m", 5)
+        assert first.status == "not_ready" and first.bars == []
+        assert first.retry_after > 0 and "not ready" in first.error
+        replies = [first]
+        deadline = time.monotonic() + 60
+        while replies[-1].status != "ok":
+            assert time.monotonic() < deadline, [reply.status for reply in replies]
+            probe.pump(min(replies[-1].retry_after, 1.0))  # the retry_after the reply asks
+            replies.append(history(probe, "EURUSD", "1m", 5))
+        assert {reply.status for reply in replies[:-1]} == {"not_ready"}
+        assert len(replies[-1].bars) == 5
+        not_ready = len(replies) - 1
+        status = wait_status(probe, lambda s: s.get("errors", {}).get(
+            "pricehistory_not_ready") == not_ready and s.get("history", {}).get("ok") == 1,
+            30, "the not-ready replies counted")
+        assert status["backoff"]["history_failures"] == 0  # not a failure: no history pause
+        assert status["history"]["not_ready"] == not_ready and status["history"]["ok"] == 1
+        wait_for(lambda: metric(run_dir, "fxcm_pricehistory_not_ready_total ") == not_ready,
+                 30, "fxcm_pricehistory_not_ready_total on /metrics")
+        assert metric(run_dir, 'fxcm_connector_errors_total{type="pricehistory_not_ready"}') \
+            == not_ready
+
+
+def test_an_open_price_mode_that_does_not_stick_is_warned_about(
+        tmp_path: Path, run_dir: str, double_python: str) -> None:
+    double = Double(tmp_path, history={"open_price_mode_sticks": True})
+    more = sections(double_python, tmp_path, ["EURUSD"])
+    with double_host(tmp_path, run_dir, double, [SESSION], **more) as (host, probe):
+        wait_status(probe, lambda s: s.get("session_state") == "STREAM", 60, "the stream")
+        assert history(probe, "EURUSD", "1m", 3).status == "ok"
+        status = wait_status(probe, lambda s: s.get("broker", {}).get(
+            "history_open_price_mode"), 30, "the mode read back")
+        assert status["broker"]["history_open_price_mode"] == "PREVIOUS_CLOSE"
+        wait_for(lambda: "reads back as PREVIOUS_CLOSE, not FIRST_TICK" in host.output(), 10,
+                 "the warning in the log")
+
+
+# -- an instrument the account has not subscribed ------------------------------------------------
+
+def test_an_unsubscribed_instrument_is_reported_with_what_to_do_and_never_asked_for_history(
+        tmp_path: Path, run_dir: str, double_python: str) -> None:
+    oil = {"instrument": "USOil", "digits": 2, "point_size": 0.01, "bid": 70.0, "spread": 0.05,
+           "subscription_status": "D"}
+    double = Double(tmp_path, offers=[EURUSD, oil])
+    more = sections(double_python, tmp_path, ["EURUSD", "USOIL", "GBPUSD"])
+    with double_host(tmp_path, run_dir, double, [SESSION], probe_topics=("instrument.",),
+                     **more) as (host, probe):
+        status = wait_status(probe, lambda s: s.get("session_state") == "STREAM"
+                             and s.get("instruments"), 60, "the stream and the instruments")
+        assert status["unsubscribed_symbols"] == ["GBPUSD", "USOIL"]
+        assert status["instruments"]["USOIL"] == {"digits": 2, "broker_name": "USOil",
+                                                  "subscribed": False}
+        assert status["instruments"]["EURUSD"]["subscribed"] is True
+        assert status["broker"]["offers"]["USOIL"]["subscription_status"] == "D"
+        assert status["broker"]["offers"]["GBPUSD"] is None
+        instruments = {body.symbol: body for kind, body in probe.received
+                       if isinstance(body, Instrument)}
+        assert instruments["USOIL"].subscribed is False
+        assert instruments["USOIL"].broker_name == "USOil"  # not "USO/IL"
+        output = host.output()
+        assert "USOIL: the instrument 'USOil' is not subscribed in this FXCM account" in output
+        assert "Subscribe it in the FXCM account" in output
+        assert "GBPUSD: FXCM offers no instrument 'GBP/USD' to this account" in output
+        reply = history(probe, "USOIL", "1m", 5)
+        assert reply.status == "error" and "not subscribed" in reply.error
+        assert history(probe, "EURUSD", "1m", 5).status == "ok"
+        calls = double.wait(lambda got: got.get("history_calls"), 10, "the EURUSD call")
+        assert {call["instrument"] for call in calls["history_calls"]} == {"EUR/USD"}
+        assert metric(run_dir, 'fxcm_instrument_subscribed{symbol="USOIL"}') == 0.0
+        assert metric(run_dir, 'fxcm_instrument_subscribed{symbol="EURUSD"}') == 1.0
+
+
+# -- malformed offers ----------------------------------------------------------------------------
+
+def test_malformed_offers_are_counted_by_reason_and_never_stop_the_stream(
+        tmp_path: Path, run_dir: str, double_python: str) -> None:
+    double = Double(tmp_path, offers=[EURUSD],
+                    sessions=[{"events": [{"after": 1.0, "do": "bad_ticks"}]}])
+    more = sections(double_python, tmp_path, ["EURUSD"])
+    with double_host(tmp_path, run_dir, double, [SESSION], **more) as (_, probe):
+        status = wait_status(probe, lambda s: sum(s.get("rejected_ticks", {}).values()) >= 4,
+                             60, "the malformed offers counted")
+        assert status["rejected_ticks"] == {"missing_time": 1, "nan": 1, "ask_below_bid": 1,
+                                            "unknown_symbol": 1}
+        assert status["broker"]["callback_errors"] == 0
+        published = status["ticks_published"]
+        wait_status(probe, lambda s: s.get("ticks_published", 0) > published + 10, 30,
+                    "ticks flowing on")
+
+
+# -- no SDK at all -------------------------------------------------------------------------------
+
+def test_without_the_sdk_the_session_says_why_and_backs_off_without_restarting(
+        tmp_path: Path, run_dir: str, python37: str) -> None:
+    absent = tmp_path / "no-sdk"
+    (absent / "forexconnect").mkdir(parents=True)
+    (absent / "forexconnect" / "__init__.py").write_text(
+        "raise ImportError(\"No module named 'forexconnect'\")\n")
+    env = {"FXCM_USERNAME": USER, "FXCM_PASSWORD": PASSWORD,
+           "PYTHONPATH": os.pathsep.join([str(absent), str(REPO_ROOT)])}
+    more = sections(python37, tmp_path, ["EURUSD"])
+    with host_process(tmp_path, run_dir, [SESSION], env=env, **more) as host:
+        probe = Probe("probe", "ipc://" + os.path.join(run_dir, "bus.sock"),
+                      ("actor.status.fxcm_session",))
+        status = wait_status(probe, lambda s: s.get("backoff", {}).get("login_failures", 0)
+                             >= 3, 60, "three failed logins")
+        probe.close()
+        assert status["session_state"] == "DISCONNECTED"
+        assert "the forexconnect SDK does not import" in status["session_reason"]
+        assert "No module named 'forexconnect'" in status["session_reason"]
+        assert status["broker"]["sdk"].startswith("unavailable: ")
+        done = subprocess.run([sys.executable, "-m", "actors.cli", "status", "--run-dir",
+                               run_dir], cwd=str(REPO_ROOT), capture_output=True, text=True,
+                              timeout=30, check=True)
+        row = next(line for line in done.stdout.splitlines()
+                   if line.startswith("fxcm_session"))
+        assert row.split()[1] == "running" and row.split()[6] == "0"  # state, restarts
+        assert "Traceback" not in host.output()
+
+
+# -- the server's clock, ahead of ours and behind it ---------------------------------------------
+
+def pipeline(*names: str) -> list[dict[str, Any]]:
+    actors = {actor["name"]: dict(actor) for actor in load_defaults()["actors"]}
+    actors["fxcm_session"].update(SESSION)
+    return [actors[name] for name in names]
+
+
+@pytest.mark.timeout(360)
+@pytest.mark.parametrize(("offset_ms", "tick_window"), [(5000, [10, 40]), (-5000, [0, 60])])
+def test_bars_close_on_the_servers_clock_ahead_or_behind_ours_and_no_tick_is_late(
+        tmp_path: Path, run_dir: str, double_python: str, offset_ms: int,
+        tick_window: list[int]) -> None:
+    """Ahead by 5 s (ticks only from second 10 to 40 of each minute, so that the clock, not a
+    tick, closes the bars): the 1m bar is final 3.5 s before our own clock reaches its end
+    (our clock alone would close it 1.5 s after). Behind by 5 s
+    (ticks to the last moment): its last ticks arrive 5 s after our clock's minute ended, and
+    none is late; every tick the double sent for the minute is in the bar."""
+    double = Double(tmp_path, offers=[EURUSD], server_offset_ms=offset_ms,
+                    tick_interval_seconds=0.1, latency_ms=[5, 60],
+                    tick_seconds_of_minute=tick_window)
+    more = sections(double_python, tmp_path, ["EURUSD"], clock_skew_warn_seconds=1.0)
+    redis_url = "unix://" + os.path.join(run_dir, "redis.sock")
+    actors = pipeline("redis_publisher", "tick_aggregator", "fxcm_session")
+    with double_host(tmp_path, run_dir, double, actors, **more) as (host, probe):
+        redis = RedisSubscriber(redis_url, ["fxcm:ohlcv"])
+        wall_minus_monotonic = time.time() - time.monotonic()
+        try:
+            def tick_bars() -> list[tuple[float, dict[str, Any]]]:
+                return [(arrived, bar) for arrived, channel, data in redis.snapshot()
+                        for payload in [json.loads(data)]
+                        if payload["symbol"] == "EURUSD" and payload["tf"] == "1m"
+                        and not str(payload.get("source", "")).startswith("history")
+                        for bar in payload["bars"] if bar["complete"]]
+
+            arrived, bar = wait_for(lambda: next(iter(tick_bars()), None), 200,
+                                    "a whole minute's bar from the ticks")
+        finally:
+            redis.close()
+        arrived_ms = (arrived + wall_minus_monotonic) * 1000.0
+        if offset_ms > 0:
+            assert arrived_ms < bar["close_time"], arrived_ms - bar["close_time"]
+        else:
+            assert arrived_ms > bar["close_time"] + 4000, arrived_ms - bar["close_time"]
+        sent = double.wait(lambda got: str(bar["open_time"] + MINUTE_MS) in got.get(
+            "ticks_per_minute", {}).get("EUR/USD", {}) or offset_ms > 0, 30,
+            "the double's count of the next minute")
+        assert bar["tick_count"] == sent["ticks_per_minute"]["EUR/USD"][str(bar["open_time"])]
+        assert metric(run_dir, "fxcm_tick_agg_late_ticks_total ") == 0.0
+        status = wait_status(probe, lambda s: s.get("clock_skew", {}).get("warning"), 30,
+                             "the skew in status")
+        skew = status["clock_skew"]["skew_seconds"]
+        assert offset_ms / 1000.0 - 0.1 <= skew <= offset_ms / 1000.0, skew
+        assert status["clock_skew"]["warning"] is True
+        published = metric(run_dir, "fxcm_clock_skew_seconds ")
+        assert published is not None and abs(published - offset_ms / 1000.0) < 0.1
+        assert "the FXCM server clock is {}".format("+4.9" if offset_ms > 0 else "-5.0") \
+            in host.output()

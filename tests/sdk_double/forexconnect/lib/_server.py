@@ -8,6 +8,7 @@ The scenario is a JSON file named by ``FXCM_SDK_DOUBLE_SCENARIO`` (every key opt
       "server_offset_ms": 0,         # the server clock minus ours (tick times are the server's)
       "latency_ms": [5, 40],         # ticks arrive this much after their server time
       "tick_interval_seconds": 0.05, # each subscribed offer changes this often
+      "tick_seconds_of_minute": [0, 60],  # ...while the server's second of the minute is in
       "offers": [{"instrument": "EUR/USD", "subscription_status": "T", "digits": 5,
                   "point_size": 0.0001, "bid": 1.1, "spread": 0.0002}],
       "sessions": [                  # the plan of each session created, in order; the last
@@ -384,6 +385,10 @@ class Server(object):
                     s.status == O2GSessionStatus.CONNECTED]
             listeners = [listener for s in live for listener in s.update_listeners()]
             if not listeners:
+                return
+            first, last = self.scenario.get("tick_seconds_of_minute", [0, 60])
+            second = self.server_now().second
+            if not first <= second < last:
                 return
             low, high = self.scenario.get("latency_ms", [5, 40])
             for row in self.rows:
