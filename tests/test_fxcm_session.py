@@ -580,6 +580,68 @@ def test_history_burst_is_throttled_and_priority_requests_still_get_through(
         probe.close()
 
 
+def scrape(run_dir: str) -> dict[str, float]:
+    """``/metrics`` of the host in ``run_dir`` as {"name{labels}": value}."""
+    import urllib.request
+
+    with open(Path(run_dir) / "host.json") as handle:
+        port = json.load(handle)["http_port"]
+    with urllib.request.urlopen("http://127.0.0.1:{}/metrics".format(port), timeout=10) as page:
+        text = page.read().decode()
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines() if line and not line.startswith("#")}
+
+
+def test_quota_use_and_throttled_history_are_on_metrics(tmp_path: Path, run_dir: str) -> None:
+    sections: dict[str, Any] = {"calendar_file": str(open_calendar(tmp_path)),
+                "fxcm_session": {"quota": {
+                    "max_calls_per_min": 6, "max_calls_per_hour": 100,
+                    "priority_reserve_per_min": 2, "priority_reserve_per_hour": 10,
+                    "priority_targets": ["XAUUSD:1m"],
+                    "load_thresholds": {"min_interval": 0.9, "warn": 0.9, "reserve": 0.9,
+                                        "critical": 0.99}}},
+                "bus": {"status_interval_seconds": 0.2}}
+    with host_process(tmp_path, run_dir, SESSION, **sections):
+        probe = Probe("probe", bus(run_dir), ("actor.status.fxcm_session",))
+        probe.collect(lambda _: session_status(probe).get("session_state") == "STREAM", 60,
+                      "the stream")
+        replies = [probe.client.request("fxcm_session", "history.get", HistoryRequest(
+            "EURUSD", tf, None, None, 3, False), timeout=30)[1]
+            for tf in ["1m", "5m", "15m", "30m", "1h", "4h"]]
+        assert [reply.status for reply in replies] == ["ok"] * 4 + ["throttled"] * 2
+        for tf in ["5m", "15m", "30m"]:  # priority, into the reserve
+            _, reply = probe.client.request("fxcm_session", "history.get", HistoryRequest(
+                "EURUSD", tf, None, None, 3, True), timeout=30)
+            assert reply.status == ("ok" if tf != "30m" else "throttled")
+        probe.close()
+        wanted = {
+            'fxcm_history_quota_calls{window="minute"}': 6.0,
+            'fxcm_history_quota_calls{window="hour"}': 6.0,
+            'fxcm_history_quota_limit_calls{window="minute"}': 6.0,
+            'fxcm_history_quota_limit_calls{window="hour"}': 100.0,
+            'fxcm_history_quota_reserve_calls{window="minute"}': 2.0,
+            'fxcm_history_quota_reserve_used_calls{window="minute"}': 2.0,
+            'fxcm_history_quota_reserve_used_calls{window="hour"}': 0.0,
+            "fxcm_history_quota_load_ratio": 1.0,
+            'fxcm_history_quota_denied_total{reason="reserve"}': 2.0,
+            'fxcm_history_quota_denied_total{reason="cap"}': 1.0,
+            "fxcm_history_throttled_total": 3.0,
+            "fxcm_login_failures_total": 0.0,
+            'fxcm_connector_errors_total{type="fxcm"}': 0.0,
+            'fxcm_connector_errors_total{type="pricehistory_not_ready"}': 0.0,
+            "fxcm_pricehistory_not_ready_total": 0.0,
+            'fxcm_instrument_subscribed{symbol="EURUSD"}': 1.0,
+        }
+
+        def moved() -> bool:
+            got = scrape(run_dir)
+            return all(got.get(name) == value for name, value in wanted.items())
+
+        wait_for(moved, 30, "the quota figures on /metrics")
+        got = scrape(run_dir)
+        assert "fxcm_clock_skew_seconds" not in got  # the sim has no server clock to differ
+
+
 # -- the real SDK, on Python 3.7, against loopback only -----------------------------------------
 
 def closed_port() -> int:
