@@ -254,7 +254,7 @@ def test_alert_rules_use_only_metrics_the_code_exports() -> None:
 
 
 def test_alert_metric_check_rejects_a_name_the_code_does_not_export() -> None:
-    assert "fxcm_pricehistory_not_ready_total" not in metrics_the_code_exports()
+    assert "fxcm_no_such_figure_total" not in metrics_the_code_exports()
     assert "fxcm_actor_restarts_total" in metrics_the_code_exports()
 
 
