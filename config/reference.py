@@ -30,6 +30,10 @@ MEANING = {
                                   "then reconnect",
     "fxcm_session.clock_interval_seconds": "how often the pipeline clock is published "
                                            "(bars close within grace + this)",
+    "fxcm_session.login_wait_seconds": "forexconnect: how long a login retry waits on the "
+                                       "session still connecting (never a second session)",
+    "fxcm_session.clock_skew_warn_seconds": "forexconnect: warn when FXCM's clock and ours "
+                                            "differ by more (bars close on FXCM's clock)",
     "fxcm_session.quota.priority_targets": "SYMBOL:tf targets that may use the reserve",
     "tick_aggregator.close_grace_ms": "a 1m bar closes this long after its end without "
                                       "a later tick",

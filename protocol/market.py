@@ -50,10 +50,36 @@ def normalize_symbol(raw: str) -> str:
     return symbol
 
 
+# Codes that make a six-letter symbol a pair at FXCM (``EUR/USD``, ``XAU/USD``, ``BTC/USD``):
+# ISO 4217 currencies FXCM quotes, the metals, and the crypto codes of its pairs.
+PAIR_CODES = frozenset((
+    "USD", "EUR", "GBP", "JPY", "CHF", "AUD", "NZD", "CAD", "SEK", "NOK", "DKK", "PLN", "HUF",
+    "CZK", "TRY", "ZAR", "MXN", "SGD", "HKD", "CNH", "CNY", "RUB", "ILS", "THB", "INR", "KRW",
+    "XAU", "XAG", "XPT", "XPD",
+    "BTC", "ETH", "LTC", "XRP", "BCH", "EOS", "XLM", "ADA", "DOT", "DOG", "SOL", "LNK", "AVX",
+    "MTC", "UNI", "BNB",
+))
+
+# FXCM's names of instruments that are not pairs, as the SDK spells them (the OFFERS table is
+# the truth when logged in; this is the fallback): indices, energy, metals, bonds, baskets.
+FXCM_NAMES = {name.upper(): name for name in (
+    "USOil", "UKOil", "USOilSpot", "UKOilSpot", "NGAS", "Copper", "Bund", "USDOLLAR", "SOYF",
+    "WHEATF", "CORNF", "SPX500", "US30", "NAS100", "US2000", "GER30", "UK100", "FRA40",
+    "ESP35", "EUSTX50", "JPN225", "HKG33", "AUS200", "CHN50", "VOLX", "CryptoMajor",
+)}
+
+
 def fxcm_instrument(symbol: str) -> str:
-    """``EURUSD`` -> ``EUR/USD`` (the SDK's instrument names); other shapes pass through."""
+    """Our symbol -> the SDK's instrument name when the broker has not said (its OFFERS table is
+    the truth once logged in): ``EURUSD`` -> ``EUR/USD``, ``BTCUSD`` -> ``BTC/USD``, ``USOIL``
+    -> ``USOil``, ``COPPER`` -> ``Copper``. A name that is neither a known pair nor a known
+    FXCM name passes through normalized: no slash is invented. Inverse of ``normalize_symbol``
+    on FXCM's names."""
     symbol = normalize_symbol(symbol)
-    if len(symbol) == 6 and symbol.isalpha():
+    known = FXCM_NAMES.get(symbol)
+    if known is not None:
+        return known
+    if len(symbol) == 6 and symbol[:3] in PAIR_CODES and symbol[3:] in PAIR_CODES:
         return symbol[:3] + "/" + symbol[3:]
     return symbol
 

@@ -110,7 +110,7 @@ class HostProcess:
         self.run_dir = run_dir
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), **(env or {}))
+        env = dict(dict(os.environ, PYTHONPATH=str(REPO_ROOT)), **(env or {}))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "actors.cli", "host", "--config", str(config)],
             cwd=str(REPO_ROOT), env=env, stdout=self._log, stderr=subprocess.STDOUT,

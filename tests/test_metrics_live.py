@@ -233,8 +233,6 @@ def test_alert_rules_use_only_series_a_running_host_exports(live: LiveHost) -> N
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.xfail(strict=True, reason="fxcm_session's own metrics come with the FXCM "
-                   "engineer's part of issue 12; remove this mark when merged")
 def test_fxcm_session_exports_the_seeds_history_metrics(live: LiveHost) -> None:
     # the sim refuses one history call with "PriceHistoryCommunicator is not ready"
     wait_for_series(live, "fxcm_pricehistory_not_ready_total",

@@ -6,8 +6,9 @@ callbacks and ``clock_ms`` are made from the one thread that owns the session (t
 thread-safe); they may block (the SDK's login can take 30 s, its logout another 30 s).
 
 Ticks reach fxcm_session through ``on_tick(raw_symbol, ts_ms, bid, ask)`` from the broker's own
-thread. ``on_status(connected, reason)`` reports a connection lost or regained by the broker on
-its own (e.g. a session lost under the SDK).
+thread. ``on_status(event, reason)`` reports what the broker's connection did on its own, from
+its own thread: ``LOST`` (gone: fxcm_session logs in again), ``RECONNECTING`` (the broker is
+reconnecting by itself; ticks pause) and ``RECONNECTED`` (it is back: subscribe again at once).
 
 History rows, on the requested price basis: ``[open_time_ms, open, high, low, close, volume]``.
 
@@ -22,7 +23,12 @@ from typing import Any, Callable, Dict, List, Optional
 from protocol.market import Instrument, default_digits, fxcm_instrument
 
 TickCallback = Callable[[str, Any, Any, Any], None]
-StatusCallback = Callable[[bool, str], None]
+StatusCallback = Callable[[str, str], None]
+
+# on_status events (see the module docstring)
+LOST = "lost"
+RECONNECTING = "reconnecting"
+RECONNECTED = "reconnected"
 
 PRICE_BASES = ("mid", "bid", "ask")
 
@@ -64,8 +70,28 @@ class Broker(object):
         raise NotImplementedError
 
     def clock_ms(self) -> int:
-        """The pipeline clock: wall clock for live brokers, the replay clock for replay."""
+        """The pipeline clock: the wall clock for the sim, the server's clock estimated from
+        tick times for forexconnect, the replay clock for replay."""
         raise NotImplementedError
+
+    def clock_settled(self) -> bool:
+        """False while ``clock_ms`` is not worth publishing yet: a live broker that has not
+        seen a tick to learn the server's clock from, a replay without a single valid row.
+        A published clock never goes back, so a guess would close minutes too early."""
+        return True
+
+    def clock_skew_seconds(self) -> Optional[float]:
+        """Server minus local clock as the broker estimates it; None when it does not (a
+        simulated or replayed clock has no server)."""
+        return None
+
+    def interrupt(self) -> None:
+        """Called from another thread when the session stops: cut short the broker's own
+        waits (not the SDK's). Default: nothing to cut short."""
+
+    def metrics(self) -> Dict[str, Any]:
+        """The broker's own Prometheus families, in the ``status()["metrics"]`` shape."""
+        return {}
 
     def instruments(self, symbols: List[str], configured: Dict[str, Any]) -> Dict[str, Instrument]:
         """What the broker knows of ``symbols`` once logged in: precision, its own name, and

@@ -1,8 +1,9 @@
 """The ``replay`` broker: ticks from a CSV file, at a chosen speed, with history from the same file.
 
-File: header ``ts_ms,symbol,bid,ask``; gzip when the name ends in ``.gz``; symbols as ``EUR/USD``
-or ``EURUSD``. Rows are delivered in file order; values are passed on as read (a row with a
-missing time or a bad price reaches fxcm_session, which rejects and counts it).
+The file (format, bad rows, the index): see ``_replay_input``. It is read as a stream: once at
+start to index it (history, the row count, every bad row counted with its line number), then
+again by the stream thread, one line at a time; a bad row never reaches fxcm_session. A file
+without a single valid row streams nothing and has no clock (nobody sees a time of 1970).
 
 Speed: 1 is real time, 10 ten times faster, 0 as fast as the pipeline takes the ticks (the
 delivery then waits for room in fxcm_session's tick queue instead of dropping).
@@ -27,34 +28,28 @@ restarted instance of the same host run (the same router id) resumes where the c
   before the first of them is handed over, so a crash loses at most that many (and what waited
   in the session's queue) and never sends one twice.
 
-A file of another run (the host restarted), or of another file or speed, is discarded: a new
-host run replays its file from the first row.
+Positions (``position``, ``resumed_at``, ``rows``) count the file's data lines, bad ones
+included. A file of another run (the host restarted), or of another file or speed, is
+discarded: a new host run replays its file from the first row.
 """
 
 from __future__ import annotations
 
-import bisect
-import csv
-import gzip
-import io
 import json
 import logging
-import math
 import os
 import threading
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 from actors.fxcm_session._broker import StreamingBroker, basis_price
+from actors.fxcm_session._replay_input import ReplayIndex
 from protocol.bars import fold
-from protocol.errors import BrokerError, ConfigError, ProtocolError
-from protocol.market import normalize_symbol
-
-Row = Tuple[Optional[int], str, Any, Any]
+from protocol.errors import BrokerError, ConfigError
 
 log = logging.getLogger("fxcm.session")
 
-TIMELINE_FORMAT = 1
+TIMELINE_FORMAT = 2
 # Speed 0: rows reserved (and persisted) per write of the timeline. A write costs tens of
 # microseconds; at the 70k rows/s of a speed-0 replay this is a few dozen writes a second, and
 # at most this many rows are lost to a crash.
@@ -62,42 +57,6 @@ RESERVE_ROWS = 2048
 # A monotonic reading further than this from the wall clock's view of the same interval comes
 # from another clock base (another boot): the wall clock is used instead.
 _CLOCK_DISAGREEMENT_SECONDS = 60.0
-
-
-def _number(text: str) -> Any:
-    try:
-        return float(text)
-    except ValueError:
-        return text  # rejected downstream, by reason
-
-
-def read_ticks(path: str) -> List[Row]:
-    """The file's rows as ``(ts_ms or None, symbol, bid, ask)``; raises ConfigError when the
-    file is missing or has no ``ts_ms,symbol,bid,ask`` header."""
-    opener = gzip.open if path.endswith(".gz") else open
-    try:
-        raw = opener(path, "rb")
-    except OSError as exc:
-        raise ConfigError("replay file {}: {}".format(path, exc.strerror)) from exc
-    with raw, io.TextIOWrapper(raw, encoding="utf-8", newline="") as text:
-        reader = csv.reader(text)
-        header = next(reader, None)
-        if header is None or [h.strip() for h in header] != ["ts_ms", "symbol", "bid", "ask"]:
-            raise ConfigError("replay file {}: the header must be ts_ms,symbol,bid,ask, got {}"
-                              .format(path, header))
-        rows: List[Row] = []
-        for line in reader:
-            if not line:
-                continue
-            line = line + [""] * (4 - len(line))
-            ts_text = line[0].strip()
-            try:
-                ts_ms: Optional[int] = int(float(ts_text)) if ts_text else None
-            except ValueError:
-                ts_ms = None
-            rows.append((ts_ms, line[1].strip(), _number(line[2].strip()),
-                         _number(line[3].strip())))
-    return rows
 
 
 class TimelineFile(object):
@@ -175,41 +134,30 @@ class ReplayBroker(StreamingBroker):
         if self.speed < 0:
             raise ConfigError("broker.replay.speed: must be >= 0, got {}".format(self.speed))
         self.trading_day_start = trading_day_start
-        self.rows = read_ticks(self.path)
-        self._index: Dict[str, Tuple[List[int], List[float], List[float]]] = {}
-        for ts_ms, symbol, bid, ask in self.rows:
-            if ts_ms is None or not isinstance(bid, float) or not isinstance(ask, float):
-                continue
-            if math.isnan(bid) or math.isnan(ask) or bid > ask:
-                continue
-            try:
-                name = normalize_symbol(symbol)
-            except ProtocolError:
-                continue
-            times, bids, asks = self._index.setdefault(name, ([], [], []))
-            times.append(ts_ms)
-            bids.append(bid)
-            asks.append(ask)
-        first = next((row[0] for row in self.rows if row[0] is not None), None)
-        self._first_ts = first if first is not None else 0
-        self._position = 0
+        self.index = ReplayIndex(self.path)
+        self.lines = self.index.lines
+        self._first_ts = self.index.first_ts if self.index.first_ts is not None else 0
+        self._position = 0  # data lines before this one are done (handed over or bad)
+        self._pending_ts: Optional[int] = None  # the row being handed over (or just handed)
         self._last_ts = self._first_ts
         self._started_wall: Optional[float] = None
         self._started_epoch = 0.0  # time.time() with _started_wall, for the timeline file
         self._clock_at_start = self._first_ts
-        self._finished = not self.rows
+        self._finished = self.index.first_ts is None
         self.delivered = 0
         self._timeline: Optional[TimelineFile] = None
-        self._reserved = 0  # rows before this index may have been handed over (persisted)
-        self.resumed_at: Optional[int] = None  # the row a restarted instance resumed at
+        self._reserved = 0  # lines before this index may have been handed over (persisted)
+        self.resumed_at: Optional[int] = None  # the line a restarted instance resumed at
+
+    def clock_settled(self) -> bool:
+        """No valid row, no time at all: better no clock than one at 1970."""
+        return self.index.first_ts is not None
 
     def clock_ms(self) -> int:
         now = self._paced_ms()
-        position = self._position
-        if position < len(self.rows):
-            upcoming = self.rows[position][0]
-            if upcoming is not None and upcoming <= now:
-                now = max(upcoming - 1, self._last_ts)
+        upcoming = self._pending_ts
+        if upcoming is not None and upcoming <= now:
+            now = max(upcoming - 1, self._last_ts)
         return now
 
     def _paced_ms(self) -> int:
@@ -227,7 +175,7 @@ class ReplayBroker(StreamingBroker):
             log.warning("replay file %s: %s; its timeline is not kept", self.path, exc)
             return False
         identity = {"file": os.path.abspath(self.path), "size": stat.st_size,
-                    "mtime_ns": stat.st_mtime_ns, "speed": self.speed, "rows": len(self.rows)}
+                    "mtime_ns": stat.st_mtime_ns, "speed": self.speed, "rows": self.lines}
         timeline = TimelineFile(path, run, identity)
         self._timeline = timeline
         state = timeline.load()
@@ -257,11 +205,8 @@ class ReplayBroker(StreamingBroker):
             position = max(reserved, self._first_row_after(clock))
         else:
             position = reserved
-        position = max(0, min(position, len(self.rows)))
-        last = self._first_ts
-        for ts_ms, _, _, _ in self.rows[:position]:
-            if ts_ms is not None and ts_ms > last:
-                last = ts_ms
+        position = max(0, min(position, self.lines))
+        last = self._newest_before(position)
         if clock is not None:
             # The clock stands at the resumed time (not back at the last row before it) and
             # waits there until streaming starts: the next row is after it.
@@ -269,23 +214,36 @@ class ReplayBroker(StreamingBroker):
         self._position = position
         self._reserved = position
         self._last_ts = last
-        self._finished = position >= len(self.rows)
+        self._finished = position >= self.lines or self.index.first_ts is None
         self.resumed_at = position
         log.warning("replay %s resumed at row %d of %d, clock %d (the rows sent while the "
                     "session was down are lost, as from a real feed)", self.path, position,
-                    len(self.rows), last)
+                    self.lines, last)
 
     def _first_row_after(self, clock: int) -> int:
         """The first row the stream had not reached at replay time ``clock``: a row goes out
         once the pace reaches the newest time up to it (rows are delivered in file order)."""
         newest: Optional[int] = None
-        for index, row in enumerate(self.rows):
-            ts_ms = row[0]
-            if ts_ms is not None and (newest is None or ts_ms > newest):
-                newest = ts_ms
-            if newest is not None and newest > clock:
-                return index
-        return len(self.rows)
+        for position, row in self.index.read_rows():
+            if row is None:
+                continue
+            if newest is None or row[0] > newest:
+                newest = row[0]
+            if newest > clock:
+                return position
+        return self.lines
+
+    def _newest_before(self, position: int) -> int:
+        """The newest time among the rows before ``position`` (the first row's time if none)."""
+        last = self._first_ts
+        if position <= 0:
+            return last
+        for index, row in self.index.read_rows():
+            if index >= position:
+                break
+            if row is not None and row[0] > last:
+                last = row[0]
+        return last
 
     def _save_timeline(self) -> None:
         timeline = self._timeline
@@ -309,27 +267,44 @@ class ReplayBroker(StreamingBroker):
         self._reserved = max(self._reserved, self._position)
         # The anchor is on disk before a row is handed over under it (see the module docstring).
         self._save_timeline()
+        if self._finished:
+            return
         reserving = self.speed <= 0 and self._timeline is not None
-        rows = self.rows
-        while self._position < len(rows) and not stop.is_set():
-            ts_ms, symbol, bid, ask = rows[self._position]
-            if self.speed > 0 and ts_ms is not None:
-                wait = (ts_ms - self._paced_ms()) / 1000.0 / self.speed
-                if wait > 0:
-                    if stop.wait(min(wait, 0.25)):
-                        return
+        lines = self.lines
+        speed = self.speed
+        rows = self.index.read_rows(self._position)
+        try:
+            for position, row in rows:
+                if stop.is_set():
+                    return
+                if row is None:  # bad or blank: counted by the index, never handed over
+                    self._position = position + 1
                     continue
-            if reserving and self._position >= self._reserved:
-                self._reserved = min(len(rows), self._position + RESERVE_ROWS)
-                self._save_timeline()
-            callback = self.on_tick
-            if callback is not None:
-                callback(symbol, ts_ms, bid, ask)
-            if ts_ms is not None and ts_ms > self._last_ts:
-                self._last_ts = ts_ms
-            self._position += 1
-            self.delivered += 1
-        if self._position >= len(rows):
+                ts_ms, symbol, bid, ask = row
+                self._pending_ts = ts_ms
+                if speed > 0:
+                    while True:
+                        wait = (ts_ms - self._paced_ms()) / 1000.0 / speed
+                        if wait <= 0:
+                            break
+                        if stop.wait(min(wait, 0.25)):
+                            return
+                if reserving and position >= self._reserved:
+                    self._reserved = min(lines, position + RESERVE_ROWS)
+                    self._save_timeline()
+                callback = self.on_tick
+                if callback is not None:
+                    callback(symbol, ts_ms, bid, ask)
+                if ts_ms > self._last_ts:
+                    self._last_ts = ts_ms
+                self._position = position + 1
+                self.delivered += 1
+        finally:
+            rows.close()
+        if not stop.is_set():
+            self._position = lines
+        if self._position >= lines:
+            self._pending_ts = None
             self._finished = True
 
     def finished(self) -> bool:
@@ -339,22 +314,33 @@ class ReplayBroker(StreamingBroker):
                     count: int, basis: str) -> List[List[float]]:
         if not self._connected:
             raise BrokerError("not logged in")
-        times, bids, asks = self._index.get(symbol, ([], [], []))
+        entry = self.index.symbols.get(symbol)
+        if entry is None:
+            return []
         now = self.clock_ms()
         end = now if to_ms is None else min(to_ms, now)
-        high = bisect.bisect_right(times, end)
-        low = 0 if from_ms is None else bisect.bisect_left(times, from_ms)
+        low, high = entry.between(from_ms, end)
+        times, bids, asks = entry.times, entry.bids, entry.asks
         points = ((times[i], basis_price(bids[i], asks[i], basis)) for i in range(low, high))
         rows = [[start, bar.open, bar.high, bar.low, bar.close, float(bar.count)]
                 for start, bar in fold(points, tf, self.trading_day_start)]
         return rows[-count:] if count > 0 else rows
 
+    def metrics(self) -> Dict[str, Any]:
+        counts = self.index.rejections.counts
+        return {"fxcm_replay_rejected_rows_total": {
+            "type": "counter", "help": "Replay file rows rejected at start, by reason (line "
+            "numbers in fxcm_session's status: broker.input.rejected)",
+            "samples": [[{"reason": reason}, float(count)] for reason, count in
+                        sorted(counts.items())]}}
+
     def status(self) -> Dict[str, Any]:
         result: Dict[str, Any] = {"kind": self.kind, "file": self.path, "speed": self.speed,
-                                  "rows": len(self.rows), "delivered": self.delivered,
-                                  "finished": self._finished, "clock_ms": self.clock_ms(),
-                                  "position": self._position, "resumed_at": self.resumed_at}
+                                  "rows": self.lines, "delivered": self.delivered,
+                                  "finished": self._finished, "position": self._position,
+                                  "resumed_at": self.resumed_at, "input": self.index.status()}
+        if self.clock_settled():
+            result["clock_ms"] = self.clock_ms()
         if self._timeline is not None:
             result["timeline"] = self._timeline.status()
         return result
-

@@ -33,7 +33,7 @@ from collections import Counter, deque
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from actors.base import Actor, handles
-from actors.fxcm_session._broker import Broker
+from actors.fxcm_session._broker import LOST, RECONNECTED, RECONNECTING, Broker
 from actors.fxcm_session._quota import HistoryQuota, QuotaSettings
 from bus import Backoff, Delivery
 from protocol.errors import ConfigError, HistoryNotReady, LoginFailed, ProtocolError
@@ -55,6 +55,12 @@ from protocol.market import (
 )
 
 log = logging.getLogger("fxcm.session")
+
+# A history reply's retry_after when the broker's history service is not ready yet (after a
+# login the SDK's price history communicator takes a moment), and for a symbol the account has
+# not subscribed (it stays so until the operator acts and the session logs in again).
+NOT_READY_RETRY_SECONDS = 5.0
+NOT_SUBSCRIBED_RETRY_SECONDS = 300.0
 
 CONNECTING = "CONNECTING"
 STREAM = "STREAM"
@@ -83,7 +89,8 @@ def make_broker(settings: Dict[str, Any], calendar: Any) -> Broker:
         return ReplayBroker(broker.get("replay", {}), day_start)
     if kind == "forexconnect":
         from actors.fxcm_session._forexconnect import ForexConnectBroker
-        return ForexConnectBroker(broker.get("forexconnect", {}), day_start)
+        return ForexConnectBroker(broker.get("forexconnect", {}), day_start,
+                                  float(settings.get("login_wait_seconds", 30.0)))
     raise ConfigError("broker.kind: must be sim, replay or forexconnect, got {!r}".format(kind))
 
 
@@ -184,11 +191,43 @@ class FxcmSession(Actor):
         self.reconnects = 0
         self.resubscribes = 0
         self.clock_skipped = 0
+        self.clock_held = 0  # readings not published: the broker's clock not settled yet
         self.clock_published = 0
         self.restarted = False
         self.instruments: Dict[str, Instrument] = {}
+        # Totals for /metrics (seed 001 section 9); the figures above reset on success.
+        self.login_failures_total = 0
+        self.not_ready_total = 0
+        self.fxcm_errors_total = 0  # fxcm_connector_errors_total{type="fxcm"}
+        self.throttled_total = 0
+        self.sdk_reconnects = 0
+        self._sdk_reconnecting_since = 0.0  # monotonic; 0 while the broker is not reconnecting
+        self._skew_warned_at = 0.0
+        self._skew_warning = False
+        self._in_login = False
 
     # -- settings ------------------------------------------------------------------------------
+
+    @classmethod
+    def check_settings(cls, settings: Dict[str, Any]) -> None:
+        """At host start: a replay file without its header, the real SDK without credentials,
+        or an impossible value of this section stops the host with one line."""
+        for key in ("clock_skew_warn_seconds", "login_wait_seconds"):
+            value = settings.get(key, 1.0)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigError("fxcm_session.{}: must be a number > 0, got {!r}".format(
+                    key, value))
+        broker = settings.get("broker") or {}
+        kind = broker.get("kind")
+        if kind == "replay":
+            from actors.fxcm_session._replay_input import check_header
+            check_header(str((broker.get("replay") or {}).get("file", "")))
+        elif kind == "forexconnect":
+            missing = [name for name in ("FXCM_USERNAME", "FXCM_PASSWORD")
+                       if not os.environ.get(name)]
+            if missing:
+                raise ConfigError("broker.kind forexconnect: {} must be set in the environment"
+                                  .format(" and ".join(missing)))
 
     def _setting(self, key: str) -> Any:
         try:
@@ -212,6 +251,7 @@ class FxcmSession(Actor):
             float(history["base_seconds"]), float(history["max_seconds"]),
             float(history["jitter"]), factor=float(history["multiplier"]))
         self.quota = HistoryQuota(QuotaSettings.from_dict(self._setting("quota")))
+        self.skew_warn_seconds = float(self.settings.get("clock_skew_warn_seconds", 1.0))
         # Credentials live only in the environment; whatever they are, they never leave here.
         self.secrets = [os.environ.get(name, "") for name in ("FXCM_USERNAME", "FXCM_PASSWORD")]
         self.secrets = [secret for secret in self.secrets if secret]
@@ -262,10 +302,16 @@ class FxcmSession(Actor):
         if self._broker is None:
             return
         self.ticks.close()
+        self.broker.interrupt()
         self._commands.put(_Command("stop"))
         if self._worker is not None:
-            # The SDK's logout can block for 30 s; the host's stop timeout bounds the wait.
-            self._worker.join(float(self.settings.get("logout_timeout_seconds", 35.0)))
+            # The SDK's logout can block for 30 s; the host's stop timeout bounds the wait. A
+            # login still waiting inside the SDK is not waited for: nothing follows it, and
+            # the end of the process closes its connection.
+            timeout = float(self.settings.get("logout_timeout_seconds", 35.0))
+            self._worker.join(1.0 if self._in_login else timeout)
+            if self._worker.is_alive() and self._in_login:
+                log.warning("%s: stopping with a login still in progress", self.name)
         self.broker.close()
 
     @property
@@ -361,8 +407,13 @@ class FxcmSession(Actor):
         """The pipeline clock, in the tick stream. It must never pass a tick still waiting in
         the queue: that tick, published after it, would find its minute closed (late). So it is
         the broker's clock, held back to just before the oldest queued tick, and it never goes
-        backwards."""
-        now = self.broker.clock_ms()
+        backwards. Nothing is published while the broker's clock is not settled (a live broker
+        before the first tick tells the server's time; a replay without a valid row)."""
+        broker = self.broker
+        if not broker.clock_settled():
+            self.clock_held += 1
+            return
+        now = broker.clock_ms()
         items = self.ticks.items
         if items:
             oldest = items[0][1]
@@ -370,23 +421,47 @@ class FxcmSession(Actor):
                 now = min(now, oldest - 1)
         now = max(now, self.clock_published)
         # Never worth blocking the tick path for: the next reading supersedes a skipped one.
-        if self.try_publish(CLOCK_TOPIC, Clock(now, self.broker.kind)):
+        if self.try_publish(CLOCK_TOPIC, Clock(now, broker.kind)):
             self.clock_published = now
         else:
             self.clock_skipped += 1
 
-    def _on_broker_status(self, connected: bool, reason: str) -> None:
-        """From the broker's thread: a connection lost or regained on its own."""
+    def _on_broker_status(self, event: str, reason: str) -> None:
+        """From the broker's thread: what its connection did on its own (see Broker)."""
         try:
-            if not connected:
+            if event == LOST:
                 self.call_soon(lambda: self._lost(reason))
+            elif event == RECONNECTING:
+                self.call_soon(lambda: self._broker_reconnecting(reason))
+            elif event == RECONNECTED:
+                self.call_soon(lambda: self._broker_reconnected(reason))
         except Exception:  # never raise into the broker's thread
             pass
 
     def _lost(self, reason: str) -> None:
         self._logged_in = False
+        self._sdk_reconnecting_since = 0.0
+        self.fxcm_errors_total += 1
         self._set_session(DISCONNECTED, redact(reason, self.secrets))
         self._request_reconnect("connection lost")
+
+    def _broker_reconnecting(self, reason: str) -> None:
+        """The broker reconnects by itself: ticks pause (the minute in progress is partial),
+        but no login of ours yet; ``_check_liveness`` steps in if it takes too long."""
+        if not self._sdk_reconnecting_since:
+            self._sdk_reconnecting_since = time.monotonic()
+        self._set_session(DISCONNECTED, redact(reason, self.secrets))
+
+    def _broker_reconnected(self, reason: str) -> None:
+        """Back by itself: subscribe again at once (the old subscription may be dead)."""
+        self._sdk_reconnecting_since = 0.0
+        self.sdk_reconnects += 1
+        self._resubscribed_at = time.monotonic()
+        log.warning("%s: %s; subscribing the offers again", self.name,
+                    redact(reason, self.secrets))
+        self._commands.put(_Command("subscribe"))
+        if self.session_state != STREAM:
+            self._set_session(RECOVERING, "reconnected by the broker; waiting for ticks")
 
     def _request_reconnect(self, why: str) -> None:
         self._last_reconnect = time.monotonic()
@@ -396,11 +471,22 @@ class FxcmSession(Actor):
 
     def _check_liveness(self) -> None:
         """No ticks for ``stale_seconds`` while the market is open: resubscribe; still nothing:
-        reconnect (not more often than the cooldown)."""
+        reconnect (not more often than the cooldown). A broker reconnecting by itself for
+        longer than the cooldown: reconnect. Also warns about the server clock's skew."""
+        self._check_skew()
         now_ms = self.broker.clock_ms()
         if self.broker.finished():
             if self.session_state != IDLE:
-                self._set_session(IDLE, "replay finished")
+                settled = self.broker.clock_settled()
+                self._set_session(IDLE, "replay finished" if settled
+                                  else "replay file has no valid row")
+            return
+        if self._sdk_reconnecting_since and self._logged_in and \
+                time.monotonic() - self._sdk_reconnecting_since >= self.reconnect_cooldown:
+            self._sdk_reconnecting_since = 0.0
+            self._logged_in = False
+            self._request_reconnect("the broker's own reconnect took over {:.0f} s".format(
+                self.reconnect_cooldown))
             return
         if not self._logged_in or self.session_state == DISCONNECTED:
             return
@@ -425,6 +511,26 @@ class FxcmSession(Actor):
             self._set_session(DISCONNECTED, "no ticks after resubscribing")
             self._request_reconnect("stale stream")
 
+    def _check_skew(self) -> None:
+        """Warn when the server's clock and ours differ by more than the threshold: bars close
+        on the server's clock anyway, but the local clock (NTP) deserves a look. Once when it
+        crosses, again every 10 minutes while it stays above."""
+        skew = self.broker.clock_skew_seconds()
+        above = skew is not None and abs(skew) > self.skew_warn_seconds
+        now = time.monotonic()
+        if above and (not self._skew_warning or now - self._skew_warned_at >= 600.0):
+            self._skew_warned_at = now
+            log.warning("%s: the FXCM server clock is %+.3f s from ours (threshold %.1f s, "
+                        "fxcm_session.clock_skew_warn_seconds): bars close on the server's "
+                        "time; check this machine's clock (NTP)%s", self.name, skew,
+                        self.skew_warn_seconds,
+                        "; a whole number of hours points at a time zone, not a clock"
+                        if skew is not None and abs(skew) >= 3000 else "")
+        elif not above and self._skew_warning:
+            log.info("%s: the server clock skew is back within %.1f s", self.name,
+                     self.skew_warn_seconds)
+        self._skew_warning = above
+
     # -- history (actor loop) ------------------------------------------------------------------
 
     @handles("history.get")
@@ -443,6 +549,7 @@ class FxcmSession(Actor):
         now = time.monotonic()
         if now < self._history_blocked_until:
             self.history_counts["backoff"] += 1
+            self.throttled_total += 1
             self._reply(delivery, request, "throttled", self._history_blocked_until - now,
                         "history backoff after errors", [])
             return
@@ -450,9 +557,18 @@ class FxcmSession(Actor):
             self.history_counts["not_connected"] += 1
             self._reply(delivery, request, "not_ready", 1.0, "not connected", [])
             return
+        info = self.instruments.get(symbol)
+        if info is not None and not info.subscribed:
+            # The broker would only fail (and pause every symbol's history): say why now.
+            self.history_counts["not_subscribed"] += 1
+            self._reply(delivery, request, "error", NOT_SUBSCRIBED_RETRY_SECONDS,
+                        "{} ({}) is not subscribed in the broker account".format(
+                            symbol, info.broker_name), [])
+            return
         decision = self.quota.acquire(HistoryQuota.target(symbol, tf), now, request.priority)
         if not decision.allowed:
             self.history_counts["throttled"] += 1
+            self.throttled_total += 1
             self._reply(delivery, request, "throttled", decision.retry_after,
                         "quota: " + decision.reason, [])
             return
@@ -474,8 +590,12 @@ class FxcmSession(Actor):
                        int(row[0]) + step - 1 < clock] for row in rows]
             self._reply(delivery, request, "ok", 0.0, "", result)
         elif isinstance(error, HistoryNotReady):
-            self._reply(delivery, request, "not_ready", 5.0, "market not ready", [])
+            # Not a failure and no minute is known empty: the asker retries after this.
+            self.not_ready_total += 1
+            self._reply(delivery, request, "not_ready", NOT_READY_RETRY_SECONDS,
+                        "history not ready: " + redact(str(error), self.secrets), [])
         else:
+            self.fxcm_errors_total += 1
             self._history_failures += 1
             delay = self.history_backoff.compute(self._history_failures)
             self._history_blocked_until = time.monotonic() + delay
@@ -529,6 +649,7 @@ class FxcmSession(Actor):
             CONNECTING if not self._was_connected else DISCONNECTED,
             "logging in" if not self._was_connected else "reconnecting"))
         while not self._worker_stop.is_set():
+            self._in_login = True
             try:
                 self.broker.login()
                 break
@@ -536,6 +657,10 @@ class FxcmSession(Actor):
                 error = redact(str(exc), self.secrets)
             except Exception as exc:  # any SDK failure is a failed login
                 error = redact("{}: {}".format(type(exc).__name__, exc), self.secrets)
+            finally:
+                self._in_login = False
+            if self._worker_stop.is_set():
+                return
             self._login_failures += 1
             delay = self.login_backoff.compute(self._login_failures)
             self._next_login_at = time.time() + delay
@@ -544,8 +669,7 @@ class FxcmSession(Actor):
             self._login_error_at = time.time()
             log.warning("%s: login failed (%s); retry %d in %.1f s", self.name, error,
                         self._login_failures, delay)
-            reason = "login failed: " + error
-            self.call_soon(functools.partial(self._set_session, DISCONNECTED, reason))
+            self.call_soon(functools.partial(self._login_failed, "login failed: " + error))
             if self._worker_stop.wait(delay):
                 return
         else:
@@ -560,8 +684,14 @@ class FxcmSession(Actor):
         self._was_connected = True
         self.call_soon(lambda: self._on_logged_in(recovering))
 
+    def _login_failed(self, reason: str) -> None:
+        self.login_failures_total += 1
+        self.fxcm_errors_total += 1
+        self._set_session(DISCONNECTED, reason)
+
     def _on_logged_in(self, recovering: bool) -> None:
         self._logged_in = True
+        self._sdk_reconnecting_since = 0.0
         self._connected_at = time.monotonic()
         self._resubscribed_at = 0.0
         if self.session_state == STREAM:
@@ -586,6 +716,7 @@ class FxcmSession(Actor):
         elapsed = now - mark_time
         rate = (self.ticks_published - mark_count) / elapsed if elapsed > 0 else 0.0
         self._rate_mark = (now, self.ticks_published)
+        skew = self.broker.clock_skew_seconds()
         result.update({
             "session_state": self.session_state,
             "session_reason": self.session_reason,
@@ -617,9 +748,83 @@ class FxcmSession(Actor):
             "instruments": {symbol: {"digits": info.digits, "broker_name": info.broker_name,
                                      "subscribed": info.subscribed}
                             for symbol, info in self.instruments.items()},
+            "unsubscribed_symbols": sorted(symbol for symbol, info in self.instruments.items()
+                                           if not info.subscribed),
+            "clock_skew": {"skew_seconds": None if skew is None else round(skew, 3),
+                           "warn_seconds": self.skew_warn_seconds,
+                           "warning": self._skew_warning,
+                           "clock_published_ms": self.clock_published or None,
+                           "clock_held": self.clock_held},
+            "errors": {"fxcm": self.fxcm_errors_total,
+                       "pricehistory_not_ready": self.not_ready_total,
+                       "login_failures_total": self.login_failures_total,
+                       "history_throttled_total": self.throttled_total},
             "restarted": self.restarted,
             "reconnects": self.reconnects,
             "resubscribes": self.resubscribes,
+            "sdk_reconnects": self.sdk_reconnects,
+            "sdk_reconnecting": bool(self._sdk_reconnecting_since),
             "clock_skipped": self.clock_skipped,
         })
+        result["metrics"] = self._metrics(result["quota"], skew)
+        return result
+
+    def _metrics(self, quota: Dict[str, Any], skew: Optional[float]) -> Dict[str, Any]:
+        """The session's Prometheus families (seed 001 section 9 names where it has them)."""
+        settings = self.quota.settings
+        windows = (("minute", quota["calls_last_minute"], settings.max_calls_per_min,
+                    settings.priority_reserve_per_min),
+                   ("hour", quota["calls_last_hour"], settings.max_calls_per_hour,
+                    settings.priority_reserve_per_hour))
+        result = {
+            "fxcm_history_quota_calls": {
+                "type": "gauge", "help": "History calls in the sliding window",
+                "samples": [[{"window": name}, float(calls)] for name, calls, _, _ in windows]},
+            "fxcm_history_quota_limit_calls": {
+                "type": "gauge", "help": "History calls allowed in the sliding window",
+                "samples": [[{"window": name}, float(cap)] for name, _, cap, _ in windows]},
+            "fxcm_history_quota_reserve_calls": {
+                "type": "gauge",
+                "help": "Calls of the window kept for the priority targets",
+                "samples": [[{"window": name}, float(reserve)]
+                            for name, _, _, reserve in windows]},
+            "fxcm_history_quota_reserve_used_calls": {
+                "type": "gauge",
+                "help": "Calls in the window beyond the share of non-priority targets (the "
+                        "reserve in use)",
+                "samples": [[{"window": name}, float(max(0, calls - (cap - reserve)))]
+                            for name, calls, cap, reserve in windows]},
+            "fxcm_history_quota_load_ratio": {
+                "type": "gauge", "help": "The fuller window's calls over its limit",
+                "samples": [[{}, float(quota["load"])]]},
+            "fxcm_history_quota_denied_total": {
+                "type": "counter", "help": "History calls refused by the quota, by reason",
+                "samples": [[{"reason": reason}, float(count)]
+                            for reason, count in sorted(quota["denied"].items())]},
+            "fxcm_history_throttled_total": {
+                "type": "counter", "help": "History requests answered throttled (quota or "
+                "backoff after errors)", "samples": [[{}, float(self.throttled_total)]]},
+            "fxcm_pricehistory_not_ready_total": {
+                "type": "counter", "help": "History calls the broker answered not ready "
+                "(PriceHistoryCommunicator is not ready)",
+                "samples": [[{}, float(self.not_ready_total)]]},
+            "fxcm_login_failures_total": {
+                "type": "counter", "help": "Failed broker logins",
+                "samples": [[{}, float(self.login_failures_total)]]},
+            "fxcm_connector_errors_total": {
+                "type": "counter", "help": "Errors by type (fxcm: logins, history calls, "
+                "sessions lost; pricehistory_not_ready: history not ready)",
+                "samples": [[{"type": "fxcm"}, float(self.fxcm_errors_total)],
+                            [{"type": "pricehistory_not_ready"}, float(self.not_ready_total)]]},
+            "fxcm_instrument_subscribed": {
+                "type": "gauge", "help": "1 when the broker account streams the symbol, 0 "
+                "when it is not subscribed there (see the log for what to do)",
+                "samples": [[{"symbol": symbol}, 1.0 if info.subscribed else 0.0]
+                            for symbol, info in sorted(self.instruments.items())]},
+            "fxcm_clock_skew_seconds": {
+                "type": "gauge", "help": "Broker server clock minus ours, estimated from tick "
+                "times (bars close on the server's clock)",
+                "samples": [[{}, float(skew)]] if skew is not None else []},
+        }
+        result.update(self.broker.metrics())
         return result

@@ -28,7 +28,7 @@ import time
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Tuple
 
-from actors.fxcm_session._broker import StreamingBroker, basis_price
+from actors.fxcm_session._broker import LOST, StreamingBroker, basis_price
 from protocol.bars import OHLC, bucket_start
 from protocol.errors import BrokerError, HistoryNotReady, LoginFailed
 from protocol.market import MINUTE_MS, TF_MS, Instrument
@@ -352,7 +352,7 @@ class SimBroker(StreamingBroker):
                 self._disconnects_left -= 1
                 self._connected = False
                 if self.on_status is not None:
-                    self.on_status(False, "session lost (injected fault)")
+                    self.on_status(LOST, "session lost (injected fault)")
                 return
             next_due = pending[0][0] if pending else (loaded_minute + 1) * MINUTE_MS
             stop.wait(min(0.05, max(0.001, (next_due - now) / 1000.0)))
