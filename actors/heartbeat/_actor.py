@@ -458,7 +458,8 @@ class Heartbeat(Actor):
         if session_status is not None:
             fxcm.update({key: session_status.get(key) for key in (
                 "ticks_published", "ticks_per_second", "reconnects", "resubscribes",
-                "rejected_ticks", "instruments", "clock_skew") if key in session_status})
+                "rejected_ticks", "instruments", "unsubscribed_symbols", "clock_skew",
+                "sdk_reconnects", "errors") if key in session_status})
             fxcm["status_age_seconds"] = round(session_age or 0.0, 3)
             broker = session_status.get("broker")
             if isinstance(broker, dict):
