@@ -54,9 +54,10 @@ def finals(bars: list[Bar]) -> dict[tuple[str, str, int], Bar]:
 
 def reference(ticks: list[Tick], max_synth: int) -> dict[tuple[str, str, int], tuple[Any, ...]]:
     """Final bars the rules of DESIGN.md section 6 produce when only ticks arrive (no clock):
-    ``(symbol, tf, open_time) -> (open, high, low, close, tick_count, synthetic)``. The first
-    minute seen is partial (the aggregator started mid-stream): neither it nor a derived bar
-    holding it is final."""
+    ``(symbol, tf, open_time) -> (open, high, low, close, tick_count, synthetic)``, prices at
+    EURUSD's precision (5 decimals quoted, so 6 for a mid). The first minute seen is partial
+    (the aggregator started mid-stream) unless the first tick opens it exactly; a derived bar
+    opening before the first whole minute is partial too. Partial bars are never final."""
     accepted: dict[int, list[tuple[int, float]]] = {}
     newest_minute: int | None = None
     for t in ticks:  # arrival order
@@ -64,15 +65,19 @@ def reference(ticks: list[Tick], max_synth: int) -> dict[tuple[str, str, int], t
         if newest_minute is not None and minute < newest_minute:
             continue  # its minute is final already: late
         newest_minute = minute
-        accepted.setdefault(minute, []).append((t.ts_ms, (t.bid + t.ask) / 2))
+        accepted.setdefault(minute, []).append((t.ts_ms, round((t.bid + t.ask) / 2, 6)))
     minutes = sorted(accepted)
+    if not minutes:
+        return {}
+    first_whole = ticks[0].ts_ms % MINUTE_MS == 0
+    owned_from = minutes[0] if first_whole else minutes[0] + MINUTE_MS
     one: dict[int, tuple[Any, ...]] = {}
     for index, minute in enumerate(minutes[:-1]):  # the newest minute is never final here
         points = accepted[minute]
         prices = [p for _, p in points]
         latest = max(ts for ts, _ in points)
         close = [p for ts, p in points if ts == latest][-1]
-        if index > 0:
+        if index > 0 or first_whole:
             one[minute] = (points[0][1], max(prices), min(prices), close, len(points), False)
         gap = 0
         quiet = minute + MINUTE_MS
@@ -98,8 +103,8 @@ def reference(ticks: list[Tick], max_synth: int) -> dict[tuple[str, str, int], t
             groups.setdefault(start, []).append(m)
         starts = sorted(groups)
         for position, start in enumerate(starts):
-            if start <= minutes[0]:
-                continue  # holds the partial first minute
+            if start < owned_from:
+                continue  # holds the partial first minute, or minutes before the first tick
             last = groups[start][-1]
             if tf == "1d":
                 end = CALENDAR.next_trading_day_start(start)
@@ -243,7 +248,7 @@ def test_the_clock_closes_a_minute_only_after_the_grace() -> None:
 def test_a_closed_market_yields_no_synthetic_bars() -> None:
     agg = aggregator(max_synth=10_000)
     friday = utc_ms(2026, 11, 20, 21, 58)  # 16:58 New York, two minutes before the close
-    agg.on_tick(tick(friday, 1.1))
+    agg.on_tick(tick(friday + 1_000, 1.1))  # a partial first minute: skipped
     emitted = agg.on_clock(utc_ms(2026, 11, 22, 12))  # Sunday noon: closed all along
     one = [b for b in emitted if b.tf == "1m"]
     assert [(b.open_time, b.synthetic) for b in one] == [(friday + MINUTE_MS, True)]
