@@ -302,19 +302,19 @@ def test_prices_on_the_wire_carry_the_instruments_precision(
             (key[0], key[1]) for key in finals(subscriber)} and subscriber.count(
             "fxcm:price_tik") >= 2, 90, "bars and snapshots on Redis", interval=0.2)
         wait_settled(run_dir)
-        client = redis.Redis.from_url(redis_server.url)
-        keys = {name.decode(): client.zrange(name, 0, -1)
-                for name in client.keys("fxcm:ohlcv:last:*")}
-        snapshot_keys = {name.decode(): client.get(name)
-                         for name in client.keys("fxcm:price_tik:last:*")}
+        client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+        names: Any = client.keys("fxcm:ohlcv:last:*")
+        keys: dict[str, Any] = {name: client.zrange(name, 0, -1) for name in names}
+        names = client.keys("fxcm:price_tik:last:*")
+        snapshot_keys: dict[str, Any] = {name: client.get(name) for name in names}
         client.close()
     messages = subscriber.snapshot()
     for symbol, places in (("EURUSD", 6), ("USDJPY", 4)):
         texts = [data.decode() for _, channel, data in messages
                  if json.loads(data).get("symbol") == symbol]
-        texts += [member.decode() for name, members in keys.items() if symbol in name
+        texts += [str(member) for name, members in keys.items() if symbol in name
                   for member in members]
-        texts += [value.decode() for name, value in snapshot_keys.items()
+        texts += [str(value) for name, value in snapshot_keys.items()
                   if symbol in name and value is not None]
         assert texts
         for text in texts:
