@@ -42,7 +42,7 @@ MEANING = {
                                    "named by tick aggregation are repaired at once)",
     "history_poller.repair_delay_ms": "a gap minute is fetched this long after its end "
                                       "(pipeline clock)",
-    "history_poller.not_ready_retries": "history not ready: retries with backoff (1 s to "
+    "history_poller.not_ready_retries": "history not ready: retries with backoff (0.25 s to "
                                         "30 s), then the minutes stay missing for the next "
                                         "repair (never marked empty)",
     "history_poller.idle_poll_multiplier": "a target whose last poll found nothing new "

@@ -13,6 +13,7 @@ import datetime
 import json
 import random
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from actors._redis_server import EmbeddedRedis
+from config.settings import load_defaults
+from tests.chaos._faults import crash_actor
 from tests.chaos._observe import Events, Monitor
-from tests.helpers import RedisSubscriber, host_process, wait_for
+from tests.helpers import RedisSubscriber, host_process, open_calendar, wait_for
 from tests.test_fxcm_session import write_ticks
 from tests.test_redis_publisher import redis_dir, redis_server
 
@@ -324,3 +327,179 @@ def test_prices_on_the_wire_carry_the_instruments_precision(
     sources = {json.loads(data)["source"] for _, channel, data in messages
                if channel == "fxcm:ohlcv"}
     assert {"history", "tick", "derived"} <= sources, sources  # every kind of bar was checked
+
+
+# -- live, through a crash of each actor ---------------------------------------------------------
+
+GRACE_MS = 1500
+LIVE_ACTORS = [spec for spec in load_defaults()["actors"]]
+
+
+def arrivals(subscriber: RedisSubscriber, offset: float
+             ) -> dict[Key, tuple[float, dict[str, Any]]]:
+    """Each final bar's first arrival at the subscriber (wall seconds) and its values; a key
+    with two different finals fails the test."""
+    result: dict[Key, tuple[float, dict[str, Any]]] = {}
+    for arrived, channel, data in subscriber.snapshot():
+        if channel != "fxcm:ohlcv":
+            continue
+        payload = json.loads(data)
+        for bar in payload["bars"]:
+            if not bar["complete"]:
+                continue
+            key = (payload["symbol"], payload["tf"], int(bar["open_time"]))
+            first = result.setdefault(key, (arrived + offset, bar))
+            assert first[1] == bar, "two different finals for {}".format(key)
+    return result
+
+
+def at_second(second: float) -> float:
+    """Sleep until the wall clock is ``second`` seconds into a minute (the next such moment);
+    returns that wall time. The drill's schedule: deliberate points, not a condition."""
+    now = time.time()
+    target = now - now % 60 + second
+    if target <= now + 1:
+        target += 60
+    time.sleep(target - now)
+    return target
+
+
+@pytest.mark.timeout(900)
+def test_every_final_bar_reaches_redis_on_time_through_a_crash_of_each_actor(
+        tmp_path: Path, run_dir: str, redis_server: EmbeddedRedis,
+        subscriber: RedisSubscriber) -> None:
+    """The sim at 2 ticks/s on two symbols; from the start on, crashes of fxcm_session (its
+    minute's ticks are lost: history fills it), tick_aggregator (just before a minute's end),
+    history_poller and redis_publisher (just before a minute's end). Every final 1m bar reaches
+    the subscriber within close_grace_ms + 2 s of its bucket's end, every derived bar within
+    1 s of its last minute, whatever their source; none is missing, none has two finals."""
+    calendar = open_calendar(tmp_path)
+    sections: dict[str, Any] = {
+        "symbols": ["EURUSD", "XAUUSD"], "calendar_file": str(calendar),
+        "timeframes": ["1m", "5m", "15m"],
+        "broker": {"kind": "sim", "sim": {"seed": 3, "tick_rate_per_second": 2.0}},
+        "cache": {"dir": str(tmp_path / "cache")},
+        "redis": {"url": redis_server.url, "port": redis_server.port, "required": True},
+        "redis_publisher": {"journal_dir": str(tmp_path / "journal")},
+        "tick_aggregator": {"close_grace_ms": GRACE_MS},
+        "history_poller": {"warmup_bars": 30},
+        "bus": {"status_interval_seconds": 0.5},
+    }
+    offset = time.time() - time.monotonic()
+    crashes: list[tuple[str, float]] = []
+    with host_process(tmp_path, run_dir, LIVE_ACTORS, **sections):
+        started = time.time()
+        for name, second in (("fxcm_session", 20.0), ("tick_aggregator", 58.5),
+                             ("history_poller", 30.0), ("redis_publisher", 59.0)):
+            crashes.append((name, at_second(second)))
+            crash_actor(run_dir, name)
+        # the 5m buckets holding the start and each crash are over, and two more minutes
+        last = max(started, crashes[-1][1]) + 120
+        five = 300.0
+        until = max(last, (crashes[0][1] // five + 1) * five + 10, (started // five + 1) * five
+                    + 10)
+        time.sleep(max(0.0, until - time.time()))  # the observation window itself
+        got = arrivals(subscriber, offset)
+    window_start = started * 1000
+    window_end = (until - 8) * 1000
+    problems: list[str] = []
+    for symbol in ("EURUSD", "XAUUSD"):
+        minute = int(window_start // MINUTE * MINUTE)
+        while minute + MINUTE <= window_end:
+            key = (symbol, "1m", minute)
+            if key not in got:
+                problems.append("missing {}".format(key))
+            else:
+                late = got[key][0] - (minute + MINUTE) / 1000
+                if late > (GRACE_MS + 2000) / 1000:
+                    problems.append("{} arrived {:.2f} s after its end".format(key, late))
+            minute += MINUTE
+        for tf in ("5m", "15m"):
+            span = SPANS[tf] * MINUTE
+            start = int(window_start // span * span)
+            while start + span <= window_end:
+                key = (symbol, tf, start)
+                last_minute = (symbol, "1m", start + span - MINUTE)
+                if key not in got:
+                    problems.append("missing {}".format(key))
+                elif last_minute in got:
+                    after = got[key][0] - got[last_minute][0]
+                    if after > 1.0:
+                        problems.append("{} arrived {:.2f} s after its last minute".format(
+                            key, after))
+                start += span
+    assert problems == [], "{} (crashes at {})".format(problems, [
+        (name, time.strftime("%H:%M:%S", time.gmtime(at))) for name, at in crashes])
+
+
+# -- only the configured timeframes ----------------------------------------------------------------
+
+@pytest.mark.timeout(240)
+def test_only_the_configured_timeframes_reach_redis(
+        tmp_path: Path, run_dir: str, redis_server: EmbeddedRedis,
+        subscriber: RedisSubscriber) -> None:
+    """``tick_aggregator.timeframes`` (the older spelling) set to 1m, 5m, 15m, 1h: tick
+    aggregation and history (warmup over a store of six hours of 1m bars) publish nothing
+    else."""
+    from actors.fxcm_session._sim import SimMarket
+    from actors.history_poller import BarStore
+    from config.calendar import load_calendar
+    from protocol.market import Bar
+
+    calendar_path = open_calendar(tmp_path)
+    calendar = load_calendar(str(calendar_path))
+    now = int(time.time() * 1000)
+    newest = now - now % MINUTE - 20 * MINUTE
+    store = BarStore(str(tmp_path / "cache"), 3000)
+    for row in SimMarket(3, 2.0, calendar).bars("EURUSD", "1m", newest - 360 * MINUTE, newest,
+                                                now, "mid", calendar.trading_day_start):
+        store.put(Bar("EURUSD", "1m", int(row[0]), int(row[0]) + MINUTE - 1, row[1], row[2],
+                      row[3], row[4], row[5], int(row[5]), True, False, "history"))
+    store.compact_all()
+    configured = ["1m", "5m", "15m", "1h"]
+    sections: dict[str, Any] = {
+        "symbols": ["EURUSD"], "calendar_file": str(calendar_path),
+        "broker": {"kind": "sim", "sim": {"seed": 3, "tick_rate_per_second": 2.0}},
+        "cache": {"dir": str(tmp_path / "cache")},
+        "redis": {"url": redis_server.url, "port": redis_server.port, "required": True},
+        "redis_publisher": {"journal_dir": str(tmp_path / "journal")},
+        "tick_aggregator": {"timeframes": configured},
+        "history_poller": {"warmup_bars": 400},
+    }
+    with host_process(tmp_path, run_dir, LIVE_ACTORS, **sections):
+        # the warmup fills the last 20 minutes and rebuilds the hours of derived bars
+        wait_for(lambda: {"1m", "5m", "15m", "1h"} <= {key[1] for key in finals(subscriber)}
+                 and len([key for key in finals(subscriber) if key[1] == "1h"]) >= 5, 120,
+                 "1m to 1h bars from the warmup", interval=0.5)
+        wait_for(lambda: any(bar["source"] == "tick" for bar in finals(subscriber).values()),
+                 150, "a bar from tick aggregation", interval=0.5)
+        got = finals(subscriber)
+    assert {key[1] for key in got} == set(configured)
+    assert not any((tmp_path / "cache" / "EURUSD" / "{}.bars".format(tf)).exists()
+                   for tf in ("30m", "4h", "1d"))
+
+
+def test_one_timeframes_setting_for_aggregation_and_history(tmp_path: Path) -> None:
+    """``timeframes`` is shared by every actor; the older ``tick_aggregator.timeframes`` still
+    sets it; both set and different is refused naming the key."""
+    import config
+    from protocol.errors import ConfigError
+
+    def load(**sections: Any) -> Any:
+        path = tmp_path / "config.json"
+        path.write_text(json.dumps(sections))
+        return config.load(str(path), environ={})
+
+    shipped = load()
+    poller = next(spec for spec in shipped.actors if spec.name == "history_poller")
+    assert shipped.actor_settings(poller)["timeframes"] == load_defaults()["timeframes"]
+    legacy = load(tick_aggregator={"timeframes": ["5m", "1m"]})
+    for spec in legacy.actors:
+        assert legacy.actor_settings(spec)["timeframes"] == ["1m", "5m"], spec.name
+    assert load(timeframes=["1m", "1h"]).raw["timeframes"] == ["1m", "1h"]
+    with pytest.raises(ConfigError, match=r"^tick_aggregator.timeframes: .* differs"):
+        load(timeframes=["1m", "1h"], tick_aggregator={"timeframes": ["1m", "5m"]})
+    with pytest.raises(ConfigError, match=r"^timeframes: must include 1m"):
+        load(timeframes=["5m"])
+    with pytest.raises(ConfigError, match=r"^timeframes: unknown timeframe '2h'"):
+        load(timeframes=["1m", "2h"])

@@ -135,7 +135,7 @@ class HistoryPoller(Actor):
         self.targets = self._targets_from(settings)[:int(settings["max_targets"])]
         self.store = BarStore(settings["cache"]["dir"], int(settings["max_bars"]))
         self.scheduler = Scheduler()
-        self.retry = RetryPolicy(int(settings["not_ready_retries"]), Backoff(1.0, 30.0, 0.2))
+        self.retry = RetryPolicy(int(settings["not_ready_retries"]), Backoff(0.25, 30.0, 0.2))
         self.counts: Counter[str] = Counter()
         self.empty_minutes: set[tuple[str, int]] = set()  # history answered ok without a bar
         self.gaps = GapBook(self.derived_tfs, self.calendar, int(settings["repair_delay_ms"]))
@@ -168,7 +168,15 @@ class HistoryPoller(Actor):
             self.clock_ms = clock.now_ms
             if not self.live_start:
                 self.live_start = self._now_minute()
+                self._own_buckets_in_progress()
             self._schedule_due()
+
+    def _own_buckets_in_progress(self) -> None:
+        """At (re)start: the derived buckets in progress, and those that just ended, are this
+        poller's to build too. A restarted poller has forgotten the gaps it was told of before;
+        a bucket tick aggregation builds as well comes out identical (one final)."""
+        for symbol in self.symbols:
+            self.gaps.own(symbol, self.live_start - 2 * MINUTE_MS, self.live_start + MINUTE_MS)
 
     @handles("instrument")
     def on_instrument(self, instrument: Any, delivery: Delivery) -> None:

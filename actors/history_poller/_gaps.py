@@ -37,16 +37,7 @@ class GapBook:
         """Take a notice; returns (minutes now due, derived buckets now owned)."""
         symbol = gap.symbol
         low = gap.from_ms if gap.from_ms is not None else self.reach_back(gap.to_ms)
-        owned = self.owned.setdefault(symbol, {})
-        owned_before = len(owned)
-        for tf in self.derived_tfs:
-            start = bucket_start(low, tf, self.calendar.trading_day_start)
-            while start < gap.to_ms:
-                end = bucket_end(start, tf, self.calendar.next_trading_day_start)
-                if self.calendar.count_open_minutes(max(start, low), min(end, gap.to_ms),
-                                                    symbol):
-                    owned[(tf, start)] = end
-                start = end
+        owned = self.own(symbol, low, gap.to_ms)
         first = low if gap.from_ms is not None else max(low, floor_ms)
         due = self.due.setdefault(symbol, {})
         count = 0
@@ -55,7 +46,23 @@ class GapBook:
             if due.get(minute, at + 1) > at:
                 due[minute] = at
             count += 1
-        return count, len(owned) - owned_before
+        return count, owned
+
+    def own(self, symbol: str, low: int, high: int) -> int:
+        """Take over the derived buckets holding an open minute of ``[low, high)``; returns
+        how many were new. (A restarted history_poller also takes the buckets in progress at
+        its start: whatever gaps it was told of before are forgotten, and a bucket built by
+        both is one identical final.)"""
+        owned = self.owned.setdefault(symbol, {})
+        before = len(owned)
+        for tf in self.derived_tfs:
+            start = bucket_start(low, tf, self.calendar.trading_day_start)
+            while start < high:
+                end = bucket_end(start, tf, self.calendar.next_trading_day_start)
+                if self.calendar.count_open_minutes(max(start, low), min(end, high), symbol):
+                    owned[(tf, start)] = end
+                start = end
+        return len(owned) - before
 
     def reach_back(self, to_ms: int) -> int:
         """Where a gap without a beginning starts: the longest derived bucket holding the
