@@ -78,6 +78,10 @@ log = logging.getLogger("fxcm.poller")
 # Owned derived buckets whose minutes never all came (the data stopped) are forgotten after
 # this long past their end (pipeline clock).
 OWNED_KEEP_MS = 3 * 86_400_000
+# A (re)started poller repairs the missing minutes this far back in the live lane, each once
+# this long past its end (tick aggregation's own bar comes within close_grace_ms).
+RESTART_REPAIR_MINUTES = 10
+RESTART_REPAIR_SETTLE_MS = 3000
 
 
 class HistoryPoller(Actor):
@@ -140,6 +144,10 @@ class HistoryPoller(Actor):
         self.empty_minutes: set[tuple[str, int]] = set()  # history answered ok without a bar
         self.gaps = GapBook(self.derived_tfs, self.calendar, int(settings["repair_delay_ms"]))
         self.ready = False
+        welcome: dict[str, Any] = dict(self.client.welcome) if self.client is not None else {}
+        joins = welcome.get("connects")
+        # The router counts the joins of this name in this host run: a later one is a restart.
+        self.restarted = isinstance(joins, int) and joins > 1
         self.request_timeout = float(settings["request_timeout_seconds"])
         self.clock_ms = 0  # the pipeline clock; nothing is fetched before the first reading
         self.live_start = 0  # minutes from here on belong to tick aggregation in this run
@@ -149,7 +157,8 @@ class HistoryPoller(Actor):
                 self.store.load(symbol, tf)
         self.load_seconds = time.monotonic() - started
         self.next_poll: dict[tuple[str, str], float] = {}
-        self.scheduler.add("warmup", WARMUP, self._warmup_job(self.symbols, None))
+        self.scheduler.add("warmup", WARMUP, self._warmup_job(self.symbols, None,
+                                                              republish=not self.restarted))
         self.every(0.02, self._work)
         self.every(float(settings["poll_seconds"]), self._repair_scan)
         self.every(float(settings["poll_seconds"]), self._poll)
@@ -172,11 +181,17 @@ class HistoryPoller(Actor):
             self._schedule_due()
 
     def _own_buckets_in_progress(self) -> None:
-        """At (re)start: the derived buckets in progress, and those that just ended, are this
-        poller's to build too. A restarted poller has forgotten the gaps it was told of before;
-        a bucket tick aggregation builds as well comes out identical (one final)."""
+        """At (re)start, what gaps told before would have said: the derived buckets in
+        progress, and those that just ended, are this poller's to build too (a bucket tick
+        aggregation builds as well comes out identical: one final); minutes of the last
+        ``RESTART_REPAIR_MINUTES`` still missing a few seconds after their end are repaired
+        in the live lane, ahead of the warmup (they may be a gap told to the crashed
+        instance)."""
         for symbol in self.symbols:
             self.gaps.own(symbol, self.live_start - 2 * MINUTE_MS, self.live_start + MINUTE_MS)
+            recent = self._missing(symbol, self.live_start - RESTART_REPAIR_MINUTES * MINUTE_MS,
+                                   self.live_start)
+            self.gaps.queue(symbol, recent, RESTART_REPAIR_SETTLE_MS)
 
     @handles("instrument")
     def on_instrument(self, instrument: Any, delivery: Delivery) -> None:
@@ -461,11 +476,15 @@ class HistoryPoller(Actor):
 
     # -- jobs --------------------------------------------------------------------------------
 
-    def _warmup_job(self, symbols: list[str], lookback_minutes: int | None) -> Job:
+    def _warmup_job(self, symbols: list[str], lookback_minutes: int | None,
+                    republish: bool = True) -> Job:
         counts: Counter[str] = Counter()
         started = time.monotonic()
         warmup = lookback_minutes or int(self.settings["warmup_bars"])
-        for symbol in symbols:  # the store's tail first: late joiners and a restarted publisher
+        # The store's tail first, for late joiners and a restarted publisher; not when only
+        # this poller restarted (everyone has those bars, and thousands of them would queue
+        # ahead of live bars in the publisher's mailbox).
+        for symbol in symbols if republish else ():
             for tf in self.timeframes:
                 for bar in self.store.bars(symbol, tf)[-int(self.settings["republish_batch"]):]:
                     self.publish(bar_topic(symbol, tf), Bar(

@@ -64,6 +64,15 @@ class GapBook:
                 start = end
         return len(owned) - before
 
+    def queue(self, symbol: str, minutes: list[int], settle_ms: int) -> None:
+        """Make ``minutes`` due ``settle_ms`` after their end (for those that may still come
+        from tick aggregation: whatever is stored by then is not fetched)."""
+        due = self.due.setdefault(symbol, {})
+        for minute in minutes:
+            at = minute + MINUTE_MS + settle_ms
+            if due.get(minute, at + 1) > at:
+                due[minute] = at
+
     def reach_back(self, to_ms: int) -> int:
         """Where a gap without a beginning starts: the longest derived bucket holding the
         minute before ``to_ms`` (just that minute without derived timeframes)."""
