@@ -446,7 +446,8 @@ def print_table(events: Events, faults: dict[str, Any], status: dict[str, Any],
         ("  late (arrival-time limits)", len(timely.late)),
         ("  deadlines moved by Redis away / stall", timely.excused),
         ("  1m: bucket end -> subscriber p50/p99/max", _spread(timely, "1m")),
-        ("  derived: last minute -> derived p50/p99/max", _spread(timely, "derived")),
+        ("  derived: its last minute -> it p50/p99/max", _spread(timely, "derived")),
+        ("  (percentiles without the bars Redis away", "or the stall delayed)"),
     ]:
         print("  {:40} {}".format(name, value))
     for title, items in (("missing", c.missing), ("duplicates", list(c.duplicates.items())),

@@ -151,7 +151,7 @@ class Timeliness:
     excused: int = 0  # deadlines moved by a Redis outage or the stall
     unknown: int = 0  # the clock never passed the bucket's end (the replay's last minute)
     # "1m": arrival - when the clock passed the bucket's end; "derived": arrival - arrival of
-    # its last minute
+    # its last minute (bars whose deadline an outage moved are not in here)
     lateness: dict[str, list[float]] = field(default_factory=dict)
 
     @property
@@ -212,12 +212,17 @@ def timeliness(expected: dict[Key, Bar], messages: list[tuple[float, dict[str, A
         if due is None or since is None:
             result.unknown += 1
             continue
+        excused = False
         for start, end in outages:
             if start <= due <= end + 2.0:
                 due = max(due, end + 2.0)
-                result.excused += 1
+                excused = True
         result.checked += 1
-        result.lateness.setdefault("1m" if tf == "1m" else "derived", []).append(got - since)
+        if excused:
+            result.excused += 1
+        else:
+            result.lateness.setdefault("1m" if tf == "1m" else "derived", []).append(
+                got - since)
         if got > due:
             result.late.append((key, round(got - due, 3)))
     return result
