@@ -316,7 +316,10 @@ def test_killed_aggregator_emits_the_same_final_bars_as_an_uninterrupted_run(
     file = write_ticks(tmp_path / "ticks.csv.gz",
                        [(t.ts_ms, t.symbol, t.bid, t.ask) for t in ticks])
     oracle = aggregator(("EURUSD", "XAUUSD"))
-    expected = finals([bar for t in ticks for bar in oracle.on_tick(t)])
+    emitted = [bar for t in ticks for bar in oracle.on_tick(t)]
+    oracle.on_replay_finished()  # the end of the file: its last minutes are final too
+    emitted += oracle.on_clock(max(t.ts_ms for t in ticks), synthesize=False)
+    expected = finals(emitted)
 
     actors = [collector("bar."),
               {"name": "tick_aggregator", "class": "actors.tick_aggregator:TickAggregator",

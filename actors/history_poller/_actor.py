@@ -696,6 +696,24 @@ class HistoryPoller(Actor):
                 "fxcm_store_read_only": {
                     "type": "gauge", "help": "1 when the bar store fell back to read-only",
                     "samples": [[{}, 1.0 if store.get("read_only") else 0.0]]},
+                "fxcm_history_replies_total": {
+                    "type": "counter", "help": "history.get answers by status (timeout: none)",
+                    "samples": [[{"status": key[len("history_"):]}, value]
+                                for key, value in sorted(getattr(self, "counts", {}).items())
+                                if key.startswith("history_") and key != "history_retries"
+                                and key != "history_timeouts"]},
+                "fxcm_history_retries_total": {
+                    "type": "counter",
+                    "help": "History calls asked again after not_ready or a timeout (backoff)",
+                    "samples": [[{}, getattr(self, "counts", {}).get("history_retries", 0)]]},
+                "fxcm_gap_repairs_total": {
+                    "type": "counter",
+                    "help": "Gaps named by tick aggregation that were fetched from history",
+                    "samples": [[{}, getattr(self, "counts", {}).get("gap_repairs", 0)]]},
+                "fxcm_gap_derived_built_total": {
+                    "type": "counter",
+                    "help": "Derived bars built over gaps the moment their minutes were in",
+                    "samples": [[{}, getattr(self, "counts", {}).get("derived_built", 0)]]},
                 "fxcm_feed_ready": {
                     "type": "gauge", "help": "1 once warmup has finished",
                     "samples": [[{}, 1.0 if getattr(self, "ready", False) else 0.0]]},

@@ -153,6 +153,10 @@ class TickAggregator(Actor):
             "fxcm_tick_agg_synthetic_bars_total": {
                 "type": "counter", "help": "Flat bars for quiet minutes in trading hours",
                 "samples": [[{}, counters.get("synthetic_bars", 0)]]},
+            "fxcm_tick_agg_gap_notices_total": {
+                "type": "counter",
+                "help": "Gaps left to history (minutes not seen whole: a start, a lost session)",
+                "samples": [[{}, self.gaps_published]]},
             "fxcm_tick_agg_synthetic_capped_total": {
                 "type": "counter", "help": "Quiet minutes beyond max_synth_gap_minutes",
                 "samples": [[{}, counters.get("synthetic_capped", 0)]]},
