@@ -429,10 +429,12 @@ class HistoryPoller(Actor):
     def _fill(self, symbol: str, minutes: list[int], counts: Counter[str], before_ms: int,
               priority: bool = False) -> Generator[HistoryRequest, HistoryReply, None]:
         """Fetch the given missing minutes (in runs; runs closer than a chunk go in one
-        request) and remember the ones history answered without a bar. History bars are kept
+        request) and remember the ones history answered without a bar. Only those minutes are
+        taken from the answers (one in between may be on its way from tick aggregation), and
         only before ``before_ms``."""
         chunk = int(self.settings["chunk_bars"]) * MINUTE_MS
         wanted = sorted(minutes)
+        asked = set(wanted)
         runs: list[tuple[int, int]] = []
         for minute in wanted:
             if runs and minute + MINUTE_MS - runs[-1][0] <= chunk:
@@ -442,6 +444,7 @@ class HistoryPoller(Actor):
         position = 0
         for start, end in runs:
             bars, failed = yield from self._fetch(symbol, "1m", start, end, counts, priority)
+            bars = [bar for bar in bars if bar.open_time in asked]
             self._accept(bars, before_ms, counts)
             got = {bar.open_time for bar in bars}
             unanswered = [(first, first + chunk) for first in failed]
