@@ -261,6 +261,17 @@ def test_history_reply_rows_become_bars_on_the_basis() -> None:
     assert result.volume == 42.0 and result.tick_count == 42 and result.source == "history"
 
 
+def test_history_rows_are_rounded_to_the_given_precision() -> None:
+    """The broker's rows carry float noise; the poller takes them at the instrument's
+    precision on the basis (here a mid: 5 + 1 decimals)."""
+    reply = HistoryReply("EURUSD", "1m", "ok", 0.0, "", [[utc_ms(2026, 11, 18, 10),
+                         1.0999500000000002, 1.1032899999999999, 1.0999, 1.10001, 5.0, True]])
+    (result,) = reply.to_bars(digits=6)
+    assert [repr(p) for p in (result.open, result.high, result.low, result.close)] == [
+        "1.09995", "1.10329", "1.0999", "1.10001"]
+    assert reply.to_bars()[0].open == 1.0999500000000002  # no digits: as received
+
+
 def test_targets_without_tick_aggregation_are_polled_from_history(
         tmp_path: Path, run_dir: str) -> None:
     calendar_path = open_calendar(tmp_path)
