@@ -82,6 +82,8 @@ OWNED_KEEP_MS = 3 * 86_400_000
 # this long past its end (tick aggregation's own bar comes within close_grace_ms).
 RESTART_REPAIR_MINUTES = 10
 RESTART_REPAIR_SETTLE_MS = 3000
+# Known-empty minutes (history answered ok without a bar) kept in memory, at most.
+EMPTY_MINUTES_KEPT = 200_000
 
 
 class HistoryPoller(Actor):
@@ -576,6 +578,10 @@ class HistoryPoller(Actor):
 
     def _repair_scan(self) -> None:
         """The safety net (see the module docstring); gap notices do the timely work."""
+        if len(self.empty_minutes) > EMPTY_MINUTES_KEPT:
+            # forget the oldest known-empty minutes: at worst they are asked again
+            keep = sorted(self.empty_minutes, key=lambda item: item[1])[-EMPTY_MINUTES_KEPT // 2:]
+            self.empty_minutes = set(keep)
         if not self.ready or self.scheduler.busy(LIVE) or self.scheduler.busy(WARMUP):
             return
         end = self._horizon() - MINUTE_MS  # leave tick aggregation its grace
