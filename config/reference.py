@@ -18,6 +18,7 @@ MEANING = {
                "(default $XDG_RUNTIME_DIR/fxcm or /tmp/fxcm-<uid>)",
     "symbols": "the universe: streamed, aggregated, warmed up",
     "price_basis": "mid, bid or ask; the same for tick bars and history bars",
+    "timeframes": "the bars built, by tick aggregation and from history alike (1m required)",
     "instruments": "{SYMBOL: {\"digits\": n}}: quote decimals where the broker does not say "
                    "(sim, replay); bid/ask/bars at n, mid at n + 1",
     "calendar_file": "trading calendar JSON (\"\" = the shipped config/calendar.json)",
@@ -35,12 +36,20 @@ MEANING = {
     "fxcm_session.clock_skew_warn_seconds": "forexconnect: warn when FXCM's clock and ours "
                                             "differ by more (bars close on FXCM's clock)",
     "fxcm_session.quota.priority_targets": "SYMBOL:tf targets that may use the reserve",
+    "tick_aggregator.timeframes": "older spelling of timeframes ([] = follow timeframes; "
+                                  "if set, it stands for timeframes)",
     "tick_aggregator.close_grace_ms": "a 1m bar closes this long after its end without "
                                       "a later tick",
     "tick_aggregator.max_synth_gap_minutes": "at most this many flat synthetic bars in a row",
     "tick_aggregator.live_publish_interval_seconds": "previews (complete=false); 0 = off",
     "history_poller.targets": "\"XAU/USD:m1,EUR/USD:m5\" or a list; \"\" = every symbol's 1m",
-    "history_poller.poll_seconds": "repair scan and polling cadence",
+    "history_poller.poll_seconds": "safety-net repair scan and polling cadence (gaps "
+                                   "named by tick aggregation are repaired at once)",
+    "history_poller.repair_delay_ms": "a gap minute is fetched this long after its end "
+                                      "(pipeline clock)",
+    "history_poller.not_ready_retries": "history not ready: retries with backoff (0.25 s to "
+                                        "30 s), then the minutes stay missing for the next "
+                                        "repair (never marked empty)",
     "history_poller.idle_poll_multiplier": "a target whose last poll found nothing new "
                                            "waits this many times longer",
     "history_poller.warmup_bars": "warmup reaches back this many open minutes",

@@ -38,8 +38,8 @@ ACTOR_DEFAULTS: dict[str, Any] = {
 _FREE_FORM = {"mailbox_bounds", "settings", "min_interval_seconds", "instruments"}
 
 # Keys every actor receives in its settings, next to its own section (named after the actor).
-SHARED_KEYS = ("symbols", "price_basis", "instruments", "calendar_file", "broker", "cache",
-               "redis", "channels")
+SHARED_KEYS = ("symbols", "price_basis", "timeframes", "instruments", "calendar_file", "broker",
+               "cache", "redis", "channels")
 
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
 
@@ -438,6 +438,7 @@ def _check_pipeline(data: dict[str, Any]) -> None:
                               "{!r}".format(name, digits))
         instruments[symbol] = {"digits": digits}
     data["instruments"] = instruments
+    _check_timeframes(data)
     if data["price_basis"] not in ("mid", "bid", "ask"):
         raise ConfigError("price_basis: must be mid, bid or ask, got {!r}".format(
             data["price_basis"]))
@@ -512,6 +513,31 @@ def _check_pipeline(data: dict[str, Any]) -> None:
     if data["calendar_file"]:
         from config.calendar import load_calendar
         load_calendar(data["calendar_file"])  # fails here, at start, naming the entry
+
+
+def _check_timeframes(data: dict[str, Any]) -> None:
+    """``timeframes`` is the one list that tick aggregation and history both follow. The older
+    spelling ``tick_aggregator.timeframes`` still works (an operator's config may have it):
+    non-empty, it stands for ``timeframes``; both given and different is an error."""
+    from protocol.market import TIMEFRAMES
+
+    legacy = data["tick_aggregator"]["timeframes"]
+    chosen = data["timeframes"]
+    key = "timeframes"
+    if legacy:
+        if chosen != load_defaults()["timeframes"] and chosen != legacy:
+            raise ConfigError("tick_aggregator.timeframes: {} differs from timeframes {}; set "
+                              "only timeframes".format(legacy, chosen))
+        chosen, key = legacy, "tick_aggregator.timeframes"
+    if "1m" not in chosen:
+        raise ConfigError("{}: must include 1m (the layer of truth), got {}".format(key, chosen))
+    for tf in chosen:
+        if tf not in TIMEFRAMES:
+            raise ConfigError("{}: unknown timeframe {!r} (known: {})".format(
+                key, tf, ", ".join(TIMEFRAMES)))
+    ordered = [tf for tf in TIMEFRAMES if tf in chosen]
+    data["timeframes"] = ordered
+    data["tick_aggregator"]["timeframes"] = list(ordered)
 
 
 def python37() -> str:

@@ -3,7 +3,10 @@
 Shared by everything that turns ticks into bars (tick_aggregator, the sim and replay brokers'
 history), so that they cannot disagree. Buckets are ``[open, open + tf)``; 1m to 1h align to
 the UTC epoch, 4h and 1d to the trading-day start (17:00 New York by default), which the caller
-supplies as a function because the calendar lives in ``config/``.
+supplies as a function because the calendar lives in ``config/``. A bucket ends at
+``open + tf``, except that 4h and 1d buckets never run past the next trading-day start (a 1d
+bucket ends there; a 4h bucket is cut short by it on a DST change): ``bucket_end`` is the one
+home of that rule, for the aggregator and the poller alike.
 
 Fold rules: open = the first tick to arrive in the bucket, high/low over all its ticks, close =
 the tick with the latest event time (the later arrival on a tie), volume = tick count.
@@ -34,6 +37,20 @@ def bucket_start(t_ms: int, tf: str, trading_day_start: Optional[DayStart] = Non
     if tf == "1d":
         return day
     return day + ((t_ms - day) // step) * step
+
+
+def bucket_end(open_time: int, tf: str, next_trading_day_start: Optional[DayStart] = None
+               ) -> int:
+    """The end (exclusive) of the ``tf`` bucket opening at ``open_time``: its last minute is
+    final when this is reached. A bar's ``close_time`` stays ``open_time + tf - 1`` (the
+    contract); this is when the bucket is over."""
+    end = open_time + TF_MS[tf]
+    if tf not in TRADING_DAY_ALIGNED:
+        return end
+    if next_trading_day_start is None:
+        raise ValueError("{} buckets need the next trading-day start".format(tf))
+    day_end = int(next_trading_day_start(open_time))
+    return day_end if tf == "1d" else min(end, day_end)
 
 
 class OHLC(object):

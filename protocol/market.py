@@ -40,6 +40,8 @@ SESSION_IN_TICKS_TOPIC = "tick.$session"
 # so that a consumer of the ticks knows a symbol's precision before its first tick.
 INSTRUMENT_PREFIX = "instrument."
 INSTRUMENT_IN_TICKS_PREFIX = "tick.$instrument."
+# tick_aggregator's notices of minutes it will not emit (BarGap): ``gap.<SYMBOL>``.
+GAP_PREFIX = "gap."
 
 
 def normalize_symbol(raw: str) -> str:
@@ -150,6 +152,48 @@ def round_price(value: float, digits: int) -> float:
     -> ``1.09995``). Bid, ask and their bars take the instrument's digits; a mid takes one
     more (the mean of two prices at ``d`` decimals has at most ``d + 1``)."""
     return round(value, digits)
+
+
+def basis_digits(digits: int, basis: str) -> int:
+    """The decimals of prices on ``basis`` for an instrument quoted at ``digits``: a mid has
+    one more than its bid and ask."""
+    return digits + 1 if basis == "mid" else digits
+
+
+class Precision(object):
+    """Each symbol's quote decimals: what the broker said (``Instrument`` messages), else the
+    ``instruments`` setting (``{SYMBOL: {"digits": n}}``), else ``default_digits``. The one
+    home of that order, for everything that computes a price (bars, history, snapshots)."""
+
+    def __init__(self, configured: Optional[Dict[str, Any]] = None) -> None:
+        self.configured = {}  # type: Dict[str, int]
+        for symbol, entry in (configured or {}).items():
+            digits = entry.get("digits") if isinstance(entry, dict) else None
+            if isinstance(digits, int) and not isinstance(digits, bool):
+                self.configured[symbol] = digits
+        self.broker = {}  # type: Dict[str, int]
+
+    def learn(self, instrument: "Instrument") -> bool:
+        """Take what the broker says of a symbol; True when its digits changed."""
+        changed = self.broker.get(instrument.symbol) != instrument.digits
+        self.broker[instrument.symbol] = instrument.digits
+        return changed
+
+    def digits(self, symbol: str) -> int:
+        known = self.broker.get(symbol)
+        if known is None:
+            known = self.configured.get(symbol)
+        return known if known is not None else default_digits(symbol)
+
+    def for_basis(self, symbol: str, basis: str) -> int:
+        return basis_digits(self.digits(symbol), basis)
+
+    def snapshot(self) -> Dict[str, int]:
+        return dict(self.broker)
+
+    def restore(self, state: Any) -> None:
+        if isinstance(state, dict):
+            self.broker = {str(k): int(v) for k, v in state.items()}
 
 
 def finite(value: float) -> bool:
@@ -273,12 +317,34 @@ class HistoryReply:
     error: str
     bars: List[List[Any]]
 
-    def to_bars(self, source: str = "history") -> List[Bar]:
+    def to_bars(self, source: str = "history", digits: Optional[int] = None) -> List[Bar]:
+        """The rows as bars; with ``digits``, prices at that many decimals (the broker's rows
+        carry float noise: ``1.0999500000000002``)."""
         step = TF_MS[self.tf]
-        return [Bar(self.symbol, self.tf, int(row[0]), int(row[0]) + step - 1, float(row[1]),
-                    float(row[2]), float(row[3]), float(row[4]), float(row[5]), int(row[5]),
-                    bool(row[6]), False, source)
-                for row in self.bars]
+        result = []
+        for row in self.bars:
+            prices = [float(row[1]), float(row[2]), float(row[3]), float(row[4])]
+            if digits is not None:
+                prices = [round_price(price, digits) for price in prices]
+            result.append(Bar(self.symbol, self.tf, int(row[0]), int(row[0]) + step - 1,
+                              prices[0], prices[1], prices[2], prices[3], float(row[5]),
+                              int(row[5]), bool(row[6]), False, source))
+        return result
+
+
+@message("bar.gap")
+@dataclass(frozen=True)
+class BarGap:
+    """tick_aggregator's notice (on ``gap.<SYMBOL>``) that it will publish no final 1m bar for
+    the minutes of ``[from_ms, to_ms)`` of ``symbol``, nor any derived bar holding one of
+    them: it did not see all their ticks (a fresh start, a lost session). history_poller fills
+    them from history and builds those derived bars. ``from_ms`` is None after a fresh start:
+    the past is unknown as far back as the longest derived bucket holding ``to_ms - 1``
+    reaches. ``to_ms`` is the first minute tick aggregation emits itself."""
+
+    symbol: str
+    from_ms: Optional[int]
+    to_ms: int
 
 
 @message("instrument")

@@ -1,6 +1,8 @@
 """A short ``make chaos`` inside ``make test``: the same scenario runner (tests/chaos), with
 every kind of fault, on a small file (3 symbols, a 30 s replay, a 4 s Redis outage, a smaller
-tick mailbox for the stall to fill), in a subprocess as an operator runs it."""
+tick mailbox for the stall to fill), in a subprocess as an operator runs it. It checks every
+final bar's presence and its arrival time (close_grace_ms + 2 s after its end for 1m, 1 s after
+its last minute for a derived bar)."""
 
 from __future__ import annotations
 
@@ -43,3 +45,7 @@ def test_short_chaos_run_loses_nothing_through_every_kind_of_fault() -> None:
     assert re.search(r"router injected crashes / stalls +7 / 1", output), output
     assert re.search(r"session outage: replay resumed at row +[1-9]\d* of \d+", output), output
     assert re.search(r"\n  missing +0\n", output), output
+    # timeliness: every expected final bar by its arrival time, repairs included
+    checked = re.search(r"on time: bars checked +(\d+)", output)
+    assert checked and int(checked.group(1)) > 0, output
+    assert re.search(r"late \(arrival-time limits\) +0\n", output), output

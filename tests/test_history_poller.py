@@ -261,6 +261,17 @@ def test_history_reply_rows_become_bars_on_the_basis() -> None:
     assert result.volume == 42.0 and result.tick_count == 42 and result.source == "history"
 
 
+def test_history_rows_are_rounded_to_the_given_precision() -> None:
+    """The broker's rows carry float noise; the poller takes them at the instrument's
+    precision on the basis (here a mid: 5 + 1 decimals)."""
+    reply = HistoryReply("EURUSD", "1m", "ok", 0.0, "", [[utc_ms(2026, 11, 18, 10),
+                         1.0999500000000002, 1.1032899999999999, 1.0999, 1.10001, 5.0, True]])
+    (result,) = reply.to_bars(digits=6)
+    assert [repr(p) for p in (result.open, result.high, result.low, result.close)] == [
+        "1.09995", "1.10329", "1.0999", "1.10001"]
+    assert reply.to_bars()[0].open == 1.0999500000000002  # no digits: as received
+
+
 def test_targets_without_tick_aggregation_are_polled_from_history(
         tmp_path: Path, run_dir: str) -> None:
     calendar_path = open_calendar(tmp_path)
@@ -282,3 +293,130 @@ def test_targets_without_tick_aggregation_are_polled_from_history(
     assert {(b.tf, b.source) for b in bars} == {("5m", "history")}
     assert all(b.complete for b in bars)
     assert len(bars) >= 20  # its lookback: 120 open minutes of 5m bars
+
+
+# -- gap bookkeeping and the scheduler, as pure code (issue #14) ---------------------------------
+
+def test_a_session_gap_names_its_minutes_and_the_derived_buckets_holding_them() -> None:
+    from actors.history_poller._gaps import GapBook
+    from protocol.market import BarGap
+
+    book = GapBook(["5m", "15m", "1h"], load_calendar(), delay_ms=250)
+    t0 = utc_ms(2026, 11, 18, 12)
+    due, owned = book.add(BarGap("EURUSD", t0 + 4 * MINUTE_MS, t0 + 6 * MINUTE_MS), 0)
+    assert due == 2
+    assert set(book.owned["EURUSD"]) == {("5m", t0), ("5m", t0 + 5 * MINUTE_MS),
+                                         ("15m", t0), ("1h", t0)}
+    assert owned == 4
+    # each minute is due once it has ended, plus the delay, on the pipeline clock
+    assert book.pop_due("EURUSD", t0 + 5 * MINUTE_MS + 249) == []
+    assert book.pop_due("EURUSD", t0 + 5 * MINUTE_MS + 250) == [t0 + 4 * MINUTE_MS]
+    assert book.pop_due("EURUSD", t0 + 7 * MINUTE_MS) == [t0 + 5 * MINUTE_MS]
+    assert [b[:2] for b in book.owned_holding("EURUSD", t0 + 9 * MINUTE_MS)] == [
+        ("5m", t0 + 5 * MINUTE_MS), ("15m", t0), ("1h", t0)]
+
+
+def test_a_fresh_start_gap_reaches_back_to_the_longest_bucket_and_leaves_the_warmup_its_part(
+        ) -> None:
+    from actors.history_poller._gaps import GapBook
+    from protocol.market import BarGap
+
+    calendar = load_calendar()
+    book = GapBook(["5m", "1d"], calendar, delay_ms=0)
+    t0 = utc_ms(2026, 11, 18, 12, 3)
+    day = calendar.trading_day_start(t0)
+    due, _ = book.add(BarGap("EURUSD", None, t0 + MINUTE_MS), floor_ms=t0 - 2 * MINUTE_MS)
+    assert due == 3  # from the warmup's end (the floor) to the partial minute
+    assert ("1d", day) in book.owned["EURUSD"] and ("5m", t0 - 3 * MINUTE_MS) in \
+        book.owned["EURUSD"]
+    assert book.reach_back(t0 + MINUTE_MS) == day
+
+
+def test_the_scheduler_steps_live_repairs_before_the_warmup_before_commands() -> None:
+    from actors.history_poller._jobs import COMMAND, LIVE, POLL, WARMUP, Scheduler
+
+    def job() -> Any:
+        yield None
+
+    scheduler = Scheduler()
+    poll = scheduler.add("poll", POLL, job())
+    command = scheduler.add("backfill", COMMAND, job())
+    warmup = scheduler.add("warmup", WARMUP, job())
+    assert scheduler.runnable(0.0) is warmup
+    live = scheduler.add("repair", LIVE, job())
+    assert scheduler.runnable(0.0) is live
+    live.not_before = 5.0  # waiting to retry: the next runnable goes meanwhile
+    assert scheduler.runnable(1.0) is warmup
+    scheduler.remove(warmup)
+    assert scheduler.runnable(1.0) is command and scheduler.runnable(6.0) is live
+    scheduler.remove(live)
+    scheduler.remove(command)
+    assert scheduler.runnable(1.0) is poll
+
+
+def test_not_ready_is_retried_with_backoff_and_then_handed_over_never_as_an_answer() -> None:
+    import random as rnd
+
+    from actors.history_poller._jobs import LIVE, RetryPolicy, Scheduler
+    from bus import Backoff
+
+    policy = RetryPolicy(3, Backoff(1.0, 30.0, 0.0, rng=rnd.Random(1)))
+    item = Scheduler().add("repair", LIVE, iter(()))  # type: ignore[arg-type]
+    assert [policy.retry_in(item, "not_ready", 0.5) for _ in range(4)] == [1.0, 2.0, 4.0, None]
+    assert policy.retry_in(item, "throttled", 0.7) == 0.7  # the quota's wait, any number of times
+    assert policy.retry_in(item, "ok", 0.0) is None and policy.retry_in(item, "error", 3) is None
+
+
+# -- history that is not ready loses no minute (issue #13, item 2) -------------------------------
+
+@pytest.mark.timeout(180)
+def test_history_not_ready_for_a_while_loses_no_minute(tmp_path: Path, run_dir: str) -> None:
+    """A hole of five minutes in the store, and history that answers "not ready" to the first
+    five requests for it: the poller retries with backoff (counted) and fills every minute;
+    none is taken for a quiet minute."""
+    calendar_path = open_calendar(tmp_path)
+    calendar = load_calendar(str(calendar_path))
+    cache = tmp_path / "cache"
+    market = SimMarket(5, 2.0, calendar)
+    now = int(time.time() * 1000)
+    newest = now - now % MINUTE_MS - MINUTE_MS
+    hole = [newest - minute * MINUTE_MS for minute in range(20, 25)]
+    store = BarStore(str(cache), 3000)
+    for row in market.bars("EURUSD", "1m", newest - 50 * MINUTE_MS, newest, now, "mid",
+                           calendar.trading_day_start):
+        if int(row[0]) not in hole:
+            store.put(Bar("EURUSD", "1m", int(row[0]), int(row[0]) + MINUTE_MS - 1, row[1],
+                          row[2], row[3], row[4], row[5], int(row[5]), True, False, "history"))
+    store.compact_all()
+    actors = [collector("bar."), poller(),
+              {"name": "fxcm_session", "class": "tests.history_double:ScriptedHistory",
+               "settings": {"seed": 5, "calendar_file": str(calendar_path),
+                            "not_ready_requests": 5,
+                            "not_ready_range": [hole[-1], hole[0] + MINUTE_MS]}}]
+    sections: dict[str, Any] = {"symbols": ["EURUSD"], "calendar_file": str(calendar_path),
+                                "cache": {"dir": str(cache)},
+                                "history_poller": {"warmup_bars": 45, "poll_seconds": 0.5},
+                                "bus": {"status_interval_seconds": 0.2}}
+    with host_process(tmp_path, run_dir, actors, **sections):
+        probe = Probe("probe", ipc_endpoint(run_dir, "bus.sock"), ("actor.status.",))
+
+        def filled() -> list[Bar] | None:
+            bars = [b for b in collected(probe, "bar", 1) if b.tf == "1m"
+                    and b.open_time in hole]
+            return bars if len(bars) == len(hole) else None
+
+        bars = wait_for(filled, 120, "the five minutes of the hole from history", interval=0.5)
+
+        def poller_status() -> dict[str, Any] | None:
+            probe.pump()
+            views = [body for kind, body in probe.received if kind == "actor.status"
+                     and body.get("counts", {}).get("history_not_ready")]
+            return views[-1] if views else None
+
+        status = wait_for(poller_status, 30, "the poller's counts")
+        probe.close()
+    assert sorted(b.open_time for b in bars) == sorted(hole)
+    assert all(b.source == "history" and b.tick_count > 0 for b in bars)
+    counts = status["counts"]
+    assert counts["history_not_ready"] >= 5 and counts.get("history_retries", 0) >= 5
+    assert counts.get("empty_in_history", 0) == 0

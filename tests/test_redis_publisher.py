@@ -357,6 +357,58 @@ def test_redis_outage_of_30_seconds_loses_no_final_bar_and_keeps_the_host_up(
         assert len(received) - len(first_seen) <= 50
 
 
+def test_the_feed_resumes_within_a_second_of_redis_answering_after_a_long_outage(
+        tmp_path: Path, run_dir: str, redis_dir: str, redis_server: EmbeddedRedis,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """With the shipped reconnect settings, a 20 s outage: the publisher is connected again
+    within 1 s of Redis answering, and the subscriber has the backlog's first bar within 1 s
+    too. Probes are frequent; the log lines about them are few (they back off)."""
+    import logging
+
+    shipped = load_defaults()["redis_publisher"]
+    config = sections(redis_server, tmp_path, redis_backoff=shipped["redis_backoff"],
+                      resume_wait_seconds=shipped["resume_wait_seconds"])
+    subscriber = Subscriber(redis_server.url, ["fxcm:ohlcv"])
+    server = redis_server
+    caplog.set_level(logging.WARNING, logger="fxcm.redis_publisher")
+    try:
+        with host_in_thread(tmp_path, run_dir, PUBLISHER, **config) as host:
+            producer = Producer(bus(run_dir), 0.1)
+            producer.start()
+            subscriber.wait("fxcm:ohlcv", lambda got: len(got) >= 10, what="bars before")
+            server.stop()
+            stopped = time.monotonic()
+            time.sleep(20.0)  # the outage itself
+            lines_before = len(subscriber.snapshot())
+            server = EmbeddedRedis(redis_dir, redis_server.port)
+            server.start()
+            answering = time.monotonic()  # start() returns once the server answers PING
+            client = redis.Redis.from_url(server.url, decode_responses=True)
+
+            def publisher_connected() -> bool:
+                clients: Any = client.client_list()
+                return any(entry.get("name") == "fxcm-redis_publisher" for entry in clients)
+
+            wait_for(publisher_connected, 10, "the publisher's connection", interval=0.01)
+            connected = time.monotonic() - answering
+            wait_for(lambda: len(subscriber.snapshot()) > lines_before, 10,
+                     "the first bar after the outage", interval=0.01)
+            first_bar = subscriber.snapshot()[lines_before][0] - answering
+            client.close()
+            attempts = publisher_status(host)["redis"]["reconnect_attempts"]
+            producer.stop.set()
+            producer.join(30)
+    finally:
+        subscriber.close()
+        server.stop()
+    assert connected <= 1.0, connected
+    assert first_bar <= 1.0, first_bar
+    outage = answering - stopped
+    assert attempts >= outage / 0.5  # probed every 0.25 s
+    unreachable = [r for r in caplog.records if "unreachable" in r.getMessage()]
+    assert 1 <= len(unreachable) <= 6, [r.getMessage() for r in unreachable]
+
+
 # -- 4. late joiners ---------------------------------------------------------------------------
 
 def test_late_joiner_reads_last_bars_snapshots_and_status_from_keys(

@@ -54,9 +54,10 @@ def finals(bars: list[Bar]) -> dict[tuple[str, str, int], Bar]:
 
 def reference(ticks: list[Tick], max_synth: int) -> dict[tuple[str, str, int], tuple[Any, ...]]:
     """Final bars the rules of DESIGN.md section 6 produce when only ticks arrive (no clock):
-    ``(symbol, tf, open_time) -> (open, high, low, close, tick_count, synthetic)``. The first
-    minute seen is partial (the aggregator started mid-stream): neither it nor a derived bar
-    holding it is final."""
+    ``(symbol, tf, open_time) -> (open, high, low, close, tick_count, synthetic)``, prices at
+    EURUSD's precision (5 decimals quoted, so 6 for a mid). The first minute seen is partial
+    (the aggregator started mid-stream) unless the first tick opens it exactly; a derived bar
+    opening before the first whole minute is partial too. Partial bars are never final."""
     accepted: dict[int, list[tuple[int, float]]] = {}
     newest_minute: int | None = None
     for t in ticks:  # arrival order
@@ -64,15 +65,19 @@ def reference(ticks: list[Tick], max_synth: int) -> dict[tuple[str, str, int], t
         if newest_minute is not None and minute < newest_minute:
             continue  # its minute is final already: late
         newest_minute = minute
-        accepted.setdefault(minute, []).append((t.ts_ms, (t.bid + t.ask) / 2))
+        accepted.setdefault(minute, []).append((t.ts_ms, round((t.bid + t.ask) / 2, 6)))
     minutes = sorted(accepted)
+    if not minutes:
+        return {}
+    first_whole = ticks[0].ts_ms % MINUTE_MS == 0
+    owned_from = minutes[0] if first_whole else minutes[0] + MINUTE_MS
     one: dict[int, tuple[Any, ...]] = {}
     for index, minute in enumerate(minutes[:-1]):  # the newest minute is never final here
         points = accepted[minute]
         prices = [p for _, p in points]
         latest = max(ts for ts, _ in points)
         close = [p for ts, p in points if ts == latest][-1]
-        if index > 0:
+        if index > 0 or first_whole:
             one[minute] = (points[0][1], max(prices), min(prices), close, len(points), False)
         gap = 0
         quiet = minute + MINUTE_MS
@@ -98,8 +103,8 @@ def reference(ticks: list[Tick], max_synth: int) -> dict[tuple[str, str, int], t
             groups.setdefault(start, []).append(m)
         starts = sorted(groups)
         for position, start in enumerate(starts):
-            if start <= minutes[0]:
-                continue  # holds the partial first minute
+            if start < owned_from:
+                continue  # holds the partial first minute, or minutes before the first tick
             last = groups[start][-1]
             if tf == "1d":
                 end = CALENDAR.next_trading_day_start(start)
@@ -243,7 +248,7 @@ def test_the_clock_closes_a_minute_only_after_the_grace() -> None:
 def test_a_closed_market_yields_no_synthetic_bars() -> None:
     agg = aggregator(max_synth=10_000)
     friday = utc_ms(2026, 11, 20, 21, 58)  # 16:58 New York, two minutes before the close
-    agg.on_tick(tick(friday, 1.1))
+    agg.on_tick(tick(friday + 1_000, 1.1))  # a partial first minute: skipped
     emitted = agg.on_clock(utc_ms(2026, 11, 22, 12))  # Sunday noon: closed all along
     one = [b for b in emitted if b.tf == "1m"]
     assert [(b.open_time, b.synthetic) for b in one] == [(friday + MINUTE_MS, True)]
@@ -311,7 +316,10 @@ def test_killed_aggregator_emits_the_same_final_bars_as_an_uninterrupted_run(
     file = write_ticks(tmp_path / "ticks.csv.gz",
                        [(t.ts_ms, t.symbol, t.bid, t.ask) for t in ticks])
     oracle = aggregator(("EURUSD", "XAUUSD"))
-    expected = finals([bar for t in ticks for bar in oracle.on_tick(t)])
+    emitted = [bar for t in ticks for bar in oracle.on_tick(t)]
+    oracle.on_replay_finished()  # the end of the file: its last minutes are final too
+    emitted += oracle.on_clock(max(t.ts_ms for t in ticks), synthesize=False)
+    expected = finals(emitted)
 
     actors = [collector("bar."),
               {"name": "tick_aggregator", "class": "actors.tick_aggregator:TickAggregator",
@@ -376,3 +384,110 @@ def test_after_the_session_is_lost_quiet_minutes_are_not_faked_and_partial_bars_
     emitted = agg.on_tick(tick(t0 + 33 * MINUTE_MS, 1.5))
     assert [(b.open_time, b.synthetic) for b in emitted if b.tf == "1m"] == [
         (t0 + 32 * MINUTE_MS, False)]
+
+
+# -- gaps, the end of a replay, precision (issue #14) ----------------------------------------------
+
+def emitted_keys(bars: list[Bar]) -> list[tuple[str, int]]:
+    return [(bar.tf, bar.open_time) for bar in bars]
+
+
+def test_a_first_tick_that_opens_its_minute_makes_that_minute_and_buckets_starting_there_whole(
+        ) -> None:
+    agg = aggregator(max_synth=0)
+    t0 = utc_ms(2026, 11, 18, 10)  # 10:00 UTC: 5m, 15m, 30m, 1h and (EST) 4h buckets open here
+    agg.on_tick(tick(t0, 1.1))
+    bars: list[Bar] = []
+    for second in range(1, 15 * 60 + 1):
+        bars += agg.on_tick(tick(t0 + second * 1000, 1.1 + second / 1e5))
+    keys = emitted_keys(bars)
+    assert ("1m", t0) in keys and ("5m", t0) in keys and ("15m", t0) in keys
+    assert agg.counters["partial_minutes_skipped"] == 0
+    (notice,) = agg.take_notices()
+    # nothing before 10:00 was seen: the 1d bucket (from 17:00 New York) is history's
+    assert (notice.symbol, notice.from_ms, notice.to_ms) == ("EURUSD", None, t0)
+
+
+def test_a_tick_half_a_second_past_a_15m_end_closes_the_15m_bar() -> None:
+    agg = aggregator(max_synth=0)
+    t0 = utc_ms(2026, 11, 18, 10)
+    for second in range(0, 15 * 60, 2):
+        agg.on_tick(tick(t0 + second * 1000, 1.1))
+    bars = agg.on_tick(tick(t0 + 15 * MINUTE_MS + 500, 1.2))
+    assert ("15m", t0) in emitted_keys(bars)
+    assert ("1m", t0 + 14 * MINUTE_MS) in emitted_keys(bars)
+
+
+def test_gap_notices_name_the_minutes_and_buckets_left_to_history() -> None:
+    agg = aggregator(max_synth=100)
+    t0 = utc_ms(2026, 11, 18, 12)
+    agg.on_tick(tick(t0 + 1_000, 1.1))  # a fresh start inside 12:00: the minute is partial
+    assert [(n.from_ms, n.to_ms) for n in agg.take_notices()] == [(None, t0 + MINUTE_MS)]
+    for second in range(61, 181, 5):
+        agg.on_tick(tick(t0 + second * 1000, 1.1))  # 12:01 final, 12:02 forming
+    agg.on_session(False)  # lost inside 12:02: 12:02 was not seen whole
+    assert agg.take_notices() == []  # the end of the gap is not known yet
+    bars = agg.on_tick(tick(t0 + 7 * MINUTE_MS + 30_000, 1.2))  # back inside 12:07
+    assert bars == []
+    (notice,) = agg.take_notices()
+    assert (notice.from_ms, notice.to_ms) == (t0 + 2 * MINUTE_MS, t0 + 8 * MINUTE_MS)
+    later = []
+    for second in range(0, 9 * 60, 5):
+        later += agg.on_tick(tick(t0 + 8 * MINUTE_MS + second * 1000, 1.3))
+    keys = emitted_keys(later)
+    # the 5m 12:05 bucket holds gap minutes: not from here; 12:10 is whole again
+    assert ("5m", t0 + 5 * MINUTE_MS) not in keys and ("5m", t0 + 10 * MINUTE_MS) in keys
+    assert ("1m", t0 + 7 * MINUTE_MS) not in keys and ("1m", t0 + 8 * MINUTE_MS) in keys
+
+
+def test_the_end_of_a_replay_closes_the_last_minute_and_what_the_weekly_close_ends() -> None:
+    agg = aggregator(max_synth=100)
+    thursday = utc_ms(2026, 11, 19, 21)  # a trading day before the one that ends the week
+    agg.on_tick(tick(thursday + 1_000, 1.0))
+    friday = utc_ms(2026, 11, 20, 21, 57)  # 16:57 New York
+    for second in range(0, 179):
+        agg.on_tick(tick(friday + second * 1000, 1.1 + second / 1e5))
+    agg.on_replay_finished()
+    # a tick still on its way when the end was said: not yet
+    agg.on_tick(tick(friday + 179 * 1000, 1.2))
+    assert agg.on_clock(friday + 179 * 1000, synthesize=False) == []
+    bars = agg.on_clock(friday + 179 * 1000, synthesize=False)  # no tick since the last clock
+    keys = emitted_keys(bars)
+    day = CALENDAR.trading_day_start(friday)
+    assert ("1m", friday + 2 * MINUTE_MS) in keys
+    assert ("1d", day) in keys and ("4h", day + 5 * TF_MS["4h"]) in keys
+    assert ("1h", utc_ms(2026, 11, 20, 21)) in keys
+    last = next(b for b in bars if b.tf == "1m" and b.open_time == friday + 2 * MINUTE_MS)
+    assert last.close == 1.2 and last.tick_count == 60
+    assert agg.on_clock(friday + 20 * MINUTE_MS, synthesize=False) == []
+
+
+def test_a_replay_clock_closes_minutes_but_makes_no_synthetic_ones() -> None:
+    agg = aggregator(max_synth=100)
+    t0 = utc_ms(2026, 11, 18, 12)
+    agg.on_tick(tick(t0 - 30_000, 1.0))
+    agg.on_tick(tick(t0 + 5_000, 1.1))
+    bars = agg.on_clock(t0 + 10 * MINUTE_MS, synthesize=False)
+    assert emitted_keys(bars) == [("1m", t0)]
+    # the data goes on: the quiet minutes in between become synthetic then
+    bars = agg.on_tick(tick(t0 + 12 * MINUTE_MS + 1_000, 1.2))
+    assert [b.open_time for b in bars if b.tf == "1m" and b.synthetic] == [
+        t0 + minute * MINUTE_MS for minute in range(1, 12)]
+
+
+def test_bars_carry_the_instruments_precision_and_keep_it_through_a_restore() -> None:
+    from protocol.market import Instrument
+
+    agg = aggregator(("EURUSD", "USDJPY"))
+    t0 = utc_ms(2026, 11, 18, 12)
+    for symbol in ("EURUSD", "USDJPY"):
+        agg.on_tick(Tick(symbol, t0 - 1_000, 1.0, 1.0))
+    agg.on_tick(Tick("EURUSD", t0 + 1_000, 1.10328, 1.1033))  # mid 1.1032899999999999
+    agg.on_tick(Tick("USDJPY", t0 + 1_000, 151.2031, 151.2062))  # mid 151.20465
+    agg.on_instrument(Instrument("USDJPY", 2, 0.01, "USD/JPY", True))  # the broker says 2
+    restored = aggregator(("EURUSD", "USDJPY"))
+    restored.restore(agg.snapshot())
+    bars = restored.on_clock(t0 + MINUTE_MS + 1_500)
+    one = {b.symbol: b for b in bars if b.tf == "1m"}
+    assert repr(one["EURUSD"].close) == "1.10329"
+    assert repr(one["USDJPY"].close) == "151.205"  # at 2 + 1 decimals, not the default 3 + 1

@@ -2,45 +2,71 @@
 
 - Persists every final bar on ``bar.`` (lossless) in the bar store, the single on-disk truth,
   one final per key (a different second final is a counted conflict, never an overwrite).
-- Warmup at start: load the store, publish its tail (source ``store``), fetch what is missing
-  since the last stored 1m bar (daily first, then 1m in chunks, through fxcm_session's quota),
+- Warmup at start: load the store, publish its tail (source ``store``), fetch the minutes it
+  lacks in the warmup window (daily first, then 1m in chunks, through fxcm_session's quota),
   rebuild the derived timeframes from 1m, then mark the feed ready (``poller.ready``).
-- Gap repair: every ``poll_seconds`` it looks for 1m minutes missing inside trading hours
-  (after downtime, or left partial by tick aggregation) and fetches them from history
-  (``source=history``); derived bars whose minutes are all stored but that are missing are
-  rebuilt from 1m (``source=derived``).
+- Gap repair, when the gap is seen: tick_aggregator's ``BarGap`` notices (``gap.``) name the
+  minutes it will not emit and, through them, the derived bars it will not build. Each such
+  minute is fetched from history as soon as it has ended on the pipeline clock (plus
+  ``repair_delay_ms``), and each such derived bar is built from the stored 1m bars the moment
+  its last minute is stored, from history or from ticks (``_gaps.GapBook``). A replay at speed
+  0 repairs as fast as its data moves: nothing here waits on a wall-clock cadence.
+- A safety net every ``poll_seconds``: minutes still missing two minutes after their end
+  inside trading hours are fetched, and derived bars whose minutes are all there are rebuilt.
 - Commands (``poller.<op>`` requests from command_handler, replied with ``poller.result``):
   warmup, backfill (lookback clamped to backfill_min..max_minutes), republish_tail,
   tail_guard (the exact missing minutes of a window; repaired when asked), set_universe.
 
-Every history call is a job step: jobs are generators that yield HistoryRequests and receive
-HistoryReplies; one scheduler sends one request at a time, honours ``throttled``/``retry_after``
-and ``not_ready``, and replies to a command when its job ends. So the loop never sleeps and
-bars keep being persisted while history is fetched.
+Only the configured ``timeframes`` are built, republished and warmed up. History rows carry the
+broker's float noise: prices are rounded to the instrument's precision (``instrument.``
+messages, else the ``instruments`` setting) on the price basis, as tick aggregation does.
+
+Every history call is a job step (``_jobs``): jobs are generators that yield HistoryRequests
+and receive HistoryReplies, in lanes (live repairs before the warmup, before commands, before
+polls); one scheduler sends one request at a time, honours ``throttled``/``retry_after`` and
+retries ``not_ready`` with backoff (counted). Only an ``ok`` answer may mark a minute known
+empty: a minute whose history was never ready stays missing, for the next repair.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Generator, Iterable
 from typing import Any
 
 from actors.base import LATEST, LOSSLESS, Actor, Subscribe, handles
+from actors.history_poller._gaps import GapBook
+from actors.history_poller._jobs import (
+    COMMAND,
+    LANES,
+    LIVE,
+    POLL,
+    WARMUP,
+    Job,
+    RetryPolicy,
+    Scheduled,
+    Scheduler,
+)
 from actors.history_poller._store import BarStore
 from bus import Backoff, Delivery
-from protocol.bars import bucket_start
+from protocol.bars import bucket_end, bucket_start
 from protocol.errors import ConfigError, ConnectorError, ProtocolError, RequestTimeout
 from protocol.market import (
     CLOCK_TOPIC,
+    GAP_PREFIX,
+    INSTRUMENT_PREFIX,
     MINUTE_MS,
     TF_MS,
     TIMEFRAMES,
     Bar,
+    BarGap,
     Clock,
     HistoryReply,
     HistoryRequest,
+    Instrument,
+    Precision,
     bar_topic,
     normalize_symbol,
     normalize_tf,
@@ -49,33 +75,28 @@ from protocol.market import (
 
 log = logging.getLogger("fxcm.poller")
 
-Job = Generator[HistoryRequest, HistoryReply, dict[str, Any]]
-DERIVED = [tf for tf in TIMEFRAMES if tf != "1m"]
-
-
-class _Scheduled:
-    __slots__ = ("name", "job", "request", "reply", "not_before", "delivery", "attempts",
-                 "started")
-
-    def __init__(self, name: str, job: Job, delivery: Delivery | None) -> None:
-        self.name = name
-        self.job = job
-        self.request: HistoryRequest | None = None
-        self.reply: HistoryReply | None = None
-        self.not_before = 0.0
-        self.delivery = delivery
-        self.attempts = 0
-        self.started = False
+# Owned derived buckets whose minutes never all came (the data stopped) are forgotten after
+# this long past their end (pipeline clock).
+OWNED_KEEP_MS = 3 * 86_400_000
+# A (re)started poller repairs the missing minutes this far back in the live lane, each once
+# this long past its end (tick aggregation's own bar comes within close_grace_ms).
+RESTART_REPAIR_MINUTES = 10
+RESTART_REPAIR_SETTLE_MS = 3000
+# Known-empty minutes (history answered ok without a bar) kept in memory, at most.
+EMPTY_MINUTES_KEPT = 200_000
 
 
 class HistoryPoller(Actor):
-    # Bars to persist, and the pipeline clock (the replay clock under replay) for "now".
-    subscriptions = (Subscribe("bar.", LOSSLESS), Subscribe(CLOCK_TOPIC, LATEST))
+    # Bars to persist, tick aggregation's gap notices, each instrument's precision, and the
+    # pipeline clock (the replay clock under replay) for "now".
+    subscriptions = (Subscribe("bar.", LOSSLESS), Subscribe(GAP_PREFIX, LOSSLESS),
+                     Subscribe(INSTRUMENT_PREFIX, LATEST), Subscribe(CLOCK_TOPIC, LATEST))
 
     @classmethod
     def check_settings(cls, settings: dict[str, Any]) -> None:
         for key in ("max_targets", "warmup_bars", "max_bars", "chunk_bars", "republish_batch",
-                    "backfill_min_minutes", "backfill_max_minutes", "tail_guard_window_minutes"):
+                    "backfill_min_minutes", "backfill_max_minutes", "tail_guard_window_minutes",
+                    "not_ready_retries"):
             value = settings.get(key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError("history_poller.{}: must be a positive integer".format(key))
@@ -87,6 +108,12 @@ class HistoryPoller(Actor):
         for key in ("poll_seconds", "request_timeout_seconds", "idle_poll_multiplier"):
             if float(settings.get(key, 0)) <= 0:
                 raise ConfigError("history_poller.{}: must be > 0".format(key))
+        delay = settings.get("repair_delay_ms")
+        if not isinstance(delay, int) or isinstance(delay, bool) or delay < 0:
+            raise ConfigError("history_poller.repair_delay_ms: must be an integer >= 0")
+        timeframes = settings.get("timeframes")
+        if not isinstance(timeframes, list) or any(tf not in TIMEFRAMES for tf in timeframes):
+            raise ConfigError("timeframes: must be a list of {}".format(", ".join(TIMEFRAMES)))
         try:
             cls._targets_from(settings)
         except ProtocolError as exc:
@@ -107,23 +134,33 @@ class HistoryPoller(Actor):
         settings = self.settings
         self.calendar = load_calendar(settings.get("calendar_file") or None)
         self.symbols = [normalize_symbol(s) for s in settings["symbols"]]
+        self.timeframes = [tf for tf in TIMEFRAMES if tf in settings["timeframes"]]
+        self.derived_tfs = [tf for tf in self.timeframes if tf != "1m"]
+        self.basis = str(settings["price_basis"])
+        self.precision = Precision(settings.get("instruments"))
         self.targets = self._targets_from(settings)[:int(settings["max_targets"])]
         self.store = BarStore(settings["cache"]["dir"], int(settings["max_bars"]))
-        self.jobs: deque[_Scheduled] = deque()
+        self.scheduler = Scheduler()
+        self.retry = RetryPolicy(int(settings["not_ready_retries"]), Backoff(0.25, 30.0, 0.2))
         self.counts: Counter[str] = Counter()
-        self.empty_minutes: set[tuple[str, int]] = set()  # history had no bar there
+        self.empty_minutes: set[tuple[str, int]] = set()  # history answered ok without a bar
+        self.gaps = GapBook(self.derived_tfs, self.calendar, int(settings["repair_delay_ms"]))
         self.ready = False
-        self.error_backoff = Backoff(1.0, 30.0, 0.2)
+        welcome: dict[str, Any] = dict(self.client.welcome) if self.client is not None else {}
+        joins = welcome.get("connects")
+        # The router counts the joins of this name in this host run: a later one is a restart.
+        self.restarted = isinstance(joins, int) and joins > 1
         self.request_timeout = float(settings["request_timeout_seconds"])
         self.clock_ms = 0  # the pipeline clock; nothing is fetched before the first reading
         self.live_start = 0  # minutes from here on belong to tick aggregation in this run
         started = time.monotonic()
         for symbol in self.symbols:
-            for tf in TIMEFRAMES:
+            for tf in self.timeframes:
                 self.store.load(symbol, tf)
         self.load_seconds = time.monotonic() - started
         self.next_poll: dict[tuple[str, str], float] = {}
-        self._schedule("warmup", self._warmup_job(self.symbols, None), None)
+        self.scheduler.add("warmup", WARMUP, self._warmup_job(self.symbols, None,
+                                                              republish=not self.restarted))
         self.every(0.02, self._work)
         self.every(float(settings["poll_seconds"]), self._repair_scan)
         self.every(float(settings["poll_seconds"]), self._poll)
@@ -142,6 +179,26 @@ class HistoryPoller(Actor):
             self.clock_ms = clock.now_ms
             if not self.live_start:
                 self.live_start = self._now_minute()
+                self._own_buckets_in_progress()
+            self._schedule_due()
+
+    def _own_buckets_in_progress(self) -> None:
+        """At (re)start, what gaps told before would have said: the derived buckets in
+        progress, and those that just ended, are this poller's to build too (a bucket tick
+        aggregation builds as well comes out identical: one final); minutes of the last
+        ``RESTART_REPAIR_MINUTES`` still missing a few seconds after their end are repaired
+        in the live lane, ahead of the warmup (they may be a gap told to the crashed
+        instance)."""
+        for symbol in self.symbols:
+            self.gaps.own(symbol, self.live_start - 2 * MINUTE_MS, self.live_start + MINUTE_MS)
+            recent = self._missing(symbol, self.live_start - RESTART_REPAIR_MINUTES * MINUTE_MS,
+                                   self.live_start)
+            self.gaps.queue(symbol, recent, RESTART_REPAIR_SETTLE_MS)
+
+    @handles("instrument")
+    def on_instrument(self, instrument: Any, delivery: Delivery) -> None:
+        if isinstance(instrument, Instrument) and self.precision.learn(instrument):
+            self.counts["instrument_updates"] += 1
 
     # -- persistence -------------------------------------------------------------------------
 
@@ -150,7 +207,13 @@ class HistoryPoller(Actor):
         if not isinstance(bar, Bar):
             raise ProtocolError("a bar message must carry a Bar")
         if bar.complete:
-            self.counts["persist_" + self.store.put(bar)] += 1
+            outcome = self.store.put(bar)
+            self.counts["persist_" + outcome] += 1
+            if bar.tf == "1m" and outcome == "stored":
+                self._build_owned(bar.symbol, self.gaps.owned_holding(bar.symbol,
+                                                                      bar.open_time))
+            elif bar.tf != "1m":
+                self.gaps.release(bar.symbol, bar.tf, bar.open_time)
 
     def _accept(self, bars: Iterable[Bar], before_ms: int, counts: Counter[str]) -> None:
         """Store and publish fetched history bars: final ones strictly before ``before_ms``."""
@@ -163,18 +226,93 @@ class HistoryPoller(Actor):
             if outcome == "stored":
                 self.publish(bar_topic(bar.symbol, bar.tf), bar)
                 counts["published"] += 1
+                if bar.tf == "1m":
+                    self._build_owned(bar.symbol, self.gaps.owned_holding(bar.symbol,
+                                                                          bar.open_time))
+                else:
+                    self.gaps.release(bar.symbol, bar.tf, bar.open_time)
+
+    # -- gaps ----------------------------------------------------------------------------------
+
+    @handles("bar.gap")
+    def on_gap(self, gap: Any, delivery: Delivery) -> None:
+        if not isinstance(gap, BarGap):
+            raise ProtocolError("a bar.gap message must carry a BarGap")
+        if gap.symbol not in self.symbols:
+            self.counts["gap_unknown_symbol"] += 1
+            return
+        due, owned = self.gaps.add(gap, self.live_start)
+        self.counts["gaps"] += 1
+        self.counts["gap_minutes"] += due
+        log.info("%s: tick aggregation leaves %s [%s, %d) to history: %d minute(s) to fetch, "
+                 "%d derived bar(s) to build", self.name, gap.symbol, gap.from_ms, gap.to_ms,
+                 due, owned)
+        self._schedule_due()
+        # buckets whose minutes are all here already (quiet minutes, a warm store)
+        self._build_owned(gap.symbol, self.gaps.owned_within(
+            gap.symbol, gap.from_ms if gap.from_ms is not None else 0, gap.to_ms))
+
+    def _schedule_due(self) -> None:
+        """A live repair job for each symbol with gap minutes that have ended."""
+        for symbol in self.gaps.symbols_due(self.clock_ms):
+            minutes = self.gaps.pop_due(symbol, self.clock_ms)
+            if minutes:
+                self.scheduler.add("repair " + symbol, LIVE,
+                                   self._gap_job(symbol, minutes))
+
+    def _gap_job(self, symbol: str, minutes: list[int]) -> Job:
+        counts = self.counts
+        missing = [minute for minute in minutes if not self._known(symbol, minute)]
+        if missing:
+            yield from self._fill(symbol, missing, counts, missing[-1] + MINUTE_MS,
+                                  priority=True)
+            counts["gap_repairs"] += 1
+        self._build_owned(symbol, self.gaps.owned_within(symbol, minutes[0],
+                                                          minutes[-1] + MINUTE_MS))
+        return {}
+
+    def _build_owned(self, symbol: str, buckets: list[tuple[str, int, int]]) -> None:
+        """Build each owned derived bucket whose open minutes are all stored or known empty,
+        now: a derived bar is final the moment its last minute is."""
+        for tf, start, end in buckets:
+            if self.store.get(symbol, tf, start) is not None:
+                self.gaps.release(symbol, tf, start)
+                continue
+            if not self._covered(symbol, start, end):
+                continue
+            self.gaps.release(symbol, tf, start)
+            if self._derive(symbol, tf, start, end):
+                self.counts["derived_built"] += 1
+
+    def _derive(self, symbol: str, tf: str, start: int, end: int) -> bool:
+        """The derived bar of ``[start, end)`` from the stored 1m bars, stored and published;
+        False when it has no minute or is stored already."""
+        bars = [bar for bar in (self.store.get(symbol, "1m", minute)
+                                for minute in range(start, end, MINUTE_MS)) if bar is not None]
+        if not bars:
+            return False
+        volume = sum(b.tick_count for b in bars)
+        derived = Bar(symbol, tf, start, start + TF_MS[tf] - 1, bars[0].open,
+                      max(b.high for b in bars), min(b.low for b in bars), bars[-1].close,
+                      float(volume), volume, True, all(b.synthetic for b in bars), "derived")
+        if self.store.put(derived) != "stored":
+            return False
+        self.publish(bar_topic(symbol, tf), derived)
+        return True
 
     # -- the scheduler -----------------------------------------------------------------------
 
-    def _schedule(self, name: str, job: Job, delivery: Delivery | None) -> None:
-        self.jobs.append(_Scheduled(name, job, delivery))
-
     def _work(self) -> None:
-        """One step of the first job: send its pending request, or advance it."""
-        if not self.jobs or not self.live_start:
+        """One step of the most urgent runnable job: send its pending request, or advance
+        it."""
+        if not self.scheduler or not self.live_start:
             return
-        item = self.jobs[0]
-        if time.monotonic() < item.not_before:
+        now = time.monotonic()
+        if self.clock_ms:
+            dropped = self.gaps.prune(self.clock_ms, OWNED_KEEP_MS)
+            self.counts["owned_abandoned"] += dropped
+        item = self.scheduler.runnable(now)
+        if item is None:
             return
         try:
             if item.request is None:
@@ -187,11 +325,11 @@ class HistoryPoller(Actor):
                 item.reply = None
                 item.attempts = 0
         except StopIteration as done:
-            self.jobs.popleft()
+            self.scheduler.remove(item)
             self._finish(item, True, done.value or {})
             return
         except ConnectorError as exc:
-            self.jobs.popleft()
+            self.scheduler.remove(item)
             self._finish(item, False, {"code": "poller_error", "message": str(exc)})
             return
         request = item.request
@@ -200,23 +338,23 @@ class HistoryPoller(Actor):
             _, reply = self.request("fxcm_session", "history.get", request,
                                     timeout=self.request_timeout)
         except RequestTimeout as exc:
-            item.attempts += 1
             self.counts["history_timeouts"] += 1
-            item.not_before = time.monotonic() + self.error_backoff.compute(item.attempts)
-            log.warning("%s: history request timed out (%s); retry %d", self.name, exc,
-                        item.attempts)
-            return
+            log.warning("%s: history request timed out (%s); attempt %d", self.name, exc,
+                        item.attempts + 1)
+            reply = HistoryReply(request.symbol, request.tf, "timeout", 0.0, str(exc), [])
         if not isinstance(reply, HistoryReply):
             raise ProtocolError("history.bars body must be a HistoryReply")
         self.counts["history_" + reply.status] += 1
-        if reply.status == "throttled" or (reply.status == "not_ready" and item.attempts < 3):
-            item.attempts += 1
-            item.not_before = time.monotonic() + max(0.05, reply.retry_after)
+        wait = self.retry.retry_in(item, reply.status, reply.retry_after)
+        if wait is not None:
+            if reply.status != "throttled":
+                self.counts["history_retries"] += 1
+            item.not_before = time.monotonic() + wait
             return
         item.reply = reply
         item.request = None
 
-    def _finish(self, item: _Scheduled, ok: bool, payload: dict[str, Any]) -> None:
+    def _finish(self, item: Scheduled, ok: bool, payload: dict[str, Any]) -> None:
         if item.name == "warmup" and item.delivery is None:
             self.ready = True
             payload = dict(payload, load_seconds=round(self.load_seconds, 3))
@@ -228,27 +366,33 @@ class HistoryPoller(Actor):
 
     # -- fetching ----------------------------------------------------------------------------
 
-    def _fetch(self, symbol: str, tf: str, start_ms: int, end_ms: int,
-               counts: Counter[str]) -> Generator[HistoryRequest, HistoryReply, list[Bar]]:
-        """All bars of ``[start_ms, end_ms)`` in chunks of ``chunk_bars``."""
+    def _fetch(self, symbol: str, tf: str, start_ms: int, end_ms: int, counts: Counter[str],
+               priority: bool = False
+               ) -> Generator[HistoryRequest, HistoryReply, tuple[list[Bar], list[int]]]:
+        """All bars of ``[start_ms, end_ms)`` in chunks of ``chunk_bars``, and the starts of
+        the chunks that got no ``ok`` answer (their minutes stay unknown)."""
         step = TF_MS[tf]
         chunk = int(self.settings["chunk_bars"]) * step
         bars: list[Bar] = []
+        failed: list[int] = []
+        digits = self.precision.for_basis(symbol, self.basis)
         # from the bucket holding start_ms: a daily bar opens at 17:00 New York, before it
         start = bucket_start(start_ms, tf, self.calendar.trading_day_start)
         while start < end_ms:
             end = min(start + chunk, end_ms)
-            # priority is fxcm_session's quota decision (its priority_targets)
-            reply = yield HistoryRequest(symbol, tf, start, end - 1, 0, False)
+            # priority: a live repair may use the quota's reserve
+            reply = yield HistoryRequest(symbol, tf, start, end - 1, 0, priority)
             counts["requests"] += 1
             if reply.status == "ok":
-                bars += [bar for bar in reply.to_bars() if start <= bar.open_time < end]
+                bars += [bar for bar in reply.to_bars(digits=digits)
+                         if start <= bar.open_time < end]
             else:
+                failed.append(start)
                 counts["chunk_" + reply.status] += 1
                 log.warning("%s: history %s %s [%d, %d) %s: %s", self.name, symbol, tf, start,
                             end, reply.status, reply.error)
             start = end
-        return bars
+        return bars, failed
 
     def _rebuild(self, symbol: str, start_ms: int, end_ms: int, counts: Counter[str]) -> None:
         """Derived bars of buckets inside ``[start_ms, end_ms)`` from the stored 1m bars, where
@@ -256,60 +400,64 @@ class HistoryPoller(Actor):
         minutes = [bar for bar in self.store.bars(symbol, "1m")
                    if start_ms <= bar.open_time < end_ms]
         day_start = self.calendar.trading_day_start
-        for tf in DERIVED:
-            groups: dict[int, list[Bar]] = {}
-            for bar in minutes:
-                groups.setdefault(bucket_start(bar.open_time, tf, day_start), []).append(bar)
-            for start, bars in groups.items():
+        for tf in self.derived_tfs:
+            starts = sorted({bucket_start(bar.open_time, tf, day_start) for bar in minutes})
+            for start in starts:
                 end = self._bucket_end(start, tf)
                 if start < start_ms or end > end_ms or self.store.get(symbol, tf, start):
                     continue
                 if not self._covered(symbol, start, end):
                     continue
-                derived = Bar(symbol, tf, start, start + TF_MS[tf] - 1, bars[0].open,
-                              max(b.high for b in bars), min(b.low for b in bars),
-                              bars[-1].close, float(sum(b.tick_count for b in bars)),
-                              sum(b.tick_count for b in bars), True,
-                              all(b.synthetic for b in bars), "derived")
-                if self.store.put(derived) == "stored":
-                    self.publish(bar_topic(symbol, tf), derived)
+                if self._derive(symbol, tf, start, end):
                     counts["rebuilt"] += 1
 
     def _bucket_end(self, start: int, tf: str) -> int:
-        if tf == "1d":
-            return int(self.calendar.next_trading_day_start(start))
-        if tf == "4h":
-            return min(start + TF_MS[tf], int(self.calendar.next_trading_day_start(start)))
-        return start + TF_MS[tf]
+        return bucket_end(start, tf, self.calendar.next_trading_day_start)
+
+    def _known(self, symbol: str, minute: int) -> bool:
+        """Stored, or known from an ``ok`` answer to have no bar."""
+        return (self.store.get(symbol, "1m", minute) is not None
+                or (symbol, minute) in self.empty_minutes)
 
     def _covered(self, symbol: str, start: int, end: int) -> bool:
         """Every open minute of ``[start, end)`` is stored or known empty in history."""
-        stored = self.store.open_times(symbol, "1m")
-        return all(minute in stored or (symbol, minute) in self.empty_minutes
+        return all(self._known(symbol, minute)
                    for minute in self.calendar.open_minutes(start, end, symbol))
 
     def _missing(self, symbol: str, start: int, end: int) -> list[int]:
-        stored = self.store.open_times(symbol, "1m")
         return [minute for minute in self.calendar.open_minutes(start, end, symbol)
-                if minute not in stored and (symbol, minute) not in self.empty_minutes]
+                if not self._known(symbol, minute)]
 
-    def _fill(self, symbol: str, minutes: list[int], counts: Counter[str]
-              ) -> Generator[HistoryRequest, HistoryReply, None]:
-        """Fetch the given missing minutes (in runs) and remember the ones history lacks."""
+    def _fill(self, symbol: str, minutes: list[int], counts: Counter[str], before_ms: int,
+              priority: bool = False) -> Generator[HistoryRequest, HistoryReply, None]:
+        """Fetch the given missing minutes (in runs; runs closer than a chunk go in one
+        request) and remember the ones history answered without a bar. Only those minutes are
+        taken from the answers (one in between may be on its way from tick aggregation), and
+        only before ``before_ms``."""
+        chunk = int(self.settings["chunk_bars"]) * MINUTE_MS
+        wanted = sorted(minutes)
+        asked = set(wanted)
         runs: list[tuple[int, int]] = []
-        for minute in sorted(minutes):
-            if runs and minute == runs[-1][1]:
+        for minute in wanted:
+            if runs and minute + MINUTE_MS - runs[-1][0] <= chunk:
                 runs[-1] = (runs[-1][0], minute + MINUTE_MS)
             else:
                 runs.append((minute, minute + MINUTE_MS))
+        position = 0
         for start, end in runs:
-            bars = yield from self._fetch(symbol, "1m", start, end, counts)
-            self._accept(bars, self._horizon(), counts)
+            bars, failed = yield from self._fetch(symbol, "1m", start, end, counts, priority)
+            bars = [bar for bar in bars if bar.open_time in asked]
+            self._accept(bars, before_ms, counts)
             got = {bar.open_time for bar in bars}
-            for minute in range(start, end, MINUTE_MS):
-                if minute not in got:
-                    self.empty_minutes.add((symbol, minute))
-                    counts["empty_in_history"] += 1
+            unanswered = [(first, first + chunk) for first in failed]
+            while position < len(wanted) and wanted[position] < end:
+                minute = wanted[position]
+                position += 1
+                if minute in got or any(low <= minute < high for low, high in unanswered):
+                    continue
+                self.empty_minutes.add((symbol, minute))
+                counts["empty_in_history"] += 1
+            self._build_owned(symbol, self.gaps.owned_within(symbol, start, end))
 
     def _lookback_start(self, symbol: str, end: int, minutes: int) -> int:
         """The start of the last ``minutes`` open minutes before ``end`` (calendar-aware: a
@@ -333,12 +481,16 @@ class HistoryPoller(Actor):
 
     # -- jobs --------------------------------------------------------------------------------
 
-    def _warmup_job(self, symbols: list[str], lookback_minutes: int | None) -> Job:
+    def _warmup_job(self, symbols: list[str], lookback_minutes: int | None,
+                    republish: bool = True) -> Job:
         counts: Counter[str] = Counter()
         started = time.monotonic()
         warmup = lookback_minutes or int(self.settings["warmup_bars"])
-        for symbol in symbols:  # the store's tail first: late joiners and a restarted publisher
-            for tf in TIMEFRAMES:
+        # The store's tail first, for late joiners and a restarted publisher; not when only
+        # this poller restarted (everyone has those bars, and thousands of them would queue
+        # ahead of live bars in the publisher's mailbox).
+        for symbol in symbols if republish else ():
+            for tf in self.timeframes:
                 for bar in self.store.bars(symbol, tf)[-int(self.settings["republish_batch"]):]:
                     self.publish(bar_topic(symbol, tf), Bar(
                         bar.symbol, bar.tf, bar.open_time, bar.close_time, bar.open, bar.high,
@@ -348,16 +500,15 @@ class HistoryPoller(Actor):
         begins = {symbol: self._lookback_start(symbol, self.live_start, warmup)
                   for symbol in symbols}
         for symbol in symbols:  # daily before minute chunks
-            days = yield from self._fetch(symbol, "1d", begins[symbol] - 86_400_000,
-                                          self.live_start, counts)
+            if "1d" not in self.timeframes:
+                break
+            days, _ = yield from self._fetch(symbol, "1d", begins[symbol] - 86_400_000,
+                                             self.live_start, counts)
             self._accept(days, self.calendar.trading_day_start(self.live_start), counts)
-        for symbol in symbols:
-            last = self.store.last(symbol, "1m")
-            start = begins[symbol]
-            if last is not None and last.open_time >= start:
-                start = last.open_time + MINUTE_MS
-            bars = yield from self._fetch(symbol, "1m", start, self.live_start, counts)
-            self._accept(bars, self.live_start, counts)
+        for symbol in symbols:  # what the store lacks in the window, holes included
+            missing = self._missing(symbol, begins[symbol], self.live_start)
+            if missing:
+                yield from self._fill(symbol, missing, counts, self.live_start)
             self._rebuild(symbol, begins[symbol], self.live_start, counts)
         return dict(counts, seconds=round(time.monotonic() - started, 3))
 
@@ -377,7 +528,7 @@ class HistoryPoller(Actor):
             clamped = min(max(minutes, low), high)
             start = end - clamped * MINUTE_MS
         start -= start % MINUTE_MS
-        bars = yield from self._fetch(symbol, "1m", start, end, counts)
+        bars, _ = yield from self._fetch(symbol, "1m", start, end, counts)
         self._accept(bars, end, counts)
         self._rebuild(symbol, start, end, counts)
         return dict(counts, symbol=symbol, requested_minutes=minutes, lookback_minutes=clamped,
@@ -397,7 +548,7 @@ class HistoryPoller(Actor):
                        if minute not in stored]
             entry: dict[str, Any] = {"missing": missing, "missing_count": len(missing)}
             if missing and args.get("repair", False):
-                yield from self._fill(symbol, missing, counts)
+                yield from self._fill(symbol, missing, counts, end)
                 self._rebuild(symbol, start, end, counts)
                 stored_now = self.store.open_times(symbol, "1m")
                 entry["still_missing"] = [m for m in missing if m not in stored_now]
@@ -426,7 +577,12 @@ class HistoryPoller(Actor):
     # -- periodic repair -----------------------------------------------------------------------
 
     def _repair_scan(self) -> None:
-        if not self.ready or self.jobs:
+        """The safety net (see the module docstring); gap notices do the timely work."""
+        if len(self.empty_minutes) > EMPTY_MINUTES_KEPT:
+            # forget the oldest known-empty minutes: at worst they are asked again
+            keep = sorted(self.empty_minutes, key=lambda item: item[1])[-EMPTY_MINUTES_KEPT // 2:]
+            self.empty_minutes = set(keep)
+        if not self.ready or self.scheduler.busy(LIVE) or self.scheduler.busy(WARMUP):
             return
         end = self._horizon() - MINUTE_MS  # leave tick aggregation its grace
         start = end - int(self.settings["tail_guard_window_minutes"]) * MINUTE_MS
@@ -434,8 +590,8 @@ class HistoryPoller(Actor):
             missing = self._missing(symbol, start, end)
             if missing:
                 counts: Counter[str] = self.counts
-                self._schedule("repair", self._repair_job(symbol, missing, start, end, counts),
-                               None)
+                self.scheduler.add("repair scan " + symbol, LIVE,
+                                   self._repair_job(symbol, missing, start, end, counts))
             else:
                 rebuilt: Counter[str] = Counter()
                 self._rebuild(symbol, start, end, rebuilt)
@@ -446,7 +602,7 @@ class HistoryPoller(Actor):
         from history: every poll_seconds while they bring news, idle_poll_multiplier times
         slower after a poll that found nothing new, never while their market is closed. One
         target per turn, the longest-waiting first, so none starves."""
-        if not self.ready or any(item.name == "poll" for item in self.jobs):
+        if not self.ready or self.scheduler.busy(POLL):
             return
         now = time.monotonic()
         due = [target for target in self.targets
@@ -454,7 +610,7 @@ class HistoryPoller(Actor):
                and self.calendar.is_open(self.clock_ms, target[0])]
         if due:
             target = min(due, key=lambda item: self.next_poll.get(item, 0.0))
-            self._schedule("poll", self._poll_job(target), None)
+            self.scheduler.add("poll", POLL, self._poll_job(target))
 
     def _poll_job(self, target: tuple[str, str]) -> Job:
         symbol, tf = target
@@ -462,7 +618,7 @@ class HistoryPoller(Actor):
         last = self.store.last(symbol, tf)
         start = last.open_time + TF_MS[tf] if last is not None else self._lookback_start(
             symbol, self.clock_ms, int(self.settings["warmup_bars"]))
-        bars = yield from self._fetch(symbol, tf, start, self.clock_ms + 1, counts)
+        bars, _ = yield from self._fetch(symbol, tf, start, self.clock_ms + 1, counts)
         self._accept(bars, self.clock_ms + 1, counts)
         quiet = counts["stored"] == 0
         wait = float(self.settings["poll_seconds"]) * (
@@ -476,7 +632,7 @@ class HistoryPoller(Actor):
                     counts: Counter[str]) -> Job:
         log.info("%s: repairing %d missing minutes of %s from history", self.name, len(missing),
                  symbol)
-        yield from self._fill(symbol, missing, counts)
+        yield from self._fill(symbol, missing, counts, end)
         self._rebuild(symbol, start, end, counts)
         counts["repairs"] += 1
         return {}
@@ -496,14 +652,15 @@ class HistoryPoller(Actor):
                 minutes = (args.get("lookback_days", 0) * 1440
                            or args.get("lookback_hours", 0) * 60
                            or args.get("min_history_bars") or None)
-                self._schedule("warmup-command", self._warmup_job(list(symbols), minutes),
-                               delivery)
+                self.scheduler.add("warmup-command", COMMAND,
+                                   self._warmup_job(list(symbols), minutes), delivery)
             elif op == "backfill":
-                self._schedule("backfill", self._backfill_job(args), delivery)
+                self.scheduler.add("backfill", COMMAND, self._backfill_job(args), delivery)
             elif op == "tail_guard":
-                self._schedule("tail_guard", self._tail_guard_job(args), delivery)
+                self.scheduler.add("tail_guard", COMMAND, self._tail_guard_job(args), delivery)
             elif op == "republish_tail":
-                self._schedule("republish_tail", self._republish_job(args), delivery)
+                self.scheduler.add("republish_tail", COMMAND, self._republish_job(args),
+                                   delivery)
             elif op == "set_universe":
                 targets = [(normalize_symbol(t["symbol"]), normalize_tf(t["tf"]))
                            for t in args.get("targets", [])]
@@ -529,7 +686,10 @@ class HistoryPoller(Actor):
         result.update({
             "ready": getattr(self, "ready", False),
             "store": store,
-            "jobs": [item.name for item in getattr(self, "jobs", [])],
+            "jobs": self.scheduler.names() if hasattr(self, "scheduler") else [],
+            "lanes": {LANES[lane]: sum(1 for item in self.scheduler.jobs if item.lane == lane)
+                      for lane in range(len(LANES))} if hasattr(self, "scheduler") else {},
+            "gaps": self.gaps.status() if hasattr(self, "gaps") else {},
             "counts": dict(getattr(self, "counts", {})),
             "targets": ["{}:{}".format(s, tf) for s, tf in getattr(self, "targets", [])],
             "metrics": {
@@ -545,6 +705,24 @@ class HistoryPoller(Actor):
                 "fxcm_store_read_only": {
                     "type": "gauge", "help": "1 when the bar store fell back to read-only",
                     "samples": [[{}, 1.0 if store.get("read_only") else 0.0]]},
+                "fxcm_history_replies_total": {
+                    "type": "counter", "help": "history.get answers by status (timeout: none)",
+                    "samples": [[{"status": key[len("history_"):]}, value]
+                                for key, value in sorted(getattr(self, "counts", {}).items())
+                                if key.startswith("history_") and key != "history_retries"
+                                and key != "history_timeouts"]},
+                "fxcm_history_retries_total": {
+                    "type": "counter",
+                    "help": "History calls asked again after not_ready or a timeout (backoff)",
+                    "samples": [[{}, getattr(self, "counts", {}).get("history_retries", 0)]]},
+                "fxcm_gap_repairs_total": {
+                    "type": "counter",
+                    "help": "Gaps named by tick aggregation that were fetched from history",
+                    "samples": [[{}, getattr(self, "counts", {}).get("gap_repairs", 0)]]},
+                "fxcm_gap_derived_built_total": {
+                    "type": "counter",
+                    "help": "Derived bars built over gaps the moment their minutes were in",
+                    "samples": [[{}, getattr(self, "counts", {}).get("derived_built", 0)]]},
                 "fxcm_feed_ready": {
                     "type": "gauge", "help": "1 once warmup has finished",
                     "samples": [[{}, 1.0 if getattr(self, "ready", False) else 0.0]]},

@@ -7,8 +7,10 @@ every ack. Acks carry no state (``checkpoint`` mode is used for what it guarante
 nothing, so whatever was not yet durable is delivered again to the next instance) and are
 withheld while the journal refuses: that is how backpressure reaches the producers.
 
-Modes: ``up`` (writes go straight to Redis), ``down`` (reconnecting with ``bus.Backoff``;
-durable messages go to the journal, the rest is conflated), ``resuming`` (connected again,
+Modes: ``up`` (writes go straight to Redis), ``down`` (probing Redis every
+``_PROBE_SECONDS``, so the feed resumes within a second of Redis answering; only the log lines
+back off, with ``redis_backoff``; durable messages go to the journal, the rest is conflated),
+``resuming`` (connected again,
 waiting up to ``resume_wait_seconds`` for the subscribers seen before the outage to subscribe
 again, so the backlog is not published into the void), ``draining`` (the conflated newest
 snapshots and health, then the journal, then what was held in memory, in turns of
@@ -61,6 +63,11 @@ log = logging.getLogger("fxcm.redis_publisher")
 # The actor's own cadence for reconnect attempts, resume checks and drain scheduling; the
 # delays themselves come from settings (redis_backoff, resume_wait_seconds).
 _TICK_SECONDS = 0.1
+# A reconnect probe while Redis is down: a refused connection costs microseconds, so probing
+# often is cheap and the feed resumes within a second of Redis answering. A probe that fails
+# slowly (a host that drops packets: the connect timeout) waits as long again before the next,
+# so probing never takes more than half of the loop's time.
+_PROBE_SECONDS = 0.25
 # One drain turn writes for at most this long, then the loop takes new mail.
 _DRAIN_TURN_SECONDS = 0.05
 
@@ -158,6 +165,9 @@ class RedisPublisher(Actor):
         self.down_since: float | None = None
         self.failures = 0
         self.next_attempt = 0.0
+        self.next_log = 0.0  # a still-failing reconnect is logged again at this time
+        self.logged_failures = 0  # failures when the last "unreachable" line was written
+        self.log_lines = 0
         self.resume_until = 0.0
         self.awaited: dict[str, int] = {}
         self.receivers: dict[str, int] = {}
@@ -431,6 +441,7 @@ class RedisPublisher(Actor):
         assert self.sink is not None
         if not first:
             self.m_attempts.inc()
+        started = time.monotonic()
         try:
             self.sink.connect()
             if self._run_id and self.sink.run_id != self._run_id:
@@ -447,19 +458,20 @@ class RedisPublisher(Actor):
                 self._seeded = True
         except RedisDown as exc:
             self.failures += 1
-            delay = self.backoff.compute(self.failures)
-            self.next_attempt = time.monotonic() + delay
+            now = time.monotonic()
+            self.next_attempt = now + max(_PROBE_SECONDS, now - started)
             self.last_error = str(exc)
             self.m_errors.inc("redis")
             self.set_state(DEGRADED, "redis down: " + self.last_error)
-            log.warning("%s: Redis at %s unreachable (%s); attempt %d failed, next in %.1f s; "
-                        "final bars and command results go to the journal", self.name,
-                        redact(self.config.redis_url), self.last_error, self.failures, delay)
+            self._log_unreachable(now)
             return
         down_for = time.monotonic() - self.down_since if self.down_since is not None else 0.0
         self.last_contact = time.monotonic()
         self.connected = True
         self.failures = 0
+        self.logged_failures = 0
+        self.log_lines = 0
+        self.next_log = 0.0
         self.down_since = None
         if first:
             log.info("%s: Redis at %s; publishing on %s", self.name,
@@ -527,9 +539,22 @@ class RedisPublisher(Actor):
         if self.down_since is None:
             self.down_since = time.monotonic()
         self.failures = max(1, self.failures + 1)
-        self.next_attempt = time.monotonic() + self.backoff.compute(self.failures)
+        self.next_attempt = time.monotonic() + _PROBE_SECONDS
         self.m_errors.inc("redis")
         self.set_state(DEGRADED, "redis down: " + reason)
+
+    def _log_unreachable(self, now: float) -> None:
+        """One line for the first failed probe, then lines further and further apart
+        (``redis_backoff``), each saying how many probes failed since the last."""
+        if now < self.next_log:
+            return
+        self.log_lines += 1
+        self.next_log = now + self.backoff.compute(self.log_lines)
+        log.warning("%s: Redis at %s unreachable (%s); %d probe(s) failed (every %.2f s), next "
+                    "word in %.0f s; final bars and command results go to the journal",
+                    self.name, redact(self.config.redis_url), self.last_error,
+                    self.failures - self.logged_failures, _PROBE_SECONDS, self.next_log - now)
+        self.logged_failures = self.failures
 
     def _post_drain(self) -> None:
         if not self._drain_posted:

@@ -21,7 +21,7 @@ from actors.base import LATEST, Actor, Subscribe, handles
 from actors.snapshotter._book import STATES, PriceBook
 from bus import Delivery
 from protocol.errors import ConfigError
-from protocol.market import Tick
+from protocol.market import Instrument, Precision, Tick
 
 log = logging.getLogger("fxcm.snapshotter")
 
@@ -66,7 +66,10 @@ class Snapshotter(Actor):
     def on_start(self) -> None:
         self.check_settings(self.settings)
         interval = float(self.settings["price_snap_interval_seconds"])
-        self.book = PriceBook(interval, float(self.settings["stale_seconds"]), time.monotonic())
+        # The broker's word on each symbol's precision reaches here in the tick stream
+        # (``tick.$instrument.<SYMBOL>``); until then, the ``instruments`` setting.
+        self.book = PriceBook(interval, float(self.settings["stale_seconds"]), time.monotonic(),
+                              Precision(self.settings.get("instruments")))
         self.every(interval, self._cycle)
 
     def on_stop(self) -> None:
@@ -81,6 +84,11 @@ class Snapshotter(Actor):
             self.not_a_tick += 1
             return
         self.book.update(tick, time.monotonic())
+
+    @handles("instrument")
+    def on_instrument(self, instrument: Any, delivery: Delivery) -> None:
+        if isinstance(instrument, Instrument) and self.book is not None:
+            self.book.precision.learn(instrument)
 
     def _cycle(self) -> None:
         assert self.book is not None

@@ -14,6 +14,9 @@ without a quote. An unchanged quote is published again with a new ``snap_ts`` an
 ``tick_ts``, as the predecessor did (its ``last_by_symbol`` was never cleared): the payload is
 idempotent, and a consumer judges freshness by ``tick_ts`` (seed 001 section 1.1.1).
 
+Prices carry the instrument's precision (``protocol.market.Precision``): bid and ask at its
+digits, the mid one digit finer, so no float noise (``1.1032899999999999``) reaches the wire.
+
 ``snap_ts`` is the same for every snapshot of a cycle and never earlier than the newest
 ``tick_ts`` in it: a broker clock running ahead of ours is counted (``clock_ahead``), never
 published as a snapshot taken before its own tick.
@@ -24,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from protocol.market import PriceSnapshot, Tick
+from protocol.market import Precision, PriceSnapshot, Tick, round_price
 
 WAITING = "waiting"
 OK = "ok"
@@ -46,7 +49,9 @@ class Quote:
 class PriceBook:
     """Newest quote per symbol; ``cycle`` makes the snapshots, ``telemetry`` the price_stream."""
 
-    def __init__(self, interval_seconds: float, stale_seconds: float, started_mono: float) -> None:
+    def __init__(self, interval_seconds: float, stale_seconds: float, started_mono: float,
+                 precision: Precision | None = None) -> None:
+        self.precision = precision if precision is not None else Precision()
         self.interval_seconds = interval_seconds
         self.stale_seconds = stale_seconds
         self.started_mono = started_mono
@@ -89,11 +94,17 @@ class PriceBook:
         for symbol in sorted(self.quotes):
             quote = self.quotes[symbol]
             tick = quote.tick
-            snapshots.append(PriceSnapshot(symbol, tick.bid, tick.ask, tick.mid,
-                                           tick.ts_ms / 1000.0, snap_ts))
+            bid, ask, mid = self.prices(tick)
+            snapshots.append(PriceSnapshot(symbol, bid, ask, mid, tick.ts_ms / 1000.0, snap_ts))
             quote.snapshots += 1
         self.last_snap_ts = snap_ts
         return snapshots
+
+    def prices(self, tick: Tick) -> tuple[float, float, float]:
+        """Bid, ask and mid of ``tick`` at the instrument's precision."""
+        digits = self.precision.digits(tick.symbol)
+        return (round_price(tick.bid, digits), round_price(tick.ask, digits),
+                round_price(tick.mid, digits + 1))
 
     def tick_silence(self, mono: float) -> float:
         """Seconds since the last tick arrived (since the start, before the first one)."""
@@ -116,8 +127,9 @@ class PriceBook:
         for symbol in sorted(self.quotes):
             quote = self.quotes[symbol]
             tick = quote.tick
+            bid, ask, mid = self.prices(tick)
             symbols_state[symbol] = {
-                "bid": tick.bid, "ask": tick.ask, "mid": tick.mid,
+                "bid": bid, "ask": ask, "mid": mid,
                 "tick_ts": tick.ts_ms / 1000.0,
                 "tick_age": round(max(0.0, now - tick.ts_ms / 1000.0), 3),
                 "silence_seconds": round(max(0.0, mono - quote.arrived_mono), 3),

@@ -1,10 +1,14 @@
 """tick_aggregator: the actor around ``Aggregator``.
 
-One subscription, ``tick.`` lossless in checkpoint ack mode: it carries the ticks and the
-pipeline clock (``tick.$clock``) from fxcm_session in one order. The aggregator's whole state
+One subscription, ``tick.`` lossless in checkpoint ack mode: it carries the ticks, the pipeline
+clock (``tick.$clock``), the session state (``tick.$session``) and each instrument's precision
+(``tick.$instrument.<SYMBOL>``) from fxcm_session in one order. The aggregator's whole state
 goes to the router with each checkpoint, so a restarted instance replays exactly the messages
 after it and emits exactly the final bars an uninterrupted run would (re-emitted bars carry the
 same key and values; downstream deduplicates them). No wall clock, no timers of its own.
+
+Out: final bars on ``bar.<SYMBOL>.<tf>``, and on ``gap.<SYMBOL>`` a ``BarGap`` whenever it knows
+it will not emit some minutes (see ``_logic``): history_poller fills them at once.
 """
 
 from __future__ import annotations
@@ -15,7 +19,21 @@ from actors.base import LOSSLESS, Actor, Subscribe, handles
 from actors.tick_aggregator._logic import Aggregator
 from bus import Delivery
 from protocol.errors import ConfigError, ProtocolError
-from protocol.market import TIMEFRAMES, Bar, Clock, SessionState, Tick, bar_topic
+from protocol.market import (
+    GAP_PREFIX,
+    TIMEFRAMES,
+    Bar,
+    Clock,
+    Instrument,
+    Precision,
+    SessionState,
+    Tick,
+    bar_topic,
+)
+
+# What fxcm_session says, in the tick stream, once a replay's file is exhausted.
+REPLAY_BROKER = "replay"
+REPLAY_FINISHED = "replay finished"
 
 
 class TickAggregator(Actor):
@@ -25,13 +43,14 @@ class TickAggregator(Actor):
     @classmethod
     def check_settings(cls, settings: dict[str, Any]) -> None:
         name = "tick_aggregator"
+        # The shared list (config/settings.py resolves the older tick_aggregator.timeframes).
         timeframes = settings.get("timeframes")
         if not isinstance(timeframes, list) or "1m" not in timeframes:
-            raise ConfigError("{}.timeframes: must be a list that includes 1m".format(name))
+            raise ConfigError("timeframes: must be a list that includes 1m")
         for tf in timeframes:
             if tf not in TIMEFRAMES:
-                raise ConfigError("{}.timeframes: unknown timeframe {!r} (known: {})".format(
-                    name, tf, ", ".join(TIMEFRAMES)))
+                raise ConfigError("timeframes: unknown timeframe {!r} (known: {})".format(
+                    tf, ", ".join(TIMEFRAMES)))
         for key in ("close_grace_ms", "max_synth_gap_minutes"):
             value = settings.get(key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -45,6 +64,7 @@ class TickAggregator(Actor):
         self._aggregator: Aggregator | None = None
         self._last_preview_ms = 0
         self.published: dict[str, int] = {}
+        self.gaps_published = 0
 
     @property
     def aggregator(self) -> Aggregator:
@@ -58,7 +78,8 @@ class TickAggregator(Actor):
                 [tf for tf in TIMEFRAMES if tf in settings["timeframes"]],
                 settings["price_basis"], int(settings["close_grace_ms"]),
                 int(settings["max_synth_gap_minutes"]),
-                load_calendar(settings.get("calendar_file") or None))
+                load_calendar(settings.get("calendar_file") or None),
+                Precision(settings.get("instruments")))
         return self._aggregator
 
     def snapshot(self) -> Any:
@@ -84,12 +105,22 @@ class TickAggregator(Actor):
         # Only a lost session means ticks may have been missed; connecting and recovering
         # follow a loss (already marked) or the start (fresh anyway).
         self.aggregator.on_session(state.state != "DISCONNECTED")
+        if state.state == "IDLE" and state.broker == REPLAY_BROKER \
+                and state.reason == REPLAY_FINISHED:
+            self.aggregator.on_replay_finished()
+
+    @handles("instrument")
+    def on_instrument(self, instrument: Any, delivery: Delivery) -> None:
+        if not isinstance(instrument, Instrument):
+            raise ProtocolError("an instrument message must carry an Instrument")
+        self.aggregator.on_instrument(instrument)
 
     @handles("clock")
     def on_clock(self, clock: Any, delivery: Delivery) -> None:
         if not isinstance(clock, Clock):
             raise ProtocolError("a clock message must carry a Clock")
-        self._emit(self.aggregator.on_clock(clock.now_ms))
+        self._emit(self.aggregator.on_clock(clock.now_ms,
+                                            synthesize=clock.broker != REPLAY_BROKER))
         if self.preview_ms and clock.now_ms - self._last_preview_ms >= self.preview_ms:
             self._last_preview_ms = clock.now_ms
             for bar in self.aggregator.previews():
@@ -97,6 +128,9 @@ class TickAggregator(Actor):
                 self.try_publish(bar_topic(bar.symbol, bar.tf), bar)
 
     def _emit(self, bars: list[Bar]) -> None:
+        for notice in self.aggregator.take_notices():
+            self.publish(GAP_PREFIX + notice.symbol, notice)
+            self.gaps_published += 1
         for bar in bars:
             self.publish(bar_topic(bar.symbol, bar.tf), bar)
             self.published[bar.tf] = self.published.get(bar.tf, 0) + 1
@@ -106,6 +140,9 @@ class TickAggregator(Actor):
         counters = dict(self.aggregator.counters)
         result["aggregation"] = counters
         result["published"] = dict(self.published)
+        result["gap_notices"] = self.gaps_published
+        result["digits"] = {symbol: self.aggregator.precision.for_basis(
+            symbol, self.aggregator.basis) for symbol in self.aggregator.symbols}
         result["metrics"] = {
             "fxcm_tick_agg_bars_total": {
                 "type": "counter", "help": "Final bars emitted by tick aggregation",
@@ -116,6 +153,10 @@ class TickAggregator(Actor):
             "fxcm_tick_agg_synthetic_bars_total": {
                 "type": "counter", "help": "Flat bars for quiet minutes in trading hours",
                 "samples": [[{}, counters.get("synthetic_bars", 0)]]},
+            "fxcm_tick_agg_gap_notices_total": {
+                "type": "counter",
+                "help": "Gaps left to history (minutes not seen whole: a start, a lost session)",
+                "samples": [[{}, self.gaps_published]]},
             "fxcm_tick_agg_synthetic_capped_total": {
                 "type": "counter", "help": "Quiet minutes beyond max_synth_gap_minutes",
                 "samples": [[{}, counters.get("synthetic_capped", 0)]]},

@@ -21,6 +21,7 @@ BENCHMARKS: tuple[str, ...] = (
     "tests.bench.bench_pipeline",
     "tests.bench.bench_end_to_end",
     "tests.bench.bench_outage",
+    "tests.bench.bench_crash",
 )
 
 

@@ -7,7 +7,9 @@ import threading
 import time
 from typing import Any
 
-from tests.helpers import Probe, RedisSubscriber, bus_status
+from bus import LATEST, LOSSLESS, BusClient, Subscription
+from protocol.market import CLOCK_TOPIC
+from tests.helpers import RedisSubscriber, bus_status
 
 
 class Events:
@@ -45,7 +47,10 @@ def subscriber(url: str, channels: list[str], events: Events) -> RedisSubscriber
 
 class Monitor:
     """Polls the host's status twice a second and keeps each actor's newest published status
-    (a Probe on ``actor.status.``); logs restarts, pid changes and Redis reconnects."""
+    (``actor.status.``, lossless); logs restarts, pid changes and Redis reconnects. It also
+    samples the pipeline clock (``tick.$clock``, latest): ``clock_samples`` holds
+    ``(monotonic, clock ms)`` each time the clock moved on, which maps data time to wall time
+    for the timeliness check."""
 
     def __init__(self, run_dir: str, events: Events) -> None:
         self.run_dir = run_dir
@@ -58,6 +63,7 @@ class Monitor:
         self._redis_connected: bool | None = None
         self.journal_peak = 0  # the publisher's journal, most messages seen at once
         self.errors = 0
+        self.clock_samples: list[tuple[float, int]] = []
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="chaos-monitor", daemon=True)
         self._thread.start()
@@ -67,22 +73,28 @@ class Monitor:
     def _run(self) -> None:
         import os
 
-        probe = Probe("chaos_monitor", "ipc://" + os.path.join(self.run_dir, "bus.sock"),
-                      ("actor.status.",))
+        client = BusClient("chaos_monitor", "ipc://" + os.path.join(self.run_dir, "bus.sock"),
+                           subscriptions=(Subscription("actor.status.", LOSSLESS, 1_000_000),
+                                          Subscription(CLOCK_TOPIC, LATEST, 1)), prefetch=512)
+        client.connect(10)
         self._ready.set()
         next_poll = 0.0
         try:
             while not self._stop.is_set():
-                client = probe.client
-                client.poll(0.05)
+                client.poll(0.02)
                 got = False
                 while client.buffer:
                     delivery = client.buffer.popleft()
-                    name = delivery.topic.decode("utf-8", "replace")[len("actor.status."):]
+                    topic = delivery.topic.decode("utf-8", "replace")
                     body = delivery.body()
-                    if isinstance(body, dict):
+                    if topic == CLOCK_TOPIC:
+                        now_ms = int(getattr(body, "now_ms", 0))
                         with self._lock:
-                            self.actor_status[name] = body
+                            if not self.clock_samples or now_ms > self.clock_samples[-1][1]:
+                                self.clock_samples.append((time.monotonic(), now_ms))
+                    elif isinstance(body, dict):
+                        with self._lock:
+                            self.actor_status[topic[len("actor.status."):]] = body
                         got = True
                     client.handled(delivery)
                 client.ack()
@@ -92,7 +104,8 @@ class Monitor:
                     next_poll = time.monotonic() + 0.5
                     self._poll()
         finally:
-            probe.close()
+            client.bye()
+            client.close()
 
     def _poll(self) -> None:
         try:
@@ -134,6 +147,10 @@ class Monitor:
     def get(self) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
         with self._lock:
             return dict(self.status), dict(self.actor_status)
+
+    def clock(self) -> list[tuple[float, int]]:
+        with self._lock:
+            return list(self.clock_samples)
 
     def close(self) -> None:
         self._stop.set()

@@ -21,7 +21,7 @@ from tests.chaos import _faults
 from tests.chaos._observe import Events, Monitor
 from tests.chaos._observe import subscriber as make_subscriber
 from tests.chaos._ticks import TickFile, expected_finals, generate
-from tests.chaos._verify import Comparison, compare
+from tests.chaos._verify import Comparison, Timeliness, compare, timeliness
 from tests.helpers import HostProcess, RedisSubscriber, wait_for
 
 PREFIX = "fxcm"
@@ -130,6 +130,8 @@ def main(argv: list[str]) -> int:
     monitor: Monitor | None = None
     faults: dict[str, Any] = {}
     recoveries: list[tuple[str, str, float]] = []  # (fault, recovery observed, seconds)
+    outages: list[tuple[float, float]] = []  # (start, end) monotonic: Redis away, stall
+    clock: list[tuple[float, int]] = []
     stall: _faults.Stall | None = None
     status: dict[str, Any] = {}
     actor_status: dict[str, dict[str, Any]] = {}
@@ -196,16 +198,22 @@ def main(argv: list[str]) -> int:
         at(0.29)
         events.add("fault", "stall op: tick_aggregator blocks before its next handler until "
                    "its tick. mailbox (bound {}) is full".format(args.tick_bound))
+        stall_started = time.monotonic()
         stall = _faults.stall_until_full(run_dir, "tick_aggregator", "tick.", "fxcm_session",
                                          events.add)
         recoveries.append(("stall op tick_aggregator", "backlog drained to <= {} after the "
                            "release".format(stall.drained_to), stall.drain_seconds))
+        outages.append((stall_started, stall_started + stall.held_seconds
+                        + stall.drain_seconds))
         at(0.38)
         events.add("fault", "Redis stopping (SHUTDOWN SAVE) for {} s".format(args.outage))
+        redis_stopped = time.monotonic()
         _faults.stop_redis(server)
         time.sleep(args.outage)  # the outage itself
         server.start()
         restarted = time.monotonic()
+        # the output is away on purpose: deadlines falling in here move to its end
+        outages.append((redis_stopped, restarted + 1.0))
         events.add("fault", "Redis started again on the same socket and port")
 
         def publisher_caught_up() -> bool:
@@ -277,6 +285,7 @@ def main(argv: list[str]) -> int:
     finally:
         if monitor is not None:
             monitor.close()
+            clock = monitor.clock()
         host.stop()
         events.add("stop", "host stopped with exit code {}".format(host.proc.returncode))
         subscriber.close()
@@ -287,9 +296,12 @@ def main(argv: list[str]) -> int:
     results = [json.loads(data) for _, channel, data in messages
                if channel == PREFIX + ":commands:result"]
     comparison = compare(expected, payloads, keys, LAST_BARS)
-    print_table(events, faults, status, actor_status, comparison, results, drained,
+    timely = timeliness(expected, [(arrived, json.loads(data)) for arrived, channel, data
+                                   in messages if channel == PREFIX + ":ohlcv"],
+                        clock, GRACE_MS, outages)
+    print_table(events, faults, status, actor_status, comparison, timely, results, drained,
                 monitor.journal_peak if monitor is not None else 0, recoveries, stall)
-    failed = comparison.failed or not drained or exit_code is not None
+    failed = comparison.failed or timely.failed or not drained or exit_code is not None
     print("\nVERDICT: {}".format("FAIL" if failed else "PASS"))
     if args.keep or failed:
         print("kept: {} (host.log, config.json, ticks.csv.gz), redis {}".format(work, redis_dir))
@@ -331,7 +343,7 @@ def expected_arrivals(subscriber: RedisSubscriber, wanted: set[tuple[str, str, i
 
 
 def print_table(events: Events, faults: dict[str, Any], status: dict[str, Any],
-                actor_status: dict[str, dict[str, Any]], c: Comparison,
+                actor_status: dict[str, dict[str, Any]], c: Comparison, timely: Timeliness,
                 results: list[dict[str, Any]], drained: bool, journal_peak: int,
                 recoveries: list[tuple[str, str, float]], stall: _faults.Stall | None
                 ) -> None:
@@ -430,15 +442,29 @@ def print_table(events: Events, faults: dict[str, Any], status: dict[str, Any],
         ("late-joiner missing/dup/mismatch", "{}/{}/{}".format(
             len(c.key_missing), len(c.key_duplicates), len(c.key_mismatched))),
         ("drained", drained),
+        ("on time: bars checked", timely.checked),
+        ("  late (arrival-time limits)", len(timely.late)),
+        ("  deadlines moved by Redis away / stall", timely.excused),
+        ("  1m: bucket end -> subscriber p50/p99/max", _spread(timely, "1m")),
+        ("  derived: its last minute -> it p50/p99/max", _spread(timely, "derived")),
+        ("  (percentiles without the bars Redis away", "or the stall delayed)"),
     ]:
         print("  {:40} {}".format(name, value))
     for title, items in (("missing", c.missing), ("duplicates", list(c.duplicates.items())),
                          ("mismatched", c.mismatched), ("out of order", c.out_of_order),
                          ("unexpected", c.extra_other), ("key missing", c.key_missing),
-                         ("key mismatched", c.key_mismatched)):
+                         ("key mismatched", c.key_mismatched),
+                         ("late (key, s past due)", timely.late)):
         for item in list(items)[:10]:
             print("  {}: {}".format(title, item))
     print(line)
+
+
+def _spread(timely: Timeliness, group: str) -> str:
+    values = [timely.percentile(group, fraction) for fraction in (0.5, 0.99, 1.0)]
+    if values[0] is None:
+        return "-"
+    return " / ".join("{:.2f} s".format(value or 0.0) for value in values)
 
 
 def _tally(results: list[dict[str, Any]]) -> dict[str, int]:

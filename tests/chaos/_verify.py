@@ -1,10 +1,19 @@
 """The comparison: what reached Redis (channel messages and late-joiner keys) against the
 reference's final bars. Per series, bars must arrive in open-time order, except gap repairs:
 after an outage of the feed (a restart of fxcm_session) the minutes tick aggregation saw only
-partly come from history, necessarily after the tick bars that followed them."""
+partly come from history, necessarily after the tick bars that followed them.
+
+And timeliness (``timeliness``): every expected final bar by its arrival time at the
+subscriber, against the pipeline clock as the runner sampled it. A 1m bar is due within
+``close_grace_ms`` of data time after its end (when the clock passed it), plus 2 s; a derived
+bar within 1 s of the arrival of its last minute. Repairs have no excuse: a late history or
+derived bar is late. Only the deliberate outages of the whole output move a deadline: a Redis
+outage (to 1 s after Redis answers again, then 2 s) and a stalled aggregator (to the end of
+its backlog's drain, then 2 s)."""
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 from collections import defaultdict
@@ -132,6 +141,90 @@ def compare(expected: dict[Key, Bar], payloads: list[dict[str, Any]],
                 result.key_duplicates.append(key)
             elif not same(expected[key], found[0]):
                 result.key_mismatched.append(key)
+    return result
+
+
+@dataclass
+class Timeliness:
+    checked: int = 0
+    late: list[tuple[Key, float]] = field(default_factory=list)  # (key, seconds past due)
+    excused: int = 0  # deadlines moved by a Redis outage or the stall
+    unknown: int = 0  # the clock never passed the bucket's end (the replay's last minute)
+    # "1m": arrival - when the clock passed the bucket's end; "derived": arrival - arrival of
+    # its last minute (bars whose deadline an outage moved are not in here)
+    lateness: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.late)
+
+    def percentile(self, group: str, fraction: float) -> float | None:
+        values = sorted(self.lateness.get(group, []))
+        if not values:
+            return None
+        return values[min(len(values) - 1, max(0, round(fraction * len(values)) - 1))]
+
+
+def timeliness(expected: dict[Key, Bar], messages: list[tuple[float, dict[str, Any]]],
+               clock: list[tuple[float, int]], grace_ms: int,
+               outages: list[tuple[float, float]]) -> Timeliness:
+    """``messages``: (arrival, ohlcv payload) in arrival order (monotonic seconds);
+    ``clock``: (monotonic, pipeline clock ms) samples, ascending; ``outages``: (start, end)
+    windows whose deadlines move to ``end + 2 s``."""
+    result = Timeliness()
+    arrival: dict[Key, float] = {}
+    for arrived, payload in messages:
+        for bar in payload.get("bars", []):
+            if bar.get("complete"):
+                key = (str(payload.get("symbol")), str(payload.get("tf")),
+                       int(bar["open_time"]))
+                arrival.setdefault(key, arrived)
+    clock_ms = [sample[1] for sample in clock]
+    minutes: dict[str, list[int]] = defaultdict(list)
+    for symbol, tf, open_time in expected:
+        if tf == "1m":
+            minutes[symbol].append(open_time)
+    for values in minutes.values():
+        values.sort()
+
+    def when(data_ms: int) -> float | None:
+        index = bisect.bisect_left(clock_ms, data_ms)
+        return clock[index][0] if index < len(clock) else None
+
+    for key in sorted(expected):
+        symbol, tf, open_time = key
+        got = arrival.get(key)
+        if got is None:
+            continue  # missing: the comparison reports it
+        due: float | None = None
+        since: float | None = None  # the bucket's end (1m) or its last minute's arrival
+        if tf != "1m":
+            inside = minutes[symbol]
+            last = bisect.bisect_left(inside, open_time + TF_MS[tf]) - 1
+            if last >= 0 and inside[last] >= open_time:
+                since = arrival.get((symbol, "1m", inside[last]))
+                due = since + 1.0 if since is not None else None
+        if due is None:
+            ended = when(open_time + (MINUTE_MS if tf == "1m" else TF_MS[tf]))
+            passed = when(open_time + (MINUTE_MS if tf == "1m" else TF_MS[tf]) + grace_ms)
+            since = ended
+            due = passed + (2.0 if tf == "1m" else 3.0) if passed is not None else None
+        if due is None or since is None:
+            result.unknown += 1
+            continue
+        excused = False
+        for start, end in outages:
+            if start <= due <= end + 2.0:
+                due = max(due, end + 2.0)
+                excused = True
+        result.checked += 1
+        if excused:
+            result.excused += 1
+        else:
+            result.lateness.setdefault("1m" if tf == "1m" else "derived", []).append(
+                got - since)
+        if got > due:
+            result.late.append((key, round(got - due, 3)))
     return result
 
 
