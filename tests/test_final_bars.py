@@ -222,7 +222,7 @@ def run_weekly_close_replay(tmp_path: Path, run_dir: str, server: EmbeddedRedis,
     check_against_the_fold(got, expected)
     sources = {(key[0], key[1]): bar["source"] for key, bar in got.items()
                if key[2] == bucket(FRIDAY_1658, key[1])}
-    assert sources[("GBPUSD", "1m")] == "history"  # the partial first minute, from history
+    assert sources[("GBPUSD", "1m")] == "stream"  # the partial first minute, from history
 
 
 @pytest.mark.timeout(240)
@@ -326,7 +326,7 @@ def test_prices_on_the_wire_carry_the_instruments_precision(
                 assert most <= limit, (symbol, field, most, text[:300])
     sources = {json.loads(data)["source"] for _, channel, data in messages
                if channel == "fxcm:ohlcv"}
-    assert {"history", "tick", "derived"} <= sources, sources  # every kind of bar was checked
+    assert {"stream", "tick_agg"} <= sources, sources  # bars of ticks and of history checked
 
 
 # -- live, through a crash of each actor ---------------------------------------------------------
@@ -471,7 +471,7 @@ def test_only_the_configured_timeframes_reach_redis(
         wait_for(lambda: {"1m", "5m", "15m", "1h"} <= {key[1] for key in finals(subscriber)}
                  and len([key for key in finals(subscriber) if key[1] == "1h"]) >= 5, 120,
                  "1m to 1h bars from the warmup", interval=0.5)
-        wait_for(lambda: any(bar["source"] == "tick" for bar in finals(subscriber).values()),
+        wait_for(lambda: any(bar["source"] == "tick_agg" for bar in finals(subscriber).values()),
                  150, "a bar from tick aggregation", interval=0.5)
         got = finals(subscriber)
     assert {key[1] for key in got} == set(configured)
