@@ -53,6 +53,23 @@ MEANING = {
     "history_poller.idle_poll_multiplier": "a target whose last poll found nothing new "
                                            "waits this many times longer",
     "history_poller.warmup_bars": "warmup reaches back this many open minutes",
+    "history_poller.republish_window_hours": "fxcm_republish_tail's window when none is given",
+    "history_poller.republish_watermark_ttl_seconds": "a republish without force sends only "
+                                                      "bars newer than the last one republished "
+                                                      "within this time (seed 004)",
+    "history_poller.tail_guard_near_window_minutes": "fxcm_tail_guard's near tier (the far "
+                                                     "tier is its window_hours)",
+    "history_poller.tail_guard_repair_only_when_market_closed": "fxcm_tail_guard repairs only "
+                                                                "while the market is closed "
+                                                                "(seed 004)",
+    "history_poller.command_publish_rate": "bars a second a command publishes at most (live "
+                                           "bars go first)",
+    "history_poller.command_publish_chunk": "bars a command publishes between two pauses",
+    "history_poller.progress_interval_seconds": "a running command reports its progress this "
+                                                "often",
+    "history_poller.warmup_retry_base_seconds": "a failed warmup is tried again after this, "
+                                                "doubling ...",
+    "history_poller.warmup_retry_max_seconds": "... up to this; the feed is not ready meanwhile",
     "history_poller.max_bars": "bars kept per (symbol, tf) in the store",
     "cache.dir": "the bar store (and the Redis outage journal); a relative path is taken from "
                  "$STATE_DIRECTORY (systemd StateDirectory=) when set, else from the working "

@@ -374,18 +374,18 @@ UNIVERSE_TOPIC = "universe"
 @message("universe")
 @dataclass(frozen=True)
 class Universe:
-    """The (symbol, tf) targets the live feed publishes; ``targets`` empty means every
-    configured symbol at every configured timeframe. ``mode``: ``static`` (configuration),
-    ``default`` (dynamic universe enabled, nothing set yet: ``dynamic_universe_default_targets``)
-    or ``dynamic`` (set by ``fxcm_set_universe``). Bars a command asked for are published
-    whatever the universe."""
+    """The (symbol, tf) targets the live feed publishes; ``targets`` None means every
+    configured symbol at every configured timeframe (an empty list: none). ``mode``: ``static``
+    (configuration), ``default`` (dynamic universe enabled, nothing set yet:
+    ``dynamic_universe_default_targets``) or ``dynamic`` (set by ``fxcm_set_universe``). Bars a
+    command asked for are published whatever the universe."""
 
-    targets: List[List[str]]
+    targets: Optional[List[List[str]]]
     mode: str
     since_ms: int
 
     def allows(self, symbol: str, tf: str) -> bool:
-        return not self.targets or [symbol, tf] in self.targets
+        return self.targets is None or [symbol, tf] in self.targets
 
 
 @message("price.snapshot")

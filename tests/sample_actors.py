@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any, List
+from typing import Any, Dict, List
 
 from actors import LOSSLESS, Actor, Subscribe, handles
 from bus import Delivery
@@ -162,11 +162,32 @@ class PollerStandIn(Actor):
     keeps the calls, which a ``poller.calls`` request returns as ``[[op, args], ...]``.
     ``args["provider"]`` steers it: ``"stand-in:fail"`` answers ``{"ok": false, "error":
     {"code": "stand_in_failure", ...}}``; ``"stand-in:slow:<seconds>"`` answers only after
-    that long (to outlast the requester's timeout)."""
+    that long (to outlast the requester's timeout); ``"stand-in:job:<seconds>"`` runs as the
+    real poller's jobs do: answers ``started`` at once, sends ``poller.progress`` every 0.2 s
+    and ``poller.done`` after that long, unless ``poller.cancel`` ends it first;
+    ``"stand-in:mute-job"`` answers ``started`` and then says nothing."""
 
     def __init__(self, name: str, settings: Any = None) -> None:
         super(PollerStandIn, self).__init__(name, settings)
         self.calls = []  # type: List[Any]
+        # job -> [requester, ends at, op, args]
+        self.jobs: Dict[str, List[Any]] = {}
+
+    def on_start(self) -> None:
+        self.every(0.2, self._step_jobs)
+
+    def _step_jobs(self) -> None:
+        now = time.monotonic()
+        for job, (requester, ends, op, args) in list(self.jobs.items()):
+            if ends is None:
+                continue
+            if now >= ends:
+                del self.jobs[job]
+                self.send(requester, "poller.done", {"job": job, "ok": True, "result": {
+                    "op": op, "args": args}})
+            else:
+                self.send(requester, "poller.progress", {"job": job, "progress": {
+                    "left_seconds": round(ends - now, 1)}})
 
     def on_message(self, body: Any, delivery: Delivery) -> None:
         kind = delivery.type
@@ -177,13 +198,29 @@ class PollerStandIn(Actor):
             self.reply(delivery, "poller.calls", self.calls)
             return
         op = kind[len("poller."):]
-        self.calls.append([op, body])
-        provider = body.get("provider", "") if isinstance(body, dict) else ""
+        if op == "cancel":
+            known = self.jobs.pop(str(body.get("job")), None)
+            if known is not None:
+                self.send(known[0], "poller.done", {"job": body["job"], "ok": False, "error": {
+                    "code": "cancelled", "message": "cancelled on request"}})
+            self.reply(delivery, "poller.result", {"ok": known is not None})
+            return
+        args = {key: value for key, value in body.items() if key != "_job"} \
+            if isinstance(body, dict) else body
+        self.calls.append([op, args])
+        provider = args.get("provider", "") if isinstance(args, dict) else ""
         if provider.startswith("stand-in:slow:"):
             time.sleep(float(provider.rsplit(":", 1)[1]))  # a deliberately slow poller
+        if provider.startswith("stand-in:job:") or provider == "stand-in:mute-job":
+            job = str(body["_job"])
+            ends = time.monotonic() + float(provider.rsplit(":", 1)[1]) \
+                if provider != "stand-in:mute-job" else None
+            self.jobs[job] = [delivery.header.sender, ends, op, args]
+            self.reply(delivery, "poller.result", {"ok": True, "started": job})
+            return
         if provider == "stand-in:fail":
             self.reply(delivery, "poller.result", {
                 "ok": False, "error": {"code": "stand_in_failure",
                                        "message": "told to fail by its provider argument"}})
             return
-        self.reply(delivery, "poller.result", {"ok": True, "result": {"op": op, "args": body}})
+        self.reply(delivery, "poller.result", {"ok": True, "result": {"op": op, "args": args}})

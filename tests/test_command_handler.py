@@ -745,6 +745,40 @@ def test_smc_v1_commands_run_and_their_extra_fields_are_counted(rolling: Harness
              >= before + 8, 30, "the ignored fields counted in status")
 
 
+def test_a_long_job_reports_progress_and_its_true_end(rolling: Harness) -> None:
+    # a step longer than timeout_seconds (4 s here) that keeps reporting is no timeout
+    rolling.send(envelope("fxcm_tail_guard", {"symbols": ["XAUUSD"],
+                                               "provider": "stand-in:job:7"}, "t-long"))
+    results = rolling.final("t-long", 60)
+    assert results[0]["state"] == "accepted" and results[-1]["state"] == "ok"
+    progress = [r for r in results if r["state"] == "running" and "progress" in r["result"]]
+    assert progress, "running results carrying the job's progress"
+    assert results[-1]["ts"] - results[0]["ts"] >= 6.5
+
+
+def test_a_running_command_is_cancelled_and_ends_so(rolling: Harness) -> None:
+    rolling.send(envelope("fxcm_tail_guard", {"symbols": ["XAUUSD"],
+                                               "provider": "stand-in:job:600"}, "t-to-cancel"))
+    rolling.probe.collect(lambda got: any(
+        body.get("req_id") == "t-to-cancel" and body["state"] == "running"
+        for _, body in got), 30, "the long command running")
+    rolling.send(envelope("fxcm_cancel", {"target": "t-to-cancel"}, "t-cancel"))
+    [answer] = rolling.final("t-cancel")
+    assert answer["state"] == "ok" and answer["result"] == {"cancelled": "t-to-cancel",
+                                                            "running": True}
+    ended = rolling.final("t-to-cancel")[-1]
+    assert ended["state"] == "error" and ended["error"]["code"] == "cancelled"
+    rolling.send(envelope("fxcm_tail_guard", {"symbols": ["XAUUSD"]}, "t-after-cancel"))
+    assert states(rolling.final("t-after-cancel"))[-1] == "ok"
+
+
+def test_a_job_that_goes_silent_times_out_and_is_cancelled(rolling: Harness) -> None:
+    rolling.send(envelope("fxcm_tail_guard", {"symbols": ["XAUUSD"],
+                                               "provider": "stand-in:mute-job"}, "t-mute"))
+    ended = rolling.final("t-mute", 60)[-1]
+    assert ended["error"]["code"] == "timeout" and "cancelled there" in ended["error"]["message"]
+
+
 def test_bootstrap_runs_its_four_steps_in_order(rolling: Harness) -> None:
     calls_before = len(rolling.poller_calls())
     rolling.send(signed("fxcm_bootstrap", {

@@ -164,7 +164,7 @@ def test_warmup_after_two_hours_of_downtime_fills_the_gap_and_no_key_has_two_fin
     assert [minute for minute in gap if minute not in stored] == []
     history = [b for b in bars if b.source == "history" and b.tf == "1m"]
     assert len(history) >= 115
-    derived = {b.tf for b in bars if b.source == "derived"}
+    derived = {b.tf for b in bars if b.source == "rebuilt"}
     assert {"5m", "15m", "30m", "1h"} <= derived
 
 
@@ -188,14 +188,23 @@ def replay_host(tmp_path: Path, run_dir: str, holes: list[int], **poller_setting
     sections: dict[str, Any] = {"symbols": ["EURUSD"], "cache": {"dir": str(cache)},
                 "broker": {"kind": "replay", "replay": {"file": str(file), "speed": 0.0}},
                 "history_poller": {"warmup_bars": 10, "poll_seconds": 3600.0,
-                                   "backfill_min_minutes": 10, "backfill_max_minutes": 60}}
+                                   "backfill_min_minutes": 10, "backfill_max_minutes": 60,
+                                   "tail_guard_repair_only_when_market_closed": False}}
     return host_process(tmp_path, run_dir, actors, **sections), start, end
 
 
-def command(probe: Probe, op: str, args: dict[str, Any]) -> dict[str, Any]:
+def command(probe: Probe, op: str, args: dict[str, Any], timeout: float = 120.0
+            ) -> dict[str, Any]:
+    """A command as command_handler runs it: answered ``started``, then ``poller.done``."""
     kind, body = probe.client.request("history_poller", "poller." + op, args, timeout=60)
     assert kind == "poller.result", (kind, body)
-    return dict(body)
+    if not body.get("started"):
+        return dict(body)
+    job = body["started"]
+    probe.collect(lambda got: any(k == "poller.done" and b.get("job") == job for k, b in got),
+                  timeout, "the end of " + job)
+    done = next(b for k, b in probe.received if k == "poller.done" and b.get("job") == job)
+    return dict(done)
 
 
 def test_backfill_clamps_its_lookback(tmp_path: Path, run_dir: str) -> None:
@@ -225,7 +234,7 @@ def test_tail_guard_reports_the_exact_missing_minutes_and_repairs_them(
 
         def audit(repair: bool) -> dict[str, Any]:
             report = command(probe, "tail_guard", {"symbols": ["EURUSD"],
-                                                   "window_minutes": 110, "repair": repair})
+                                                   "window_hours": 2, "repair": repair})
             assert report["ok"], report
             result: dict[str, Any] = report["result"]
             return result
@@ -243,12 +252,16 @@ def test_tail_guard_reports_the_exact_missing_minutes_and_repairs_them(
         stored = disk.open_times("EURUSD", "1m")
         expected = [m for m in window if m not in stored]
         assert set(holes) <= set(expected)
-        assert entry["missing"] == expected
-        assert entry["missing_count"] == len(expected)
+        assert [m for start_ms, end_ms in entry["missing_ranges"]
+                for m in range(start_ms, end_ms, MINUTE_MS)] == expected
+        assert entry["missing_bars"] == len(expected)
+        assert entry["far"]["tf_states"]["1m"]["missing_bars"] == len(expected)
         repaired = audit(True)["symbols"]["EURUSD"]
-        assert repaired["still_missing"] == []
+        assert repaired["still_missing"] == 0
         assert repaired["repaired"] == len(expected)
-        assert audit(False)["symbols"]["EURUSD"]["missing"] == []
+        again = audit(False)["symbols"]["EURUSD"]
+        assert again["missing_ranges"] == []
+        assert again["far"]["tf_states"]["1m"]["state"] == "ok"
         probe.close()
 
 

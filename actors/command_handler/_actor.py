@@ -32,7 +32,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from actors import base
-from actors.base import Actor
+from actors.base import Actor, handles
 from actors.command_handler._auth import ANY_KID, Verifier, nonce_key
 from actors.command_handler._config import check, commands_channel
 from actors.command_handler._limits import (
@@ -51,7 +51,7 @@ from actors.command_handler._results import (
     make_result,
     refusal,
 )
-from bus import Backoff
+from bus import Backoff, Delivery
 from protocol.errors import BackpressureError, RequestTimeout
 
 log = logging.getLogger("fxcm.command_handler")
@@ -61,17 +61,28 @@ RESULT_TYPE = "command.result"
 REPLY_TYPE = "poller.result"
 # How often the queue is looked at between two steps (the first step starts at once).
 _PUMP_SECONDS = 0.05
+# A running command's progress becomes a ``running`` result at most this often.
+PROGRESS_RESULT_SECONDS = 2.0
 # The subscription thread's read timeout: how soon it notices a stop or a due report.
 _READ_SECONDS = 0.2
 
 
 class _Job:
-    __slots__ = ("command", "index", "steps_done")
+    __slots__ = ("command", "index", "steps_done", "waiting", "deadline", "progress",
+                 "progress_shown")
 
     def __init__(self, command: Command) -> None:
         self.command = command
         self.index = 0
         self.steps_done: List[Dict[str, Any]] = []
+        self.waiting: str | None = None  # the poller's job of the running step
+        self.deadline = 0.0              # no word from it by then: timeout
+        self.progress: Dict[str, Any] = {}
+        self.progress_shown = 0.0
+
+    def step_job(self) -> str:
+        """The poller's job id of the current step: ``<req_id>#<step>``."""
+        return "{}#{}".format(self.command.req_id, self.index + 1)
 
 
 class _Subscription(threading.Thread):
@@ -191,6 +202,7 @@ class CommandHandler(Actor):
         self.commands: Dict[Tuple[str, str], int] = {}   # (cmd, outcome) -> count
         self.rejections: Dict[str, int] = {}
         self.accepted = 0
+        self.late_done = 0
         self.last_accepted_ts = 0.0
         self.ignored_fields = 0
         # the predecessor's fxcm_commands_total{type, result}: result ok, error or ignored
@@ -349,6 +361,16 @@ class CommandHandler(Actor):
                      exc.code, exc.message)
             self._emit(refusal(exc))
             return
+        if command.cmd == "fxcm_cancel":
+            try:
+                outcome = self._cancel(command)
+            except CommandRefused as exc:
+                self.rejections[exc.code] = self.rejections.get(exc.code, 0) + 1
+                self._emit(refusal(exc))
+                return
+            self._emit(make_result(command.req_id, command.cmd, OK, result=outcome))
+            self._count_predecessor(command.cmd, "ok")
+            return
         if command.ignored:
             # The predecessor ignored them too (smc_v1 sends lookback_bars, reason, s2, ...).
             self.ignored_fields += len(command.ignored)
@@ -388,16 +410,28 @@ class CommandHandler(Actor):
     # -- running -------------------------------------------------------------------------------
 
     def _run_next_step(self) -> None:
+        """Start the next step of the first command, or watch the one running: a step the
+        poller runs as a job answers ``started`` at once and ends with ``poller.done``; each
+        ``poller.progress`` moves its deadline (``timeout_seconds`` without a word: timeout,
+        and the job is cancelled)."""
         if not self.queue:
             return
         job = self.queue[0]
         command = job.command
         op, args = command.steps[job.index]
+        if job.waiting is not None:
+            if time.monotonic() > job.deadline:
+                self._cancel_on_poller(job.waiting)
+                self._step_failed(job, op, "timeout", "no word from {} about {} for {:g} s "
+                                  "(cancelled there)".format(self.poller, job.waiting,
+                                                             self.timeout))
+            return
         self._emit(make_result(command.req_id, command.cmd, RUNNING,
                                result={"step": op, "index": job.index + 1,
                                        "of": len(command.steps)}))
         try:
-            reply_type, body = self.request(self.poller, "poller." + op, args, self.timeout)
+            reply_type, body = self.request(self.poller, "poller." + op,
+                                            dict(args, _job=job.step_job()), self.timeout)
         except RequestTimeout:
             self._step_failed(job, op, "timeout", "no reply from {} to poller.{} within {:g} s "
                               "(the outcome is unknown)".format(self.poller, op, self.timeout))
@@ -406,9 +440,22 @@ class CommandHandler(Actor):
             self._step_failed(job, op, "poller_error", "the mailbox of {} stayed full for "
                               "{:g} s".format(self.poller, self.timeout))
             return
+        if isinstance(body, dict) and body.get("ok") is True and body.get("started"):
+            job.waiting = str(body["started"])
+            job.deadline = time.monotonic() + self.timeout
+            return
+        self._step_outcome(job, op, reply_type, body)
+
+    def _step_outcome(self, job: _Job, op: str, reply_type: str, body: Any) -> None:
+        command = job.command
+        job.waiting = None
+        job.progress = {}
         ok, detail = _outcome(reply_type, body)
         if not ok:
-            self._step_failed(job, op, "poller_error", str(detail))
+            code = "cancelled" if isinstance(body, dict) and isinstance(
+                body.get("error"), dict) and body["error"].get("code") == "cancelled" \
+                else "poller_error"
+            self._step_failed(job, op, code, str(detail))
             return
         result: Dict[str, Any] = detail if isinstance(detail, dict) else {}
         job.steps_done.append({"step": op, "state": OK, "result": result})
@@ -419,6 +466,61 @@ class CommandHandler(Actor):
         if command.cmd == "fxcm_bootstrap":
             result = {"steps": job.steps_done}
         self._finish(job, OK, result=result)
+
+    @handles("poller.progress")
+    def on_progress(self, body: Any, delivery: Delivery) -> None:
+        job = self.queue[0] if self.queue else None
+        if job is None or not isinstance(body, dict) or body.get("job") != job.waiting:
+            return  # of a step that ended (timed out, cancelled) already
+        job.deadline = time.monotonic() + self.timeout
+        progress = body.get("progress")
+        job.progress = progress if isinstance(progress, dict) else {}
+        now = time.monotonic()
+        if now - job.progress_shown >= PROGRESS_RESULT_SECONDS:
+            job.progress_shown = now
+            op = job.command.steps[job.index][0]
+            self._emit(make_result(job.command.req_id, job.command.cmd, RUNNING, result={
+                "step": op, "index": job.index + 1, "of": len(job.command.steps),
+                "progress": job.progress}))
+
+    @handles("poller.done")
+    def on_done(self, body: Any, delivery: Delivery) -> None:
+        job = self.queue[0] if self.queue else None
+        if job is None or not isinstance(body, dict) or body.get("job") != job.waiting:
+            self.late_done += 1
+            return
+        self._step_outcome(job, job.command.steps[job.index][0], REPLY_TYPE, body)
+
+    def _cancel_on_poller(self, poller_job: str) -> bool:
+        try:
+            _, body = self.request(self.poller, "poller.cancel", {"job": poller_job},
+                                   self.timeout)
+        except (RequestTimeout, BackpressureError):
+            return False
+        return isinstance(body, dict) and body.get("ok") is True
+
+    def _cancel(self, command: Command) -> Dict[str, Any]:
+        """``fxcm_cancel``: a queued command is dropped, the running one is cancelled on the
+        poller (its step ends with ``poller.done`` code cancelled); answered at intake, never
+        queued behind what it cancels."""
+        target = str(command.args["target"])
+        for position, job in enumerate(self.queue):
+            if job.command.req_id != target:
+                continue
+            if position == 0 and job.waiting is not None:
+                if not self._cancel_on_poller(job.waiting):
+                    raise CommandRefused("poller_error", "{} could not cancel {}".format(
+                        self.poller, target), command.req_id, command.cmd)
+                return {"cancelled": target, "running": True}
+            if position == 0:
+                raise CommandRefused("poller_error", "{} is between two steps; cancel it "
+                                     "again".format(target), command.req_id, command.cmd)
+            del self.queue[position]
+            self._finish(job, ERROR, code="cancelled", message="cancelled by {} before it "
+                         "ran".format(command.req_id))
+            return {"cancelled": target, "running": False}
+        raise CommandRefused("contract_error", "no queued or running command {}".format(target),
+                             command.req_id, command.cmd)
 
     def _step_failed(self, job: _Job, op: str, code: str, message: str) -> None:
         self.queue.popleft()

@@ -39,7 +39,7 @@ COMMANDS_SCHEMA = SCHEMA_DIR / "commands.schema.json"
 RESULTS_SCHEMA = SCHEMA_DIR / "commands_result.schema.json"
 
 COMMANDS = ("fxcm_warmup", "fxcm_backfill", "fxcm_set_universe", "fxcm_republish_tail",
-            "fxcm_tail_guard", "fxcm_bootstrap")
+            "fxcm_tail_guard", "fxcm_bootstrap", "fxcm_cancel")
 # fxcm_bootstrap's steps, in the order they run.
 BOOTSTRAP_STEPS = ("warmup", "backfill", "republish_tail", "tail_guard")
 

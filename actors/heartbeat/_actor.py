@@ -400,9 +400,15 @@ class Heartbeat(Actor):
                 return {"phase": "ready", "reason": "no history_poller in this host"}
             return {"phase": "warmup", "reason": "waiting for history_poller"}
         feed = status.get("feed")
-        if isinstance(feed, dict) and isinstance(feed.get("phase"), str):
-            return feed
-        return {"phase": "ready" if status.get("ready") else "warmup"}
+        if not (isinstance(feed, dict) and isinstance(feed.get("phase"), str)):
+            return {"phase": "ready" if status.get("ready") else "warmup"}
+        shown = dict(feed)
+        # seed 004's status entries: ohlcv.final_1m.coverage_ok, republish.state, the tail
+        # guard's tiers; and the commands running, with their progress
+        for key in ("ohlcv", "republish", "tail_guard", "commands"):
+            if key in status:
+                shown[key] = status[key]
+        return shown
 
     def _poller_number(self, key: str, default: float) -> float:
         status, _ = self._status_of("poller_actor")

@@ -37,6 +37,14 @@ from collections.abc import Generator, Iterable
 from typing import Any
 
 from actors.base import LATEST, LOSSLESS, Actor, Subscribe, handles
+from actors.history_poller._commands import (
+    CommandError,
+    Watermarks,
+    command_backfill,
+    command_republish,
+    command_tail_guard,
+    command_warmup,
+)
 from actors.history_poller._gaps import GapBook
 from actors.history_poller._jobs import (
     COMMAND,
@@ -45,6 +53,7 @@ from actors.history_poller._jobs import (
     POLL,
     WARMUP,
     Job,
+    Pace,
     RetryPolicy,
     Scheduled,
     Scheduler,
@@ -58,8 +67,11 @@ from protocol.market import (
     GAP_PREFIX,
     INSTRUMENT_PREFIX,
     MINUTE_MS,
+    SOURCE_REBUILT,
+    SOURCE_STORE,
     TF_MS,
     TIMEFRAMES,
+    UNIVERSE_TOPIC,
     Bar,
     BarGap,
     Clock,
@@ -67,6 +79,7 @@ from protocol.market import (
     HistoryRequest,
     Instrument,
     Precision,
+    Universe,
     bar_topic,
     normalize_symbol,
     normalize_tf,
@@ -82,6 +95,9 @@ OWNED_KEEP_MS = 3 * 86_400_000
 # this long past its end (tick aggregation's own bar comes within close_grace_ms).
 RESTART_REPAIR_MINUTES = 10
 RESTART_REPAIR_SETTLE_MS = 3000
+# The commands that run as jobs (the rest are answered at once).
+COMMAND_JOBS = {"warmup": command_warmup, "backfill": command_backfill,
+                "republish_tail": command_republish, "tail_guard": command_tail_guard}
 # Known-empty minutes (history answered ok without a bar) kept in memory, at most.
 EMPTY_MINUTES_KEPT = 200_000
 
@@ -105,9 +121,19 @@ class HistoryPoller(Actor):
                               "backfill_max_minutes")
         if settings["chunk_bars"] > 5000:
             raise ConfigError("history_poller.chunk_bars: at most 5000 bars per request")
-        for key in ("poll_seconds", "request_timeout_seconds", "idle_poll_multiplier"):
+        for key in ("republish_window_hours", "republish_watermark_ttl_seconds",
+                    "tail_guard_near_window_minutes", "command_publish_chunk"):
+            value = settings.get(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 1:
+                raise ConfigError("history_poller.{}: must be >= 1, got {!r}".format(key, value))
+        for key in ("poll_seconds", "request_timeout_seconds", "idle_poll_multiplier",
+                    "command_publish_rate", "progress_interval_seconds",
+                    "warmup_retry_base_seconds", "warmup_retry_max_seconds"):
             if float(settings.get(key, 0)) <= 0:
                 raise ConfigError("history_poller.{}: must be > 0".format(key))
+        if settings["warmup_retry_max_seconds"] < settings["warmup_retry_base_seconds"]:
+            raise ConfigError("history_poller.warmup_retry_max_seconds: must be >= "
+                              "warmup_retry_base_seconds")
         delay = settings.get("repair_delay_ms")
         if not isinstance(delay, int) or isinstance(delay, bool) or delay < 0:
             raise ConfigError("history_poller.repair_delay_ms: must be an integer >= 0")
@@ -138,8 +164,24 @@ class HistoryPoller(Actor):
         self.derived_tfs = [tf for tf in self.timeframes if tf != "1m"]
         self.basis = str(settings["price_basis"])
         self.precision = Precision(settings.get("instruments"))
-        self.targets = self._targets_from(settings)[:int(settings["max_targets"])]
-        self.store = BarStore(settings["cache"]["dir"], int(settings["max_bars"]))
+        self.targets = self._targets_from(settings)
+        self.cache_enabled = bool(settings["cache"].get("enabled", True))
+        # cache.enabled false (FXCM_CACHE_ENABLED=0): bars kept in memory only, no file
+        self.store = BarStore(settings["cache"]["dir"] if self.cache_enabled else None,
+                              int(settings["max_bars"]))
+        self.watermarks = Watermarks(int(float(settings["republish_watermark_ttl_seconds"])
+                                         * 1000))
+        self.republish_status: dict[str, Any] = {"state": "none"}
+        self.tail_guard_status: dict[str, Any] = {}
+        # the feed's phase (heartbeat.state and /readyz follow it): warmup_cache while the
+        # store's tail goes out, warmup while history is fetched, ready; failed (and retried
+        # with backoff) when a warmup could not fetch what it needed
+        self.feed: dict[str, Any] = {"phase": "warmup_cache", "reason": "loading the bar store",
+                                     "attempts": 0}
+        self.warmup_backoff = Backoff(float(settings["warmup_retry_base_seconds"]),
+                                      float(settings["warmup_retry_max_seconds"]), 0.2)
+        self.outbox: list[tuple[str, str, dict[str, Any]]] = []
+        self.last_fetch_error = ""
         self.scheduler = Scheduler()
         self.retry = RetryPolicy(int(settings["not_ready_retries"]), Backoff(0.25, 30.0, 0.2))
         self.counts: Counter[str] = Counter()
@@ -152,6 +194,7 @@ class HistoryPoller(Actor):
         self.restarted = isinstance(joins, int) and joins > 1
         self.request_timeout = float(settings["request_timeout_seconds"])
         self.clock_ms = 0  # the pipeline clock; nothing is fetched before the first reading
+        self.universe = self._initial_universe()
         self.live_start = 0  # minutes from here on belong to tick aggregation in this run
         started = time.monotonic()
         for symbol in self.symbols:
@@ -161,6 +204,7 @@ class HistoryPoller(Actor):
         self.next_poll: dict[tuple[str, str], float] = {}
         self.scheduler.add("warmup", WARMUP, self._warmup_job(self.symbols, None,
                                                               republish=not self.restarted))
+        self._publish_universe()
         self.every(0.02, self._work)
         self.every(float(settings["poll_seconds"]), self._repair_scan)
         self.every(float(settings["poll_seconds"]), self._poll)
@@ -200,12 +244,67 @@ class HistoryPoller(Actor):
         if isinstance(instrument, Instrument) and self.precision.learn(instrument):
             self.counts["instrument_updates"] += 1
 
+    # -- the live universe ---------------------------------------------------------------------
+
+    def _base_targets(self) -> list[list[str]] | None:
+        """The static stream targets (``history_poller.targets``, the seed's stream.config);
+        None: every configured symbol at every configured timeframe."""
+        if not self.settings.get("targets"):
+            return None
+        return [[symbol, tf] for symbol, tf in self.targets
+                if symbol in self.symbols and tf in self.timeframes]
+
+    def _initial_universe(self) -> Universe:
+        base = self._base_targets()
+        if not self.settings["dynamic_universe_enabled"]:
+            return Universe(base, "static", self.clock_ms)
+        spec = self.settings.get("dynamic_universe_default_targets") or ""
+        if not spec:
+            return Universe(None if base is None else self._bounded(base, base), "default",
+                            self.clock_ms)
+        default = [[symbol, tf] for symbol, tf in parse_targets(spec)]
+        return Universe(self._bounded(default, base), "default", self.clock_ms)
+
+    def _bounded(self, targets: list[list[str]], base: list[list[str]] | None
+                 ) -> list[list[str]]:
+        """Within the static targets (when there are), configured, at most ``max_targets``
+        (FXCM_DYNAMIC_UNIVERSE_MAX_TARGETS), as the predecessor's dynamic universe."""
+        kept = [target for target in targets if (base is None or target in base)
+                and target[0] in self.symbols and target[1] in self.timeframes]
+        return kept[:int(self.settings["max_targets"])]
+
+    def _publish_universe(self) -> None:
+        # latest-policy subscribers (the publisher) get the newest; a restarted one too
+        self.publish(UNIVERSE_TOPIC, self.universe)
+
+    def _set_universe(self, args: dict[str, Any]) -> dict[str, Any]:
+        """``fxcm_set_universe``: with the dynamic universe enabled the live targets become
+        the set given (within the static targets, capped); otherwise ignored, as the
+        predecessor did."""
+        asked = [[normalize_symbol(t["symbol"]), normalize_tf(t["tf"])]
+                 for t in args.get("targets", [])]
+        if not self.settings["dynamic_universe_enabled"]:
+            return {"applied": False, "reason": "the dynamic universe is disabled "
+                    "(history_poller.dynamic_universe_enabled, FXCM_DYNAMIC_UNIVERSE_ENABLED)",
+                    "targets": self.universe.targets}
+        kept = self._bounded(asked, self._base_targets())
+        self.universe = Universe(kept, "dynamic", self.clock_ms)
+        self._publish_universe()
+        self.counts["universe_applied"] += 1
+        log.info("%s: live universe set by command: %s", self.name,
+                 ", ".join("{}:{}".format(*target) for target in kept) or "nothing")
+        return {"applied": True, "targets": kept, "asked": len(asked),
+                "dropped": len(asked) - len(kept),
+                "capped": len(asked) > int(self.settings["max_targets"])}
+
     # -- persistence -------------------------------------------------------------------------
 
     @handles("bar")
     def on_bar(self, bar: Any, delivery: Delivery) -> None:
         if not isinstance(bar, Bar):
             raise ProtocolError("a bar message must carry a Bar")
+        if delivery.header.sender == self.name:
+            return  # its own publication coming back: stored before it was published
         if bar.complete:
             outcome = self.store.put(bar)
             self.counts["persist_" + outcome] += 1
@@ -294,7 +393,8 @@ class HistoryPoller(Actor):
         volume = sum(b.tick_count for b in bars)
         derived = Bar(symbol, tf, start, start + TF_MS[tf] - 1, bars[0].open,
                       max(b.high for b in bars), min(b.low for b in bars), bars[-1].close,
-                      float(volume), volume, True, all(b.synthetic for b in bars), "derived")
+                      float(volume), volume, True, all(b.synthetic for b in bars),
+                      SOURCE_REBUILT)
         if self.store.put(derived) != "stored":
             return False
         self.publish(bar_topic(symbol, tf), derived)
@@ -311,6 +411,9 @@ class HistoryPoller(Actor):
         if self.clock_ms:
             dropped = self.gaps.prune(self.clock_ms, OWNED_KEEP_MS)
             self.counts["owned_abandoned"] += dropped
+        self._send_progress(now)
+        if self.outbox:
+            self._flush_outbox()
         item = self.scheduler.runnable(now)
         if item is None:
             return
@@ -318,19 +421,23 @@ class HistoryPoller(Actor):
             if item.request is None:
                 if not item.started:
                     item.started = True
-                    item.request = next(item.job)
+                    step = next(item.job)
                 else:
-                    assert item.reply is not None
-                    item.request = item.job.send(item.reply)
+                    step = item.job.send(item.reply)
                 item.reply = None
                 item.attempts = 0
+                if isinstance(step, Pace):  # stepping aside (a command between chunks)
+                    item.not_before = now + step.seconds
+                    return
+                item.request = step
         except StopIteration as done:
             self.scheduler.remove(item)
             self._finish(item, True, done.value or {})
             return
-        except ConnectorError as exc:
+        except (ConnectorError, CommandError) as exc:
             self.scheduler.remove(item)
-            self._finish(item, False, {"code": "poller_error", "message": str(exc)})
+            self._finish(item, False, {"code": getattr(exc, "code", "poller_error"),
+                                       "message": str(exc)})
             return
         request = item.request
         assert request is not None
@@ -356,13 +463,69 @@ class HistoryPoller(Actor):
 
     def _finish(self, item: Scheduled, ok: bool, payload: dict[str, Any]) -> None:
         if item.name == "warmup" and item.delivery is None:
-            self.ready = True
-            payload = dict(payload, load_seconds=round(self.load_seconds, 3))
-            self.publish("poller.ready", payload, "poller.ready")
-            log.info("%s: feed ready: %s", self.name, payload)
-        if item.delivery is not None:
+            self._warmup_done(ok, payload)
+        if item.job_id is not None and item.requester is not None:
+            self._tell(item.requester, "poller.done", {
+                "job": item.job_id, "ok": ok, "result" if ok else "error": payload,
+                "progress": item.progress})
+        elif item.delivery is not None:
             body = {"ok": True, "result": payload} if ok else {"ok": False, "error": payload}
             self.reply(item.delivery, "poller.result", body)
+
+    def _warmup_done(self, ok: bool, payload: dict[str, Any]) -> None:
+        """The start's warmup ended: the feed is ready, unless it could not fetch what it
+        needed; then it stays not ready (heartbeat says warmup, /readyz 503), says why, and
+        tries again after a backoff."""
+        failed = payload.get("failed_chunks", 0) if ok else 1
+        self.feed["attempts"] = int(self.feed.get("attempts", 0)) + 1
+        if failed:
+            delay = self.warmup_backoff.compute(self.feed["attempts"])
+            reason = payload.get("message") if not ok else "{} history request(s) got no " \
+                "answer (last: {})".format(failed, self.last_fetch_error or "?")
+            self.feed.update(phase="failed", reason="warmup failed: {}".format(reason),
+                             retry_in_seconds=round(delay, 3),
+                             retry_at=time.monotonic() + delay)
+            self.counts["warmup_failures"] += 1
+            log.warning("%s: %s; the feed is not ready; warmup again in %.1f s", self.name,
+                        self.feed["reason"], delay)
+            item = self.scheduler.add("warmup", WARMUP, self._warmup_job(
+                self.symbols, None, republish=False))
+            item.not_before = time.monotonic() + delay
+            return
+        self.ready = True
+        self.feed.update(phase="ready", reason="warmup done", retry_in_seconds=None,
+                         retry_at=None)
+        payload = dict(payload, load_seconds=round(self.load_seconds, 3))
+        self.publish("poller.ready", payload, "poller.ready")
+        log.info("%s: feed ready: %s", self.name, payload)
+
+    def _tell(self, requester: str, msg_type: str, body: dict[str, Any]) -> None:
+        """A command job's progress or end, to the actor that asked (the command handler),
+        never blocking the live lane: a progress report the mailbox refuses is dropped
+        (the next one says more), an end is kept and offered again."""
+        if msg_type == "poller.done":
+            self.outbox.append((requester, msg_type, body))
+            self._flush_outbox()
+        elif not self.try_send(requester, msg_type, body):
+            self.counts["progress_dropped"] += 1
+
+    def _flush_outbox(self) -> None:
+        while self.outbox:
+            requester, msg_type, body = self.outbox[0]
+            if not self.try_send(requester, msg_type, body):
+                self.counts["done_held"] += 1
+                return
+            self.outbox.pop(0)
+
+    def _send_progress(self, now: float) -> None:
+        interval = float(self.settings["progress_interval_seconds"])
+        for item in self.scheduler.jobs:
+            if item.job_id is None or item.requester is None or not item.progress:
+                continue
+            if now - item.progress_sent >= interval:
+                item.progress_sent = now
+                self._tell(item.requester, "poller.progress",
+                           {"job": item.job_id, "progress": dict(item.progress)})
 
     # -- fetching ----------------------------------------------------------------------------
 
@@ -389,6 +552,9 @@ class HistoryPoller(Actor):
             else:
                 failed.append(start)
                 counts["chunk_" + reply.status] += 1
+                counts["failed_chunks"] += 1
+                self.last_fetch_error = "{} {} {}: {}".format(symbol, tf, reply.status,
+                                                              reply.error)
                 log.warning("%s: history %s %s [%d, %d) %s: %s", self.name, symbol, tf, start,
                             end, reply.status, reply.error)
             start = end
@@ -486,6 +652,8 @@ class HistoryPoller(Actor):
         counts: Counter[str] = Counter()
         started = time.monotonic()
         warmup = lookback_minutes or int(self.settings["warmup_bars"])
+        if self.feed["phase"] != "failed":
+            self.feed.update(phase="warmup_cache", reason="publishing the bar store's tail")
         # The store's tail first, for late joiners and a restarted publisher; not when only
         # this poller restarted (everyone has those bars, and thousands of them would queue
         # ahead of live bars in the publisher's mailbox).
@@ -495,8 +663,9 @@ class HistoryPoller(Actor):
                     self.publish(bar_topic(symbol, tf), Bar(
                         bar.symbol, bar.tf, bar.open_time, bar.close_time, bar.open, bar.high,
                         bar.low, bar.close, bar.volume, bar.tick_count, True, bar.synthetic,
-                        "store"))
+                        SOURCE_STORE))
                     counts["republished"] += 1
+        self.feed.update(phase="warmup", reason="fetching {} minutes of history".format(warmup))
         begins = {symbol: self._lookback_start(symbol, self.live_start, warmup)
                   for symbol in symbols}
         for symbol in symbols:  # daily before minute chunks
@@ -511,68 +680,6 @@ class HistoryPoller(Actor):
                 yield from self._fill(symbol, missing, counts, self.live_start)
             self._rebuild(symbol, begins[symbol], self.live_start, counts)
         return dict(counts, seconds=round(time.monotonic() - started, 3))
-
-    def _backfill_job(self, args: dict[str, Any]) -> Job:
-        counts: Counter[str] = Counter()
-        symbol = normalize_symbol(str(args["symbol"]))
-        low = int(self.settings["backfill_min_minutes"])
-        high = int(self.settings["backfill_max_minutes"])
-        end = self._horizon()
-        if "start_ms" in args:
-            start, end = int(args["start_ms"]), min(int(args["end_ms"]), end)
-            minutes = max(0, (end - start) // MINUTE_MS)
-            clamped = min(max(minutes, low), high)
-            start = end - clamped * MINUTE_MS
-        else:
-            minutes = int(args.get("lookback_minutes", low))
-            clamped = min(max(minutes, low), high)
-            start = end - clamped * MINUTE_MS
-        start -= start % MINUTE_MS
-        bars, _ = yield from self._fetch(symbol, "1m", start, end, counts)
-        self._accept(bars, end, counts)
-        self._rebuild(symbol, start, end, counts)
-        return dict(counts, symbol=symbol, requested_minutes=minutes, lookback_minutes=clamped,
-                    clamped=clamped != minutes, start_ms=start, end_ms=end)
-
-    def _tail_guard_job(self, args: dict[str, Any]) -> Job:
-        counts: Counter[str] = Counter()
-        window = int(args.get("window_minutes") or int(args.get("window_hours", 0)) * 60
-                     or int(self.settings["tail_guard_window_minutes"]))
-        end = self._horizon()
-        start = end - window * MINUTE_MS
-        symbols = args.get("symbols") or self.symbols
-        report: dict[str, Any] = {}
-        for symbol in symbols:
-            stored = self.store.open_times(symbol, "1m")
-            missing = [minute for minute in self.calendar.open_minutes(start, end, symbol)
-                       if minute not in stored]
-            entry: dict[str, Any] = {"missing": missing, "missing_count": len(missing)}
-            if missing and args.get("repair", False):
-                yield from self._fill(symbol, missing, counts, end)
-                self._rebuild(symbol, start, end, counts)
-                stored_now = self.store.open_times(symbol, "1m")
-                entry["still_missing"] = [m for m in missing if m not in stored_now]
-                entry["repaired"] = len(missing) - len(entry["still_missing"])
-            report[symbol] = entry
-        return {"window_minutes": window, "start_ms": start, "end_ms": end, "symbols": report,
-                "counts": dict(counts)}
-
-    def _republish_job(self, args: dict[str, Any]) -> Job:
-        symbol = normalize_symbol(str(args["symbol"]))
-        timeframes = args.get("timeframes") or ["1m"]
-        window = int(args.get("window_hours", 24)) * 3600 * 1000
-        since = self._horizon() - window
-        published = 0
-        for tf in timeframes:
-            for bar in self.store.bars(symbol, normalize_tf(tf)):
-                if bar.open_time >= since:
-                    self.publish(bar_topic(symbol, bar.tf), Bar(
-                        bar.symbol, bar.tf, bar.open_time, bar.close_time, bar.open, bar.high,
-                        bar.low, bar.close, bar.volume, bar.tick_count, True, bar.synthetic,
-                        "store"))
-                    published += 1
-        return {"symbol": symbol, "timeframes": timeframes, "published": published}
-        yield  # a generator without history calls
 
     # -- periodic repair -----------------------------------------------------------------------
 
@@ -640,6 +747,10 @@ class HistoryPoller(Actor):
     # -- commands ----------------------------------------------------------------------------
 
     def on_message(self, body: Any, delivery: Delivery) -> None:
+        """``poller.<op>`` from command_handler. A command's job answers at once that it
+        started (``{"ok": true, "started": job}``), reports ``poller.progress`` to the sender
+        every ``progress_interval_seconds`` and its true end in ``poller.done``; ``poller.cancel``
+        ends one; ``set_universe`` is answered at once."""
         kind = delivery.type
         if not kind.startswith("poller.") or delivery.header.reply_to is None:
             super().on_message(body, delivery)
@@ -647,27 +758,22 @@ class HistoryPoller(Actor):
         op = kind[len("poller."):]
         args = body if isinstance(body, dict) else {}
         try:
-            if op == "warmup":
-                symbols = args.get("symbols") or self.symbols
-                minutes = (args.get("lookback_days", 0) * 1440
-                           or args.get("lookback_hours", 0) * 60
-                           or args.get("min_history_bars") or None)
-                self.scheduler.add("warmup-command", COMMAND,
-                                   self._warmup_job(list(symbols), minutes), delivery)
-            elif op == "backfill":
-                self.scheduler.add("backfill", COMMAND, self._backfill_job(args), delivery)
-            elif op == "tail_guard":
-                self.scheduler.add("tail_guard", COMMAND, self._tail_guard_job(args), delivery)
-            elif op == "republish_tail":
-                self.scheduler.add("republish_tail", COMMAND, self._republish_job(args),
-                                   delivery)
-            elif op == "set_universe":
-                targets = [(normalize_symbol(t["symbol"]), normalize_tf(t["tf"]))
-                           for t in args.get("targets", [])]
-                cap = int(self.settings["max_targets"])
-                self.targets = targets[:cap]
-                self.reply(delivery, "poller.result", {"ok": True, "result": {
-                    "targets": len(self.targets), "capped": len(targets) > cap}})
+            if op == "set_universe":
+                self.reply(delivery, "poller.result", {"ok": True,
+                                                       "result": self._set_universe(args)})
+            elif op == "cancel":
+                self.reply(delivery, "poller.result", self._cancel(str(args.get("job", ""))))
+            elif op in COMMAND_JOBS:
+                job_id = str(args.get("_job") or "{}-{}".format(op, self.counts["jobs"]))
+                self.counts["jobs"] += 1
+                progress: dict[str, Any] = {}
+                item = self.scheduler.add(op, COMMAND, COMMAND_JOBS[op](
+                    self, {key: value for key, value in args.items() if key != "_job"},
+                    progress))
+                item.job_id = job_id
+                item.requester = delivery.header.sender
+                item.progress = progress
+                self.reply(delivery, "poller.result", {"ok": True, "started": job_id})
             else:
                 self.reply(delivery, "poller.result", {"ok": False, "error": {
                     "code": "unknown_command", "message": "no poller command " + op}})
@@ -675,14 +781,65 @@ class HistoryPoller(Actor):
             self.reply(delivery, "poller.result", {"ok": False, "error": {
                 "code": "contract_error", "message": "{}: {}".format(type(exc).__name__, exc)}})
 
+    def _cancel(self, job_id: str) -> dict[str, Any]:
+        item = self.scheduler.find(job_id)
+        if item is None:
+            return {"ok": False, "error": {"code": "unknown_job",
+                                           "message": "no job {} (ended already?)".format(job_id)}}
+        item.job.close()  # its generator ends where it stood; nothing half-published later
+        self.scheduler.remove(item)
+        self.counts["jobs_cancelled"] += 1
+        log.warning("%s: job %s (%s) cancelled at %s", self.name, job_id, item.name,
+                    item.progress)
+        self._finish(item, False, {"code": "cancelled", "message": "cancelled at {}".format(
+            item.progress or "its start")})
+        return {"ok": True, "result": {"cancelled": job_id, "progress": item.progress}}
+
     # -- status --------------------------------------------------------------------------------
+
+    def _feed_status(self) -> dict[str, Any]:
+        """What heartbeat and the host read: the feed's phase, the live universe, seed 004's
+        status entries (``ohlcv.final_1m.coverage_ok``, ``republish.state``, the tail guard's
+        tiers) and the running commands' progress."""
+        now = time.monotonic()
+        feed = {key: value for key, value in self.feed.items() if key != "retry_at"}
+        if self.feed.get("retry_at"):
+            feed["retry_in_seconds"] = round(max(0.0, self.feed["retry_at"] - now), 3)
+        feed.update(cache_enabled=self.cache_enabled,
+                    cache_source="bar store" if self.cache_enabled else None)
+        coverage: dict[str, Any] = {}
+        if self.clock_ms:
+            end = self._horizon() - MINUTE_MS  # tick aggregation's minute is still coming
+            start = end - int(self.settings["tail_guard_near_window_minutes"]) * MINUTE_MS
+            missing = {symbol: len(self._missing(symbol, start, end)) for symbol in self.symbols}
+            coverage = {"coverage_ok": not any(missing.values()), "missing": missing,
+                        "window": [start, end],
+                        "last_open_ms": {symbol: last.open_time for symbol in self.symbols
+                                         if (last := self.store.last(symbol, "1m"))}}
+        return {
+            "feed": feed,
+            "universe": {"mode": self.universe.mode, "targets": [
+                {"symbol": symbol, "tf": tf} for symbol, tf in self.universe.targets]
+                if self.universe.targets is not None else None},
+            "ohlcv": {"final_1m": coverage},
+            "republish": dict(self.republish_status),
+            "tail_guard": dict(self.tail_guard_status),
+            "commands": [{"job": item.job_id, "op": item.name, "progress": dict(item.progress)}
+                         for item in self.scheduler.jobs if item.job_id is not None],
+            "poll_seconds": float(self.settings["poll_seconds"]),
+            "idle_poll_multiplier": float(self.settings["idle_poll_multiplier"]),
+            "lookback_minutes": int(self.settings["tail_guard_window_minutes"]),
+        }
 
     def status(self) -> dict[str, Any]:
         result = super().status()
         store: dict[str, Any] = self.store.status() if hasattr(self, "store") else {}
-        if store.get("read_only") or store.get("quarantined"):
+        if (store.get("read_only") and getattr(self, "cache_enabled", True)) \
+                or store.get("quarantined"):
             result["state"] = "degraded"
         counters: dict[str, int] = store.get("counters", {})
+        if hasattr(self, "feed"):
+            result.update(self._feed_status())
         result.update({
             "ready": getattr(self, "ready", False),
             "store": store,

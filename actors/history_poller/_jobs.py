@@ -11,7 +11,9 @@ flight:
     POLL     polling the targets tick aggregation does not cover
 
 Within a lane jobs run first come, first served; a job waiting to retry (``not_before``) lets
-the next runnable one go. ``RetryPolicy`` says what a refusal costs: ``throttled`` waits the
+the next runnable one go, and a job may yield ``Pace(seconds)`` to step aside for that long (a
+command publishing thousands of bars does, between chunks). ``RetryPolicy`` says what a
+refusal costs: ``throttled`` waits the
 broker's ``retry_after``; ``not_ready`` (the history service is not ready: not a failure) and a
 timeout wait with a growing backoff and are retried up to ``not_ready_retries`` times, then the
 job gets the refusal and leaves those minutes missing (never known-empty), for the next repair.
@@ -27,7 +29,18 @@ from typing import Any
 from bus import Backoff, Delivery
 from protocol.market import HistoryReply, HistoryRequest
 
-Job = Generator[HistoryRequest, HistoryReply, dict[str, Any]]
+
+class Pace:
+    """What a job yields to let the others run: it is stepped again after ``seconds``."""
+
+    __slots__ = ("seconds",)
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+
+Step = HistoryRequest | Pace
+Job = Generator[Step, HistoryReply | None, dict[str, Any]]
 
 LIVE = 0
 WARMUP = 1
@@ -40,7 +53,8 @@ class Scheduled:
     """A job, its lane and where its pending request stands."""
 
     __slots__ = ("name", "lane", "job", "request", "reply", "not_before", "delivery",
-                 "attempts", "started", "order")
+                 "attempts", "started", "order", "job_id", "requester", "progress",
+                 "progress_sent")
 
     def __init__(self, name: str, lane: int, job: Job, delivery: Delivery | None,
                  order: int) -> None:
@@ -54,6 +68,11 @@ class Scheduled:
         self.attempts = 0
         self.started = False
         self.order = order
+        # a command's job: its id, who waits for its end, what it says of its progress
+        self.job_id: str | None = None
+        self.requester: str | None = None
+        self.progress: dict[str, Any] = {}
+        self.progress_sent = 0.0
 
 
 class Scheduler:
@@ -73,6 +92,9 @@ class Scheduler:
 
     def remove(self, item: Scheduled) -> None:
         self.jobs.remove(item)
+
+    def find(self, job_id: str) -> Scheduled | None:
+        return next((item for item in self.jobs if item.job_id == job_id), None)
 
     def runnable(self, now: float) -> Scheduled | None:
         for item in self.jobs:

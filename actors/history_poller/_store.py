@@ -23,6 +23,7 @@ the predecessor's words), and says so in status.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 import zlib
@@ -55,23 +56,36 @@ def _parse(line: str, symbol: str, tf: str) -> Bar:
     if len(fields) != 9:
         raise CorruptFile("expected 9 fields, got {}".format(len(fields)))
     open_time = int(fields[0])
-    return Bar(symbol, tf, open_time, open_time + TF_MS[tf] - 1, float(fields[1]),
-               float(fields[2]), float(fields[3]), float(fields[4]), float(fields[5]),
-               int(fields[6]), True, fields[7] == "1", fields[8])
+    bar = Bar(symbol, tf, open_time, open_time + TF_MS[tf] - 1, float(fields[1]),
+              float(fields[2]), float(fields[3]), float(fields[4]), float(fields[5]),
+              int(fields[6]), True, fields[7] == "1", fields[8])
+    # A right checksum over wrong values (written by hand, or by another program): never a
+    # final bar. NaN fails every comparison.
+    if not (0 < bar.low <= min(bar.open, bar.close) and max(bar.open, bar.close) <= bar.high
+            < math.inf and 0 <= bar.volume < math.inf and bar.tick_count >= 0
+            and (tf in ("4h", "1d") or open_time % TF_MS[tf] == 0)):
+        raise CorruptFile("impossible values at open_time {}: o={} h={} l={} c={} v={}".format(
+            open_time, bar.open, bar.high, bar.low, bar.close, bar.volume))
+    return bar
 
 
 class BarStore:
     """Final bars per (symbol, tf), bounded to the newest ``max_bars`` each."""
 
-    def __init__(self, directory: str, max_bars: int) -> None:
-        self.directory = os.path.abspath(directory)
+    def __init__(self, directory: str | None, max_bars: int) -> None:
+        """``directory`` None: bars in memory only (``cache.enabled`` false), nothing read or
+        written."""
+        self.directory = os.path.abspath(directory) if directory is not None else ""
         self.max_bars = max_bars
-        self.read_only = False
-        self.read_only_reason = ""
+        self.read_only = directory is None
+        self.read_only_reason = "cache.enabled is false: memory only" if directory is None \
+            else ""
         self.counters: Counter[str] = Counter()
         self.quarantined: list[str] = []
         self._bars: dict[tuple[str, str], OrderedDict[int, Bar]] = {}
         self._appended: Counter[tuple[str, str]] = Counter()
+        if not self.directory:
+            return
         try:
             os.makedirs(self.directory, exist_ok=True)
         except OSError as exc:
@@ -88,6 +102,8 @@ class BarStore:
         key = (symbol, tf)
         bars: OrderedDict[int, Bar] = OrderedDict()
         self._bars[key] = bars
+        if not self.directory:
+            return 0
         path = self.path(symbol, tf)
         try:
             with open(path, encoding="utf-8", newline="") as handle:

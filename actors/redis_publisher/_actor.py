@@ -268,8 +268,9 @@ class RedisPublisher(Actor):
     def on_universe(self, body: Any, delivery: Delivery) -> None:
         if isinstance(body, Universe):
             if self.universe is None or body.targets != self.universe.targets:
-                log.info("%s: live universe (%s): %s", self.name, body.mode, ", ".join(
-                    "{}:{}".format(*target) for target in body.targets) or "everything")
+                log.info("%s: live universe (%s): %s", self.name, body.mode, "everything"
+                         if body.targets is None else ", ".join(
+                             "{}:{}".format(*target) for target in body.targets) or "nothing")
             self.universe = body
         else:
             self._refuse(OHLCV, "a {} is not a universe".format(type(body).__name__))
