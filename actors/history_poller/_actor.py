@@ -314,8 +314,11 @@ class HistoryPoller(Actor):
             elif bar.tf != "1m":
                 self.gaps.release(bar.symbol, bar.tf, bar.open_time)
 
-    def _accept(self, bars: Iterable[Bar], before_ms: int, counts: Counter[str]) -> None:
-        """Store and publish fetched history bars: final ones strictly before ``before_ms``."""
+    def _accept(self, bars: Iterable[Bar], before_ms: int, counts: Counter[str],
+                publish: bool = True) -> None:
+        """Store and publish fetched history bars: final ones strictly before ``before_ms``.
+        A command's job stores only (``publish`` False): it publishes what it was asked for
+        afterwards, paced, as the command's."""
         for bar in bars:
             if not bar.complete or bar.open_time >= before_ms:
                 counts["skipped_live"] += 1
@@ -323,8 +326,9 @@ class HistoryPoller(Actor):
             outcome = self.store.put(bar)
             counts[outcome] += 1
             if outcome == "stored":
-                self.publish(bar_topic(bar.symbol, bar.tf), bar)
-                counts["published"] += 1
+                if publish:
+                    self.publish(bar_topic(bar.symbol, bar.tf), bar)
+                    counts["published"] += 1
                 if bar.tf == "1m":
                     self._build_owned(bar.symbol, self.gaps.owned_holding(bar.symbol,
                                                                           bar.open_time))
@@ -383,9 +387,10 @@ class HistoryPoller(Actor):
             if self._derive(symbol, tf, start, end):
                 self.counts["derived_built"] += 1
 
-    def _derive(self, symbol: str, tf: str, start: int, end: int) -> bool:
-        """The derived bar of ``[start, end)`` from the stored 1m bars, stored and published;
-        False when it has no minute or is stored already."""
+    def _derive(self, symbol: str, tf: str, start: int, end: int, publish: bool = True) -> bool:
+        """The derived bar of ``[start, end)`` from the stored 1m bars, stored and published
+        (unless a command's job rebuilds it); False when it has no minute or is stored
+        already."""
         bars = [bar for bar in (self.store.get(symbol, "1m", minute)
                                 for minute in range(start, end, MINUTE_MS)) if bar is not None]
         if not bars:
@@ -397,7 +402,8 @@ class HistoryPoller(Actor):
                       SOURCE_REBUILT)
         if self.store.put(derived) != "stored":
             return False
-        self.publish(bar_topic(symbol, tf), derived)
+        if publish:
+            self.publish(bar_topic(symbol, tf), derived)
         return True
 
     # -- the scheduler -----------------------------------------------------------------------
@@ -560,7 +566,8 @@ class HistoryPoller(Actor):
             start = end
         return bars, failed
 
-    def _rebuild(self, symbol: str, start_ms: int, end_ms: int, counts: Counter[str]) -> None:
+    def _rebuild(self, symbol: str, start_ms: int, end_ms: int, counts: Counter[str],
+                 publish: bool = True) -> None:
         """Derived bars of buckets inside ``[start_ms, end_ms)`` from the stored 1m bars, where
         the store has none yet."""
         minutes = [bar for bar in self.store.bars(symbol, "1m")
@@ -574,7 +581,7 @@ class HistoryPoller(Actor):
                     continue
                 if not self._covered(symbol, start, end):
                     continue
-                if self._derive(symbol, tf, start, end):
+                if self._derive(symbol, tf, start, end, publish):
                     counts["rebuilt"] += 1
 
     def _bucket_end(self, start: int, tf: str) -> int:
@@ -595,7 +602,8 @@ class HistoryPoller(Actor):
                 if not self._known(symbol, minute)]
 
     def _fill(self, symbol: str, minutes: list[int], counts: Counter[str], before_ms: int,
-              priority: bool = False) -> Generator[HistoryRequest, HistoryReply, None]:
+              priority: bool = False, publish: bool = True
+              ) -> Generator[HistoryRequest, HistoryReply, None]:
         """Fetch the given missing minutes (in runs; runs closer than a chunk go in one
         request) and remember the ones history answered without a bar. Only those minutes are
         taken from the answers (one in between may be on its way from tick aggregation), and
@@ -613,7 +621,7 @@ class HistoryPoller(Actor):
         for start, end in runs:
             bars, failed = yield from self._fetch(symbol, "1m", start, end, counts, priority)
             bars = [bar for bar in bars if bar.open_time in asked]
-            self._accept(bars, before_ms, counts)
+            self._accept(bars, before_ms, counts, publish)
             got = {bar.open_time for bar in bars}
             unanswered = [(first, first + chunk) for first in failed]
             while position < len(wanted) and wanted[position] < end:

@@ -218,8 +218,8 @@ def command_warmup(poller: HistoryPoller, args: dict[str, Any],
         begin = poller._lookback_start(symbol, end, plan.lookback_minutes)
         missing = poller._missing(symbol, begin, end)
         if missing:
-            yield from poller._fill(symbol, missing, counts, end)
-        poller._rebuild(symbol, begin, end, counts)
+            yield from poller._fill(symbol, missing, counts, end, publish=False)
+        poller._rebuild(symbol, begin, end, counts, publish=False)
     if plan.publish:
         since = end - plan.window_hours * HOUR_MS
         for symbol in plan.symbols:
@@ -243,11 +243,13 @@ def command_backfill(poller: HistoryPoller, args: dict[str, Any],
     progress.update(step="fetch", start_ms=plan.start_ms, end_ms=plan.end_ms)
     missing = poller._missing(plan.symbol, plan.start_ms, plan.end_ms)
     if missing:
-        yield from poller._fill(plan.symbol, missing, counts, plan.end_ms)
-    poller._rebuild(plan.symbol, plan.start_ms, plan.end_ms, counts)
+        yield from poller._fill(plan.symbol, missing, counts, plan.end_ms, publish=False)
+    poller._rebuild(plan.symbol, plan.start_ms, plan.end_ms, counts, publish=False)
     published = {}
     if plan.publish:
-        tail_from = plan.end_ms - plan.window_hours * HOUR_MS
+        # the range, and the store's tail of window_hours up to now (seed 004: a republish
+        # of the tail after the backfill)
+        tail_from = poller._horizon() + MINUTE_MS - plan.window_hours * HOUR_MS
         for tf in plan.timeframes:
             progress.update(step="publish", tf=tf)
             bars = [bar for bar in poller.store.bars(plan.symbol, tf)
@@ -351,8 +353,8 @@ def command_tail_guard(poller: HistoryPoller, args: dict[str, Any],
         entry["missing_bars"] = len(missing)
         if repair_allowed and missing:
             progress.update(step="repair", missing=len(missing))
-            yield from poller._fill(symbol, missing, counts, end)
-            poller._rebuild(symbol, start, end, counts)
+            yield from poller._fill(symbol, missing, counts, end, publish=False)
+            poller._rebuild(symbol, start, end, counts, publish=False)
             still = poller._missing(symbol, start, end)
             entry["repaired"] = len(missing) - len(still)
             entry["still_missing"] = len(still)
@@ -361,9 +363,12 @@ def command_tail_guard(poller: HistoryPoller, args: dict[str, Any],
                 entry[tier]["after_repair"] = audit(poller, symbol, tfs,
                                                     end - minutes * MINUTE_MS, end)
             if args.get("republish_after_repair", True) and entry["repaired"]:
+                # what the repair stored went nowhere yet: 1m (seed 004) and the derived
+                # timeframes audited, rebuilt from those minutes
                 entry["republish"] = yield from republish(
-                    poller, symbol, ["1m"], max(1, -(-window // 60)),
-                    bool(args.get("republish_force", False)), progress)
+                    poller, symbol, ["1m"] + [tf for tf in tfs if tf != "1m"],
+                    max(1, -(-window // 60)), bool(args.get("republish_force", False)),
+                    progress)
         report[symbol] = entry
     poller.tail_guard_status = {
         tier: {"window_minutes": minutes, "at_ms": poller.clock_ms, "symbols": {

@@ -22,12 +22,13 @@ the predecessor's words), and says so in status.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import os
 import time
 import zlib
-from collections import Counter, OrderedDict
+from collections import Counter
 from typing import Any, Iterable
 
 from protocol.market import TF_MS, Bar
@@ -69,6 +70,45 @@ def _parse(line: str, symbol: str, tf: str) -> Bar:
     return bar
 
 
+class Series:
+    """The bars of one (symbol, tf) by open time, in order. Bars mostly come in order (an
+    append); repairs put older ones in between, which costs one ``insort`` each, not a sort."""
+
+    __slots__ = ("by_time", "order")
+
+    def __init__(self) -> None:
+        self.by_time: dict[int, Bar] = {}
+        self.order: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def get(self, open_time: int) -> Bar | None:
+        return self.by_time.get(open_time)
+
+    def put(self, bar: Bar) -> None:
+        if not self.order or bar.open_time > self.order[-1]:
+            self.order.append(bar.open_time)
+        else:
+            bisect.insort(self.order, bar.open_time)
+        self.by_time[bar.open_time] = bar
+
+    def trim(self, keep: int) -> None:
+        """Forget all but the newest ``keep`` bars."""
+        excess = len(self.order) - keep
+        if excess > 0:
+            for open_time in self.order[:excess]:
+                del self.by_time[open_time]
+            del self.order[:excess]
+
+    def bars(self) -> list[Bar]:
+        by_time = self.by_time
+        return [by_time[open_time] for open_time in self.order]
+
+    def last(self) -> Bar | None:
+        return self.by_time[self.order[-1]] if self.order else None
+
+
 class BarStore:
     """Final bars per (symbol, tf), bounded to the newest ``max_bars`` each."""
 
@@ -82,7 +122,7 @@ class BarStore:
             else ""
         self.counters: Counter[str] = Counter()
         self.quarantined: list[str] = []
-        self._bars: dict[tuple[str, str], OrderedDict[int, Bar]] = {}
+        self._bars: dict[tuple[str, str], Series] = {}
         self._appended: Counter[tuple[str, str]] = Counter()
         if not self.directory:
             return
@@ -100,7 +140,7 @@ class BarStore:
         """Read the file of (symbol, tf) into memory; returns the number of bars. A damaged
         file is quarantined and the key starts empty (to be refetched)."""
         key = (symbol, tf)
-        bars: OrderedDict[int, Bar] = OrderedDict()
+        bars = Series()
         self._bars[key] = bars
         if not self.directory:
             return 0
@@ -120,13 +160,14 @@ class BarStore:
             self._io_error("read " + path, exc)
             return 0
         for bar in sorted(loaded, key=lambda b: b.open_time)[-self.max_bars:]:
-            bars[bar.open_time] = bar
+            bars.put(bar)
         self.counters["loaded"] += len(bars)
         return len(bars)
 
     def bars(self, symbol: str, tf: str) -> list[Bar]:
         """All stored bars of (symbol, tf), oldest first."""
-        return list(self._bars.get((symbol, tf), {}).values())
+        bars = self._bars.get((symbol, tf))
+        return bars.bars() if bars is not None else []
 
     def get(self, symbol: str, tf: str, open_time: int) -> Bar | None:
         bars = self._bars.get((symbol, tf))
@@ -134,12 +175,11 @@ class BarStore:
 
     def last(self, symbol: str, tf: str) -> Bar | None:
         bars = self._bars.get((symbol, tf))
-        if not bars:
-            return None
-        return bars[next(reversed(bars))]
+        return bars.last() if bars is not None else None
 
     def open_times(self, symbol: str, tf: str) -> set[int]:
-        return set(self._bars.get((symbol, tf), {}))
+        bars = self._bars.get((symbol, tf))
+        return set(bars.by_time) if bars is not None else set()
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -162,16 +202,8 @@ class BarStore:
                        existing.volume), existing.source,
                       (bar.open, bar.high, bar.low, bar.close, bar.volume), bar.source)
             return "conflict"
-        if bars and bar.open_time < next(reversed(bars)):
-            # an older bar (a repaired gap): keep the map ordered
-            bars[bar.open_time] = bar
-            ordered = OrderedDict(sorted(bars.items()))
-            bars.clear()
-            bars.update(ordered)
-        else:
-            bars[bar.open_time] = bar
-        while len(bars) > self.max_bars:
-            bars.popitem(last=False)
+        bars.put(bar)
+        bars.trim(self.max_bars)
         self.counters["stored"] += 1
         self._append(bar)
         return "stored"
@@ -207,7 +239,8 @@ class BarStore:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(temporary, "w", encoding="utf-8", newline="") as handle:
                 handle.write(HEADER.format(symbol, tf))
-                handle.writelines(_line(bar) for bar in self._bars.get(key, {}).values())
+                series = self._bars.get(key)
+                handle.writelines(_line(bar) for bar in (series.bars() if series else []))
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(temporary, path)
