@@ -3,15 +3,24 @@
 Metrics are read from the router's stats snapshot (refreshed by the router thread four times a
 second) and the supervisor's view, at scrape time, by a custom collector: nothing on the hot
 path updates a metric object.
+
+Connections are served by a fixed pool of ``http.workers`` threads from a bounded queue; one
+that finds the queue full is closed at once, and one that has not finished its request within
+``http.timeout_seconds`` (a client that sends nothing, or a byte at a time) is cut off. Both are
+counted. An idle or slow client therefore holds at most one worker for that long, never a thread
+of its own for ever.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import queue
+import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -21,6 +30,7 @@ from prometheus_client.registry import Collector
 log = logging.getLogger("fxcm.http")
 
 StatusSource = Callable[[], dict[str, Any]]
+ReadySource = Callable[[], tuple[bool, dict[str, Any]]]
 
 # Router counters exported as <name>_total, with their help text.
 _ROUTER_COUNTERS = {
@@ -37,6 +47,18 @@ _ROUTER_COUNTERS = {
     "internal_errors": ("fxcm_bus_internal_errors", "Router bugs caught and survived"),
     "replies_undeliverable": ("fxcm_bus_replies_undeliverable",
                               "Replies whose requester was gone"),
+    "refused_publishes": ("fxcm_bus_refused_messages",
+                          "Publishes and sends refused: topic or type reserved for other actors"),
+    "refused_hellos": ("fxcm_bus_refused_hellos",
+                       "HELLOs refused: name taken, reserved for the host, malformed, table full"),
+    "refused_controls": ("fxcm_bus_refused_controls",
+                         "Control ops refused: drills disabled, host-only ops"),
+    "detached_expired": ("fxcm_bus_detached_expired",
+                         "Attached actors that did not come back in time: mailboxes dropped"),
+    "expired_messages": ("fxcm_bus_expired_messages",
+                         "Messages dropped with the mailboxes of attached actors that left"),
+    "phantoms_expired": ("fxcm_bus_phantoms_expired",
+                         "Names forgotten: gone, holding no subscription and no message"),
 }
 
 # Per-actor router figures: key -> (metric name, help, counter?).
@@ -54,6 +76,8 @@ _ACTOR_FIGURES = {
                          "Crashes injected on request (crash control op: make chaos)", True),
     "injected_stalls": ("fxcm_bus_injected_stalls",
                         "Stalls injected on request (stall control op: make chaos)", True),
+    "blocked_seconds": ("fxcm_bus_blocked_seconds",
+                        "How long the actor has been held back by backpressure (0: not)", False),
 }
 
 
@@ -116,18 +140,108 @@ class BusCollector(Collector):
             restarts.add_metric([actor], float(figures.get("restarts", 0)))
         yield up
         yield restarts
+        readiness = status.get("readiness")
+        if isinstance(readiness, dict):
+            yield GaugeMetricFamily("fxcm_ready", "1 when /readyz answers 200",
+                                    value=1.0 if readiness.get("ready") else 0.0)
+
+
+class _PoolServer(HTTPServer):
+    """An HTTPServer whose connections a fixed pool of workers serves (see the module)."""
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
+                 workers: int, timeout: float) -> None:
+        super().__init__(address, handler)
+        self.connection_timeout = timeout
+        self.rejected = 0  # the queue was full
+        self.timed_out = 0  # cut off after the timeout
+        self._queue: queue.Queue[socket.socket | None] = queue.Queue(maxsize=4 * workers)
+        self._active: dict[socket.socket, float] = {}
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._threads = [threading.Thread(target=self._work, name="http-{}".format(index),
+                                          daemon=True) for index in range(workers)]
+        self._threads.append(threading.Thread(target=self._reap, name="http-reaper",
+                                              daemon=True))
+        for thread in self._threads:
+            thread.start()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        try:
+            self._queue.put_nowait(request)
+        except queue.Full:
+            self.rejected += 1
+            self.shutdown_request(request)
+
+    def _work(self) -> None:
+        while True:
+            request = self._queue.get()
+            if request is None:
+                return
+            with self._lock:
+                self._active[request] = time.monotonic()
+            try:
+                self.finish_request(request, request.getpeername())
+            except Exception:  # a client that went away mid-request: nothing to serve
+                log.debug("HTTP request failed", exc_info=True)
+            finally:
+                with self._lock:
+                    self._active.pop(request, None)
+                self.shutdown_request(request)
+
+    def _reap(self) -> None:
+        """Cut off connections that took longer than the timeout."""
+        while not self._closed.wait(min(1.0, self.connection_timeout / 4)):
+            deadline = time.monotonic() - self.connection_timeout
+            with self._lock:
+                late = [sock for sock, started in self._active.items() if started < deadline]
+                for sock in late:
+                    del self._active[sock]
+            for sock in late:
+                self.timed_out += 1
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def server_close(self) -> None:
+        super().server_close()
+        self._closed.set()
+        for _ in self._threads:
+            try:
+                self._queue.put_nowait(None)
+            except queue.Full:
+                break  # daemon threads: they end with the process
+
+
+class _HttpCollector(Collector):
+    def __init__(self, server: _PoolServer) -> None:
+        self._server = server
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily("fxcm_http_rejected_connections",
+                                  "HTTP connections closed at once: every worker busy, queue full",
+                                  value=float(self._server.rejected))
+        yield CounterMetricFamily("fxcm_http_timed_out_connections",
+                                  "HTTP connections cut off after http.timeout_seconds",
+                                  value=float(self._server.timed_out))
 
 
 class HttpServer:
     """Serves the host's endpoints on one port in a background thread."""
 
     def __init__(self, host: str, port: int, status: StatusSource,
-                 live: Callable[[], bool], ready: Callable[[], tuple[bool, list[str]]]) -> None:
+                 live: Callable[[], bool], ready: ReadySource, timeout: float = 10.0,
+                 workers: int = 8) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(BusCollector(status))
         registry = self.registry
+        read_timeout = float(timeout)
 
         class Handler(BaseHTTPRequestHandler):
+            # each read of the request waits at most this long (the pool cuts the whole off)
+            timeout = read_timeout
+
             def do_GET(self) -> None:  # the stdlib names it
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
@@ -137,8 +251,8 @@ class HttpServer:
                     ok = live()
                     self._json(200 if ok else 503, {"live": ok})
                 elif path == "/readyz":
-                    ok, missing = ready()
-                    self._json(200 if ok else 503, {"ready": ok, "not_running": missing})
+                    ok, details = ready()
+                    self._json(200 if ok else 503, dict(details, ready=ok))
                 elif path == "/status":
                     self._json(200, status())
                 else:
@@ -158,8 +272,8 @@ class HttpServer:
             def log_message(self, format: str, *args: Any) -> None:
                 log.debug("%s " + format, self.address_string(), *args)
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
+        self._server = _PoolServer((host, port), Handler, workers, timeout)
+        self.registry.register(_HttpCollector(self._server))
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="http",
                                         daemon=True)
