@@ -4,23 +4,25 @@ Metrics are read from the router's stats snapshot (refreshed by the router threa
 second) and the supervisor's view, at scrape time, by a custom collector: nothing on the hot
 path updates a metric object.
 
-Connections are served by a fixed pool of ``http.workers`` threads from a bounded queue; one
-that finds the queue full is closed at once, and one that has not finished its request within
-``http.timeout_seconds`` (a client that sends nothing, or a byte at a time) is cut off. Both are
-counted. An idle or slow client therefore holds at most one worker for that long, never a thread
-of its own for ever.
+One thread accepts connections and reads request heads (a selector); only a complete request
+goes to the fixed pool of ``http.workers`` threads. A connection that has not sent its request
+within ``http.timeout_seconds`` (a client that sends nothing, or a byte at a time) is closed; a
+connection beyond the bounds (too many being read, every worker busy) is closed at once; both
+are counted. An idle or slow client costs a descriptor for that long, never a thread.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import queue
+import selectors
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -146,76 +148,136 @@ class BusCollector(Collector):
                                     value=1.0 if readiness.get("ready") else 0.0)
 
 
-class _PoolServer(HTTPServer):
-    """An HTTPServer whose connections a fixed pool of workers serves (see the module)."""
+class _Listener:
+    """Accepts connections and reads their requests in one thread (a selector); complete
+    requests go to a fixed pool of workers through a bounded queue. A connection that has not
+    sent its whole request head within the timeout is closed; beyond ``max_open`` connections
+    being read, or a full queue, a new one is closed at once. Both are counted."""
 
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
+    MAX_HEAD_BYTES = 16384
+
+    def __init__(self, host: str, port: int, handler: type[BaseHTTPRequestHandler],
                  workers: int, timeout: float) -> None:
-        super().__init__(address, handler)
-        self.connection_timeout = timeout
-        self.rejected = 0  # the queue was full
-        self.timed_out = 0  # cut off after the timeout
-        self._queue: queue.Queue[socket.socket | None] = queue.Queue(maxsize=4 * workers)
-        self._active: dict[socket.socket, float] = {}
-        self._lock = threading.Lock()
-        self._closed = threading.Event()
-        self._threads = [threading.Thread(target=self._work, name="http-{}".format(index),
-                                          daemon=True) for index in range(workers)]
-        self._threads.append(threading.Thread(target=self._reap, name="http-reaper",
-                                              daemon=True))
-        for thread in self._threads:
-            thread.start()
-
-    def process_request(self, request: Any, client_address: Any) -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
         try:
-            self._queue.put_nowait(request)
-        except queue.Full:
-            self.rejected += 1
-            self.shutdown_request(request)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.sock.bind((host, port))
+            self.sock.listen(128)
+        except OSError:
+            self.sock.close()
+            raise
+        self.sock.setblocking(False)
+        self.server_address = self.sock.getsockname()
+        self.handler = handler
+        self.timeout = timeout
+        self.max_open = 32 * workers
+        self.rejected = 0  # closed at once: too many open, or every worker busy
+        self.timed_out = 0  # closed: no complete request within the timeout
+        self._reading: dict[socket.socket, tuple[bytearray, float, Any]] = {}
+        self._queue: queue.Queue[tuple[socket.socket, bytes, Any] | None] = queue.Queue(
+            maxsize=4 * workers)
+        self._selector = selectors.DefaultSelector()
+        self._stop = threading.Event()
+        self._workers = [threading.Thread(target=self._work, name="http-{}".format(index),
+                                          daemon=True) for index in range(workers)]
+
+    def serve(self) -> None:
+        for worker in self._workers:
+            worker.start()
+        self._selector.register(self.sock, selectors.EVENT_READ)
+        try:
+            while not self._stop.is_set():
+                for key, _ in self._selector.select(0.25):
+                    if key.fileobj is self.sock:
+                        self._accept()
+                    else:
+                        self._read(key.fileobj)  # type: ignore[arg-type]
+                now = time.monotonic()
+                for conn, (_, deadline, _) in list(self._reading.items()):
+                    if now > deadline:
+                        self.timed_out += 1
+                        self._drop(conn)
+        finally:
+            for conn in list(self._reading):
+                self._drop(conn)
+            self._selector.close()
+            self.sock.close()
+            for _ in self._workers:
+                try:
+                    self._queue.put_nowait(None)
+                except queue.Full:
+                    break  # daemon threads: they end with the process
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def _accept(self) -> None:
+        for _ in range(64):
+            try:
+                conn, address = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # out of descriptors: say so, and try again later
+                log.warning("HTTP accept failed: %s", exc)
+                return
+            if len(self._reading) >= self.max_open:
+                self.rejected += 1
+                conn.close()
+                continue
+            conn.setblocking(False)
+            self._reading[conn] = (bytearray(), time.monotonic() + self.timeout, address)
+            self._selector.register(conn, selectors.EVENT_READ)
+
+    def _read(self, conn: socket.socket) -> None:
+        entry = self._reading.get(conn)
+        if entry is None:
+            return
+        try:
+            chunk = conn.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            chunk = b""
+        head = entry[0]
+        head += chunk
+        if not chunk or len(head) > self.MAX_HEAD_BYTES:
+            self._drop(conn)
+        elif b"\r\n\r\n" in head or b"\n\n" in head:
+            self._selector.unregister(conn)
+            del self._reading[conn]
+            try:
+                self._queue.put_nowait((conn, bytes(head), entry[2]))
+            except queue.Full:
+                self.rejected += 1
+                conn.close()
+
+    def _drop(self, conn: socket.socket) -> None:
+        self._reading.pop(conn, None)
+        try:
+            self._selector.unregister(conn)
+        except (KeyError, ValueError):
+            pass
+        conn.close()
 
     def _work(self) -> None:
         while True:
-            request = self._queue.get()
-            if request is None:
+            item = self._queue.get()
+            if item is None:
                 return
-            with self._lock:
-                self._active[request] = time.monotonic()
+            conn, head, address = item
             try:
-                self.finish_request(request, request.getpeername())
-            except Exception:  # a client that went away mid-request: nothing to serve
-                log.debug("HTTP request failed", exc_info=True)
+                conn.setblocking(True)
+                conn.settimeout(self.timeout)  # a client that does not read its answer
+                self.handler((conn, head), address, self)  # type: ignore[arg-type]
+            except Exception:  # a client gone mid-answer: nothing more to do for it
+                log.debug("HTTP request from %s failed", address, exc_info=True)
             finally:
-                with self._lock:
-                    self._active.pop(request, None)
-                self.shutdown_request(request)
-
-    def _reap(self) -> None:
-        """Cut off connections that took longer than the timeout."""
-        while not self._closed.wait(min(1.0, self.connection_timeout / 4)):
-            deadline = time.monotonic() - self.connection_timeout
-            with self._lock:
-                late = [sock for sock, started in self._active.items() if started < deadline]
-                for sock in late:
-                    del self._active[sock]
-            for sock in late:
-                self.timed_out += 1
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def server_close(self) -> None:
-        super().server_close()
-        self._closed.set()
-        for _ in self._threads:
-            try:
-                self._queue.put_nowait(None)
-            except queue.Full:
-                break  # daemon threads: they end with the process
+                conn.close()
 
 
 class _HttpCollector(Collector):
-    def __init__(self, server: _PoolServer) -> None:
+    def __init__(self, server: _Listener) -> None:
         self._server = server
 
     def collect(self) -> Iterator[Metric]:
@@ -236,11 +298,14 @@ class HttpServer:
         self.registry = CollectorRegistry()
         self.registry.register(BusCollector(status))
         registry = self.registry
-        read_timeout = float(timeout)
 
         class Handler(BaseHTTPRequestHandler):
-            # each read of the request waits at most this long (the pool cuts the whole off)
-            timeout = read_timeout
+            def setup(self) -> None:
+                # the listener has read the request head already; the answer goes to the socket
+                conn, head = self.request
+                self.connection = conn
+                self.rfile = io.BytesIO(head)
+                self.wfile = conn.makefile("wb")
 
             def do_GET(self) -> None:  # the stdlib names it
                 path = self.path.split("?", 1)[0]
@@ -272,15 +337,14 @@ class HttpServer:
             def log_message(self, format: str, *args: Any) -> None:
                 log.debug("%s " + format, self.address_string(), *args)
 
-        self._server = _PoolServer((host, port), Handler, workers, timeout)
+        self._server = _Listener(host, port, Handler, workers, timeout)
         self.registry.register(_HttpCollector(self._server))
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="http",
-                                        daemon=True)
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(target=self._server.serve, name="http", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.close()
+        self._thread.join(5)
