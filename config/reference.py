@@ -13,8 +13,9 @@ from config.settings import ACTOR_DEFAULTS, ENVIRONMENT, load_defaults
 
 # One line per key that needs words beyond its name; the rest read well enough as they are.
 MEANING = {
-    "run_dir": "sockets, lock, bus.json, a replay's timeline; created 0700; one host per run dir "
-               "(default $XDG_RUNTIME_DIR/fxcm or /tmp/fxcm-<uid>)",
+    "run_dir": "sockets, lock, bus.json, the embedded Redis's password, a replay's timeline; "
+               "created 0700; refused unless ours alone (not a symlink, not writable by others); "
+               "one host per run dir (default $XDG_RUNTIME_DIR/fxcm or /tmp/fxcm-<uid>)",
     "symbols": "the universe: streamed, aggregated, warmed up",
     "price_basis": "mid, bid or ask; the same for tick bars and history bars",
     "instruments": "{SYMBOL: {\"digits\": n}}: quote decimals where the broker does not say "
@@ -41,13 +42,27 @@ MEANING = {
     "history_poller.warmup_bars": "warmup reaches back this many open minutes",
     "history_poller.max_bars": "bars kept per (symbol, tf) in the store",
     "cache.dir": "the bar store",
-    "redis.url": "embedded (a redis-server the host starts), redis://, rediss://, unix://",
+    "redis.url": "embedded (a redis-server the host starts, with a password in "
+                 "<run_dir>/redis.pass and no dangerous commands), redis://, rediss://, unix://",
+    "redis.port": "TCP port of the embedded Redis on 127.0.0.1 (0: its unix socket only)",
     "redis.required": "false: no Redis at all, bars go to the journal (file-only)",
     "channels.prefix": "channel names are <prefix>:<name> unless overridden below",
     "redis_publisher.last_bars": "late-joiner keys keep this many final bars per (symbol, tf)",
     "redis_publisher.journal_max_bytes": "at the bound the journal refuses: backpressure",
     "command_handler.auth_mode": "off, rolling, required; auto = required when a secret is set",
     "bus.mailbox_bound": "lossless subscription bound (per actor: actors[].mailbox_bounds)",
+    "bus.drills": "allow the crash, stall and release ops (fxcm crash, make chaos); off in "
+                  "production",
+    "bus.detached_mailbox_seconds": "an attached actor (not in actors) gone this long loses its "
+                                    "mailboxes, so it holds no producer back (fxcm detach: now)",
+    "bus.max_peers": "at most this many attached names in the router; more HELLOs are refused",
+    "bus.reserved_topics": "{topic prefix: [actors]}: only these may publish (or send) under "
+                           "it; enforced where one of them is an actor of this host",
+    "http.timeout_seconds": "a connection must send its request within this; also per write",
+    "http.workers": "threads answering requests (idle connections hold none)",
+    "health.feed_stall_seconds": "/readyz fails when no tick or bar moved this long with the "
+                                 "market open, or a producer is held back this long; 0 = off",
+    "health.flow_topics": "topic prefixes whose messages count as the feed moving",
     "supervisor.max_restarts": "more restarts than this in restart_window_seconds: the host "
                                "stops in order and exits 1",
     "shutdown.drain_seconds": "time to drain lossless mailboxes on SIGTERM",
@@ -61,7 +76,7 @@ ACTOR_MEANING = {
     "settings": "the actor's own settings, over its section",
 }
 
-FREE_FORM = {"min_interval_seconds", "instruments"}
+FREE_FORM = {"min_interval_seconds", "instruments", "reserved_topics"}
 
 
 def rows() -> list[tuple[str, Any]]:
