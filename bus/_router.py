@@ -40,6 +40,10 @@ log = logging.getLogger("fxcm.router")
 
 DIRECT = "@direct"  # the topic name of an actor's point-to-point mailbox
 
+# The router's name for a connection on its ipc socket: the routing id behind this byte (the
+# inproc socket's own routing ids, made by ZeroMQ, start with a zero byte).
+IPC_TAG = b"\xff"
+
 IPC_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
 
 # Sane maxima for what a HELLO may declare (a 2**64 bound is not a bound).
@@ -228,6 +232,8 @@ class Router(object):
         self._last_malformed_log = 0.0
         self._suppressed_malformed = 0
         self._host_info: Dict[str, Any] = {}
+        self._sock: Optional[zmq.Socket] = None
+        self._ipc: Optional[zmq.Socket] = None
         self.last_turn = 0.0  # monotonic time of the last loop turn; /livez reads it
         self.stats_snapshot: Dict[str, Any] = {}
         self.started_at = time.time()
@@ -279,8 +285,7 @@ class Router(object):
     def is_alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def _bind(self) -> Tuple[zmq.Socket, Optional[zmq.Socket]]:
-        settings = self.settings
+    def _router_socket(self) -> zmq.Socket:
         sock = self.context.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -288,17 +293,27 @@ class Router(object):
         sock.setsockopt(zmq.SNDHWM, 0)
         sock.setsockopt(zmq.RCVHWM, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, 64 * 1024 * 1024)
+        return sock
+
+    def _bind(self) -> Tuple[zmq.Socket, Optional[zmq.Socket], Optional[zmq.Socket]]:
+        """The inproc ROUTER, the ipc ROUTER and the tap. Two ROUTER sockets, so that the
+        router knows for certain which peers are threads of the host (inproc) and which are
+        other processes (ipc: watched for liveness), whatever a peer claims."""
+        settings = self.settings
+        sock = self._router_socket()
+        ipc = None
         tap = None
         try:
             sock.bind(settings.inproc_endpoint)
             if settings.bind_ipc:
                 prepare_run_dir(settings.run_dir)
+                ipc = self._router_socket()
                 bus_endpoint = settings.bus_endpoint
                 _remove_stale_socket(bus_endpoint)
                 # The socket file is created by bind with the umask; tighten it right after.
                 old_umask = os.umask(0o177)
                 try:
-                    sock.bind(bus_endpoint)
+                    ipc.bind(bus_endpoint)
                 finally:
                     os.umask(old_umask)
                 os.chmod(bus_endpoint[len("ipc://"):], 0o600)
@@ -315,27 +330,30 @@ class Router(object):
                 finally:
                     os.umask(old_umask)
         except BaseException as exc:
-            sock.close(0)
-            if tap is not None:
-                tap.close(0)
+            for opened in (sock, ipc, tap):
+                if opened is not None:
+                    opened.close(0)
             if not isinstance(exc, zmq.ZMQError):
                 raise  # an unsafe run dir says so itself
             endpoint = settings.bus_endpoint if settings.bind_ipc else settings.inproc_endpoint
             raise EndpointError("router cannot bind ({}): {}".format(endpoint, exc)) from exc
-        return sock, tap
+        return sock, ipc, tap
 
     def _run(self) -> None:
         try:
-            sock, tap = self._bind()
+            sock, ipc, tap = self._bind()
         except BaseException as exc:
             self._error = exc
             self._ready.set()
             return
         self._sock = sock
+        self._ipc = ipc
         self._tap = tap
         self._ready.set()
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
+        if ipc is not None:
+            poller.register(ipc, zmq.POLLIN)
         if tap is not None:
             poller.register(tap, zmq.POLLIN)
         handle = self._handle
@@ -353,6 +371,14 @@ class Router(object):
                         except zmq.Again:
                             break
                         handle(frames, now)
+                if ipc is not None and events.get(ipc):
+                    for _ in range(2048):
+                        try:
+                            frames = recv_frames(ipc, NOBLOCK)
+                        except zmq.Again:
+                            break
+                        frames[0] = IPC_TAG + frames[0]  # the connection, as this router names it
+                        handle(frames, now)
                 if tap is not None and events.get(tap):
                     self._on_tap_subscription(tap)
                 if now >= next_housekeeping:
@@ -362,9 +388,9 @@ class Router(object):
             log.exception("router loop died")
             raise
         finally:
-            sock.close(0)
-            if tap is not None:
-                tap.close(0)
+            for opened in (sock, ipc, tap):
+                if opened is not None:
+                    opened.close(0)
 
     # -- input -----------------------------------------------------------------------------
 
@@ -482,10 +508,8 @@ class Router(object):
         actor.trusted = trusted
         actor.incarnation = incarnation if isinstance(incarnation, str) else ""
         actor.meta = meta
-        # Only the host's own connections may claim to be threads of the host (exempt from
-        # the liveness check); everybody else is watched like an ipc peer.
-        transport = str(meta.get("transport", ""))
-        actor.transport = transport if trusted or transport == "ipc" else "ipc"
+        # the socket it came on, not what it claims: ipc peers are watched for liveness
+        actor.transport = "ipc" if conn[:1] == IPC_TAG else "inproc"
         pid = meta.get("pid", 0)
         actor.pid = pid if isinstance(pid, int) and not isinstance(pid, bool) else 0
         actor.prefetch = prefetch
@@ -951,16 +975,25 @@ class Router(object):
             frames = [conn, wire.SIGNATURE, wire.DELIVERN, wire.pack(
                 [[delivery_id, envelope.deliveries, envelope.topic, envelope.header,
                   envelope.body] for delivery_id, envelope in batch])]
+        if conn[:1] == IPC_TAG:
+            frames[0] = conn[1:]
+            sock = self._ipc
+        else:
+            sock = self._sock
         try:
-            send_frames(self._sock, frames, NOBLOCK)
+            send_frames(sock, frames, NOBLOCK)
         except zmq.ZMQError as exc:
             self._send_failed(actor, exc)
             return
         actor.last_send = time.monotonic()
 
     def _send(self, conn: bytes, frames: List[bytes]) -> None:
+        if conn[:1] == IPC_TAG:
+            sock, routing_id = self._ipc, conn[1:]
+        else:
+            sock, routing_id = self._sock, conn
         try:
-            send_frames(self._sock, [conn, wire.SIGNATURE] + frames, NOBLOCK)
+            send_frames(sock, [routing_id, wire.SIGNATURE] + frames, NOBLOCK)
         except zmq.ZMQError as exc:
             actor = self._by_conn.get(conn)
             if actor is not None:

@@ -260,6 +260,7 @@ print(json.dumps(result))
     assert result["auth"].startswith("-WRONGPASS")
 
 
+@pytest.mark.timeout(240)
 def test_the_banners_watch_lines_work_as_printed(host: HostProcess) -> None:
     lines = [line.split("fxcm.host:", 1)[1].strip() for line in host.output().splitlines()
              if "fxcm.host:" in line and ("watch: " in line or "   or: " in line)]
@@ -409,6 +410,7 @@ def forged_bar() -> Bar:
                "tick")
 
 
+@pytest.mark.timeout(300)
 def test_an_attached_actor_cannot_forge_bars_or_health(host: HostProcess) -> None:
     subscriber = RedisSubscriber(embedded_redis_url(host.run_dir), ["fxcm:ohlcv"])
     client = BusClient("forger", "ipc://" + os.path.join(host.run_dir, "bus.sock"))
@@ -529,6 +531,7 @@ def feed_held(run_dir: str) -> bool:
     return bool(session["blocked"]) and "collector:tick." in session["blocked_by"]
 
 
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("leaves", ["ctrl-c", "kill -9"])
 def test_a_vanished_attached_subscriber_stops_holding_the_feed(
         tmp_path: Path, run_dir: str, leaves: str) -> None:
@@ -570,6 +573,7 @@ def test_a_vanished_attached_subscriber_stops_holding_the_feed(
         host.stop()
 
 
+@pytest.mark.timeout(300)
 def test_fxcm_detach_releases_a_gone_subscriber_by_hand(tmp_path: Path, run_dir: str) -> None:
     path = pipeline(tmp_path, run_dir, bus={"mailbox_bound": 200,
                                             "detached_mailbox_seconds": 3600.0},
@@ -685,6 +689,7 @@ def test_idle_http_connections_hold_no_thread_and_are_cut_off(tmp_path: Path,
 
 # -- 9. readiness ---------------------------------------------------------------------------------
 
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("stalled, reason", [
     ("tick_aggregator", "fxcm_session held back by backpressure"),
     ("fxcm_session", "no tick or bar published for"),
@@ -756,6 +761,7 @@ LEAST_PRIVILEGE = [
     "+unsubscribe"]
 
 
+@pytest.mark.timeout(420)
 @pytest.mark.parametrize("rules", [
     ["~fxcm:*", "resetchannels", "&fxcm:*", "+@all", "-@dangerous"],
     LEAST_PRIVILEGE,
