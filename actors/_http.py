@@ -50,7 +50,7 @@ _ROUTER_COUNTERS = {
     "replies_undeliverable": ("fxcm_bus_replies_undeliverable",
                               "Replies whose requester was gone"),
     "refused_publishes": ("fxcm_bus_refused_messages",
-                          "Publishes and sends refused: topic or type reserved for other actors"),
+                          "Publishes refused: topic reserved for others (bus.reserved_topics)"),
     "refused_hellos": ("fxcm_bus_refused_hellos",
                        "HELLOs refused: name taken, reserved for the host, malformed, table full"),
     "refused_controls": ("fxcm_bus_refused_controls",

@@ -1,7 +1,7 @@
 """Who may put what on the bus: reserved topic prefixes and their owners.
 
-A PUB topic or a SEND type under a reserved prefix may come only from that prefix's owners
-(actor names); ``actor.status.<name>`` only from ``<name>``; anything else from anyone. The
+A topic under a reserved prefix may be published only by that prefix's owners (actor names);
+``actor.status.<name>`` only by ``<name>``; anything else by anyone. The
 longest matching reserved prefix decides. The router enforces it (a refused message is counted
 and answered with DENY); the client checks the same rule before sending, so a refused publish
 raises at the call site. The rule lives here once for both.
@@ -21,7 +21,7 @@ STATUS_PREFIX = "actor.status."
 
 
 def owners_of(topic: str, reserved: Mapping[str, Sequence[str]]) -> Optional[FrozenSet[str]]:
-    """The names that may publish ``topic`` (or send a message of that type); None: anyone."""
+    """The names that may publish ``topic``; None: anyone."""
     if topic.startswith(STATUS_PREFIX):
         return frozenset([topic[len(STATUS_PREFIX):]])
     best = None

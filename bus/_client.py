@@ -393,7 +393,6 @@ class BusClient(object):
     def send(self, dest: str, msg_type: str, body: Any, timeout: Optional[float] = None,
              corr: Optional[str] = None, reply_to: Optional[str] = None) -> bool:
         """Send ``body`` to the actor ``dest``'s mailbox; credit rules as in ``publish``."""
-        self._check_allowed(msg_type)
         item = [b"S", dest.encode("utf-8"), msg_type.encode("utf-8"),
                 self.header(msg_type, corr, reply_to), wire.pack(to_wire(body))]
         if not self._take_credit(timeout):
@@ -406,8 +405,8 @@ class BusClient(object):
         return True
 
     def _check_allowed(self, topic: str) -> None:
-        """Raise BusDenied for a topic (or type) reserved for other actors, and for a refusal
-        the router sent since the last call: a refused message never passes silently."""
+        """Raise BusDenied for a topic reserved for other actors, and for a refusal the
+        router sent since the last call: a refused publish never passes silently."""
         denial = self._denial
         if denial is not None:
             self._denial = None
@@ -422,8 +421,8 @@ class BusClient(object):
             self._allowed[topic] = allowed
         if not allowed:
             self.stats["denied"] += 1
-            raise BusDenied("{}: may not publish or send {!r}: it is reserved for other actors "
-                            "of the host (bus.reserved_topics)".format(self.name, topic))
+            raise BusDenied("{}: may not publish {!r}: it is reserved for other actors of the "
+                            "host (bus.reserved_topics)".format(self.name, topic))
 
     def _queue(self, item: List[bytes]) -> None:
         self._outbox.append(item)

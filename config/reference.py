@@ -56,8 +56,8 @@ MEANING = {
     "bus.detached_mailbox_seconds": "an attached actor (not in actors) gone this long loses its "
                                     "mailboxes, so it holds no producer back (fxcm detach: now)",
     "bus.max_peers": "at most this many attached names in the router; more HELLOs are refused",
-    "bus.reserved_topics": "{topic prefix: [actors]}: only these may publish (or send) under "
-                           "it; enforced where one of them is an actor of this host",
+    "bus.reserved_topics": "{topic prefix: [actors]}: only these may publish under it; "
+                           "enforced where one of them is an actor of this host",
     "http.timeout_seconds": "a connection must send its request within this; also per write",
     "http.workers": "threads answering requests (idle connections hold none)",
     "health.feed_stall_seconds": "/readyz fails when no tick or bar moved this long with the "
