@@ -468,7 +468,7 @@ class Router(object):
             raise ProtocolError("HELLO ack_mode must be 'auto' or 'checkpoint'")
         token = meta.pop("token", None)
         incarnation = meta.pop("incarnation", None)
-        trusted = isinstance(token, str) and hmac.compare_digest(token, self.token)
+        trusted = _same_secret(token, self.token)
         if (name.startswith("$") or name in self._declared) and not trusted:
             self._refuse_hello(conn, name, "the name {!r} belongs to the host's own actors"
                                .format(name))
@@ -486,9 +486,8 @@ class Router(object):
                 return
             actor = self._actor(name, host=name.startswith("$"))
         elif actor.conn is not None and actor.conn != conn and not trusted \
-                and self._is_live(actor, now) and not (
-                    isinstance(incarnation, str) and incarnation
-                    and hmac.compare_digest(incarnation, actor.incarnation)):
+                and self._is_live(actor, now) and not _same_secret(incarnation,
+                                                                    actor.incarnation):
             self._refuse_hello(conn, name, "the name {!r} is held by a live connection (pid {})"
                                .format(name, actor.pid))
             return
@@ -546,7 +545,7 @@ class Router(object):
 
     def _refuse_hello(self, conn: bytes, name: str, reason: str) -> None:
         self.counters["refused_hellos"] += 1
-        self._log_refusal("refused HELLO as %r: %s", name, reason)
+        self._log_refusal("refused HELLO as %r: %s", name[:80], reason)
         self._send(conn, [wire.DENY, wire.HELLO, reason.encode("utf-8")])
 
     def _log_refusal(self, message: str, *args: Any) -> None:
@@ -789,14 +788,11 @@ class Router(object):
         if op == "alive":
             # an ipc peer's keepalive (its own socket): its actor is busy, not gone. No answer.
             actor = self._actors.get(str(request.get("name")))
-            incarnation = request.get("incarnation")
-            if actor is not None and actor.conn is not None and actor.incarnation \
-                    and isinstance(incarnation, str) \
-                    and hmac.compare_digest(incarnation, actor.incarnation):
+            if actor is not None and actor.conn is not None \
+                    and _same_secret(request.get("incarnation"), actor.incarnation):
                 actor.last_recv = time.monotonic()
             return
-        token = request.get("token")
-        privileged = isinstance(token, str) and hmac.compare_digest(token, self.token)
+        privileged = _same_secret(request.get("token"), self.token)
         result: Dict[str, Any] = {"ok": True}
         if op == "status":
             result["status"] = self._stats()
@@ -1197,6 +1193,14 @@ class Router(object):
             "host": self._host_info,
             "ts": time.time(),
         }
+
+
+def _same_secret(given: Any, expected: str) -> bool:
+    """``given`` (from a peer: anything) equals the non-empty secret ``expected``, compared in
+    constant time."""
+    if not expected or not isinstance(given, str):
+        return False
+    return hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode("utf-8"))
 
 
 def _parse_subscriptions(raw: Any) -> List[Tuple[str, str, int]]:
