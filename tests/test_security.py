@@ -769,7 +769,7 @@ LEAST_PRIVILEGE = [
 def test_the_pipeline_publishes_to_a_redis_user_with_a_least_privilege_acl(
         tmp_path: Path, run_dir: str, rules: list[str]) -> None:
     redis_dir = tempfile.mkdtemp(prefix="fxcm-a-")
-    server = EmbeddedRedis(redis_dir, free_port())
+    server = EmbeddedRedis(redis_dir, free_port(), bound_to_parent=True)  # none left behind
     server.start()
     host = None
     try:
