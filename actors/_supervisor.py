@@ -142,16 +142,21 @@ class ThreadRunner(Runner):
 
 
 class ProcessRunner(Runner):
-    """A child process running ``python -m actors.child`` on the configured interpreter."""
+    """A child process running ``python -m actors.child`` on the configured interpreter.
+
+    Its settings (which may hold a Redis password), bus overrides and the host's token go to
+    it on stdin (``--stdin``), never on its command line: ``ps`` shows argv to every user."""
 
     placement = "process"
 
     def __init__(self, spec: ActorSpec, generation: int, events: queue.Queue[Exit],
-                 run_dir: str, log_level: str, overrides: dict[str, object]) -> None:
+                 run_dir: str, log_level: str, overrides: dict[str, object],
+                 token: str | None = None) -> None:
         super().__init__(spec, generation, events)
         self.run_dir = run_dir
         self.log_level = log_level
         self.overrides = overrides
+        self.token = token
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -165,9 +170,13 @@ class ProcessRunner(Runner):
             raise ConfigError("actors[{}].python: no interpreter {!r}".format(
                 self.spec.name, python))
         return [resolved, "-m", "actors.child", "--run-dir", self.run_dir,
-                "--name", self.spec.name, "--settings", json.dumps(self.spec.settings),
-                "--options", json.dumps(self.overrides), "--log-level", self.log_level,
+                "--name", self.spec.name, "--stdin", "--log-level", self.log_level,
                 "--placement", "process", self.spec.cls]
+
+    def stdin_payload(self) -> bytes:
+        """What the child reads on stdin (actors/child.py ``--stdin``)."""
+        return json.dumps({"settings": self.spec.settings, "options": self.overrides,
+                           "token": self.token}).encode("utf-8")
 
     def start(self) -> None:
         cwd = self.spec.cwd or os.path.join(self.run_dir, "actors", self.spec.name)
@@ -176,7 +185,7 @@ class ProcessRunner(Runner):
         env["PYTHONPATH"] = os.pathsep.join(
             [SOURCE_ROOT] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
         self.process = subprocess.Popen(
-            self.command(), cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+            self.command(), cwd=cwd, env=env, stdin=subprocess.PIPE,
             # Its own process group: a Ctrl-C on the host's terminal reaches the host, which
             # then stops the children in order instead of all at once.
             start_new_session=True)
@@ -184,7 +193,14 @@ class ProcessRunner(Runner):
 
     def _wait(self) -> None:
         process = self.process
-        assert process is not None
+        assert process is not None and process.stdin is not None
+        try:
+            # Written here, not in start(): a payload over the pipe's buffer must not block
+            # the supervisor until the child reads it.
+            process.stdin.write(self.stdin_payload())
+            process.stdin.close()
+        except OSError as exc:  # the child died before reading: its exit code says why
+            log.warning("%s: could not hand the child its settings: %s", self.spec.name, exc)
         code = process.wait()
         if code == 0 and self._stop_requested:
             error = ""

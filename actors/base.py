@@ -88,7 +88,8 @@ class RunOptions(object):
                  status_interval: float = 2.0,
                  mailbox_bounds: Optional[Dict[str, int]] = None,
                  context: Optional[zmq.Context] = None, connect_timeout: float = 10.0,
-                 placement: str = "thread", run_dir: Optional[str] = None) -> None:
+                 placement: str = "thread", run_dir: Optional[str] = None,
+                 token: Optional[str] = None) -> None:
         self.endpoint = endpoint
         self.mailbox_bound = mailbox_bound
         self.prefetch = prefetch
@@ -102,6 +103,8 @@ class RunOptions(object):
         # The host's run dir, when the runner knows it: where an actor may keep small state
         # files that must outlive its instance within one host run (see Actor.run_dir).
         self.run_dir = run_dir
+        # The host's secret for its own actors (bus/_router.py): None for attached ones.
+        self.token = token
 
 
 class _Timer(object):
@@ -302,7 +305,7 @@ class Actor(object):
             subscriptions=self._subscriptions(options), prefetch=prefetch,
             ack_mode=self.ack_mode,
             meta={"placement": options.placement, "class": type(self).__name__},
-            batching=True)
+            batching=True, token=options.token)
         client.on_welcome = self._on_welcome
         self.client = client
         self.set_state(STARTING)

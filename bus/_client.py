@@ -22,9 +22,16 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 import zmq
 
+from bus._acl import may_publish
 from bus._frames import NOBLOCK, recv_frames, send_frames
 from protocol import wire
-from protocol.errors import BackpressureError, EndpointError, ProtocolError, RequestTimeout
+from protocol.errors import (
+    BackpressureError,
+    BusDenied,
+    EndpointError,
+    ProtocolError,
+    RequestTimeout,
+)
 from protocol.messages import from_wire, to_wire, wire_name
 
 log = logging.getLogger("fxcm.bus")
@@ -119,10 +126,13 @@ class BusClient(object):
     def __init__(self, name: str, endpoint: str, context: Optional[zmq.Context] = None,
                  subscriptions: Tuple[Subscription, ...] = (), prefetch: int = 64,
                  ack_mode: str = "auto", meta: Optional[Dict[str, Any]] = None,
-                 reconnect: Optional[Backoff] = None, batching: bool = False) -> None:
+                 reconnect: Optional[Backoff] = None, batching: bool = False,
+                 token: Optional[str] = None) -> None:
         """``batching``: publish/send only queue into an outbox that goes out as one batch on
         ``flush()`` (the actor loop flushes every turn; acks, replies, BYE and every wait flush
-        first, so nothing is reordered or held back). Off: every send goes out at once."""
+        first, so nothing is reordered or held back). Off: every send goes out at once.
+        ``token``: the host's secret, for the host's own actors (their names are refused to
+        anyone without it)."""
         self.name = name
         self.endpoint = endpoint
         self.context = context or zmq.Context.instance()
@@ -132,6 +142,14 @@ class BusClient(object):
         self.transport = "inproc" if endpoint.startswith("inproc://") else "ipc"
         self.meta = dict(meta or {})
         self.reconnect_backoff = reconnect or Backoff(0.1, 5.0)
+        self.token = token
+        # This client's secret: lets it replace its own connection (a reconnect) while the
+        # router still counts that one alive; anybody else is refused the name meanwhile.
+        self.incarnation = os.urandom(16).hex()
+        self._reserved: Dict[str, List[str]] = {}  # from WELCOME: who may publish what
+        self._allowed: Dict[str, bool] = {}
+        self._denial: Optional[BusDenied] = None  # a DENY from the router, raised next call
+        self._hello_denied = ""
         self.sock: Optional[zmq.Socket] = None
         self.credit = 0
         self.buffer: Deque[Delivery] = deque()
@@ -162,7 +180,7 @@ class BusClient(object):
             "sent": 0, "published": 0, "received": 0, "acked": 0, "checkpoints": 0,
             "blocked": 0, "blocked_seconds": 0.0, "backpressure_timeouts": 0,
             "late_replies": 0, "resets": 0, "reconnects": 0, "malformed": 0,
-            "stale_handled": 0,
+            "stale_handled": 0, "denied": 0,
         }
         self._generation = 0  # the connection (socket or HELLO) the deliveries belong to
 
@@ -205,7 +223,7 @@ class BusClient(object):
         self._last_acked = 0
         self._handled_since_ack = 0
 
-    def _hello(self, timeout: float) -> Dict[str, Any]:
+    def _hello_frames(self) -> List[bytes]:
         meta = dict(self.meta)
         meta.update({
             "subscriptions": [s.to_wire() for s in self.subscriptions],
@@ -213,11 +231,21 @@ class BusClient(object):
             "ack_mode": self.ack_mode,
             "pid": os.getpid(),
             "transport": self.transport,
+            "incarnation": self.incarnation,
         })
-        self._raw_send([wire.HELLO, self.name.encode("utf-8"), wire.pack(meta)])
+        if self.token:
+            meta["token"] = self.token
+        return [wire.HELLO, self.name.encode("utf-8"), wire.pack(meta)]
+
+    def _hello(self, timeout: float) -> Dict[str, Any]:
+        self._raw_send(self._hello_frames())
         deadline = time.monotonic() + timeout
         self.welcome = {}
+        self._hello_denied = ""
         while not self.welcome:
+            if self._hello_denied:
+                raise BusDenied("{}: the router at {} refused the name: {}".format(
+                    self.name, self.endpoint, self._hello_denied))
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise EndpointError("{}: no WELCOME from {}".format(self.name, self.endpoint))
@@ -239,6 +267,7 @@ class BusClient(object):
         interval = float(self.welcome.get("ping_interval", 1.0))
         stop = self._keepalive_stop
         context, endpoint, name = self.context, self.endpoint, self.name
+        incarnation = self.incarnation
         # A weak reference: a client dropped without close() must not keep this thread (and
         # its socket, which would block the context's termination) alive.
         client = weakref.ref(self)
@@ -249,7 +278,8 @@ class BusClient(object):
             sock.setsockopt(zmq.SNDHWM, 4)
             try:
                 sock.connect(endpoint)
-                payload = wire.pack({"op": "alive", "name": name, "pid": os.getpid()})
+                payload = wire.pack({"op": "alive", "name": name, "pid": os.getpid(),
+                                     "incarnation": incarnation})
                 while not stop.wait(interval):
                     alive = client()
                     if alive is None or alive.sock is None:
@@ -347,6 +377,7 @@ class BusClient(object):
         ``timeout=0`` makes it a try: returns False instead of blocking."""
         if msg_type is None:
             msg_type = wire_name(body)
+        self._check_allowed(topic)
         topic_bytes = topic.encode("utf-8")
         header = self.header(msg_type)
         payload = wire.pack(to_wire(body))
@@ -372,6 +403,26 @@ class BusClient(object):
         else:
             self._raw_send([wire.SEND] + item[1:])
         return True
+
+    def _check_allowed(self, topic: str) -> None:
+        """Raise BusDenied for a topic reserved for other actors, and for a refusal the
+        router sent since the last call: a refused publish never passes silently."""
+        denial = self._denial
+        if denial is not None:
+            self._denial = None
+            raise denial
+        if not self._reserved:
+            return
+        allowed = self._allowed.get(topic)
+        if allowed is None:
+            allowed = may_publish(self.name, topic, self._reserved)
+            if len(self._allowed) > 10000:
+                self._allowed.clear()
+            self._allowed[topic] = allowed
+        if not allowed:
+            self.stats["denied"] += 1
+            raise BusDenied("{}: may not publish {!r}: it is reserved for other actors of the "
+                            "host (bus.reserved_topics)".format(self.name, topic))
 
     def _queue(self, item: List[bytes]) -> None:
         self._outbox.append(item)
@@ -424,7 +475,8 @@ class BusClient(object):
 
         Deliveries that arrive meanwhile stay buffered for the actor's loop. ``cancel`` (set
         from another thread) ends the wait early with RequestTimeout."""
-        corr = "{}:{}:{}".format(self.name, os.getpid(), next(self._corr))
+        # unguessable: a reply is matched by it, and a forged one must not match
+        corr = "{}:{}:{}".format(self.name, next(self._corr), os.urandom(8).hex())
         deadline = time.monotonic() + timeout
         self.send(dest, msg_type, body, timeout=timeout, corr=corr, reply_to=self.name)
         self.flush()
@@ -469,6 +521,10 @@ class BusClient(object):
         """Wait up to ``timeout`` seconds for input and take it; returns the buffered count."""
         self._read(timeout)
         self._check_router_alive()
+        denial = self._denial
+        if denial is not None:
+            self._denial = None
+            raise denial
         return len(self.buffer)
 
     def _read(self, timeout: float) -> None:
@@ -534,6 +590,9 @@ class BusClient(object):
             if not isinstance(welcome, dict):
                 raise ProtocolError("WELCOME must be a map")
             self.credit = int(welcome.get("credit", 0))
+            reserved = welcome.get("reserved")
+            self._reserved = reserved if isinstance(reserved, dict) else {}
+            self._allowed = {}
             self._liveness = float(welcome.get("ping_interval", 1.0)) * int(
                 welcome.get("liveness_misses", 3))
             self.welcome = welcome
@@ -544,6 +603,15 @@ class BusClient(object):
             self._ctrl_results.append(wire.unpack(frames[2], "CTRL result"))
         elif verb == wire.FAULT and len(frames) == 3:
             self._on_fault(wire.unpack(frames[2], "FAULT"))
+        elif verb == wire.DENY and len(frames) == 4:
+            reason = frames[3].decode("utf-8", "replace")
+            if frames[2] == wire.HELLO:
+                self._hello_denied = reason or "refused"
+                return
+            self.stats["denied"] += 1
+            log.error("%s: the router refused a message: %s", self.name, reason)
+            self._denial = BusDenied("{}: the router refused a message: {}".format(
+                self.name, reason))
         elif verb == wire.RESET:
             self.stats["resets"] += 1
             log.warning("%s: the router does not know this connection; saying HELLO again",
@@ -582,10 +650,7 @@ class BusClient(object):
         self._last_acked = 0
         self._handled_since_ack = 0
         self.welcome = {}
-        self._raw_send([wire.HELLO, self.name.encode("utf-8"), wire.pack(dict(
-            self.meta, subscriptions=[s.to_wire() for s in self.subscriptions],
-            prefetch=self.prefetch, ack_mode=self.ack_mode, pid=os.getpid(),
-            transport=self.transport))])
+        self._raw_send(self._hello_frames())
 
     def _check_router_alive(self) -> None:
         """Over ipc, a router silent for the liveness interval is gone: reconnect."""
@@ -648,9 +713,12 @@ class ControlChannel(object):
     chaos``). Each request carries an id; a late answer to an earlier, timed-out request is
     skipped."""
 
-    def __init__(self, endpoint: str, context: Optional[zmq.Context] = None) -> None:
+    def __init__(self, endpoint: str, context: Optional[zmq.Context] = None,
+                 token: Optional[str] = None) -> None:
+        """``token``: the host's secret, which its privileged ops (host, dead) carry."""
         self.endpoint = endpoint
         self.context = context or zmq.Context.instance()
+        self.token = token
         self._ids = itertools.count(1)
         self.sock = self.context.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
@@ -663,6 +731,8 @@ class ControlChannel(object):
     def call(self, request: Dict[str, Any], timeout: float = 5.0) -> Dict[str, Any]:
         rid = next(self._ids)
         payload = dict(request, rid=rid)
+        if self.token:
+            payload["token"] = self.token
         try:
             self.sock.send_multipart([wire.SIGNATURE, wire.CTRL, wire.pack(payload)])
         except zmq.ZMQError as exc:

@@ -19,17 +19,20 @@ Portable: runs on Python 3.7 too (the router itself only runs in the 3.10+ host)
 from __future__ import annotations
 
 import errno
+import hmac
 import logging
 import os
 import threading
 import time
 from collections import Counter, OrderedDict, deque
-from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Deque, Dict, FrozenSet, List, Optional, Set, Tuple
 
 import zmq
 
+from bus._acl import owners_of
 from bus._frames import NOBLOCK, recv_frames, send_frames
 from bus._mailbox import POLICIES, Envelope, LosslessMailbox, Mailbox, make_mailbox
+from bus._rundir import prepare_run_dir
 from protocol import wire
 from protocol.errors import EndpointError, ProtocolError
 
@@ -37,7 +40,17 @@ log = logging.getLogger("fxcm.router")
 
 DIRECT = "@direct"  # the topic name of an actor's point-to-point mailbox
 
+# The router's name for a connection on its ipc socket: the routing id behind this byte (the
+# inproc socket's own routing ids, made by ZeroMQ, start with a zero byte).
+IPC_TAG = b"\xff"
+
 IPC_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
+
+# Sane maxima for what a HELLO may declare (a 2**64 bound is not a bound).
+MAX_PREFETCH = 65536
+MAX_MAILBOX_BOUND = 10000000
+MAX_SUBSCRIPTIONS = 256
+MAX_TOPIC_CHARS = 256
 
 
 class RouterSettings(object):
@@ -46,7 +59,10 @@ class RouterSettings(object):
     def __init__(self, run_dir: str, credit_window: int, prefetch: int, direct_bound: int,
                  max_redeliveries: int, dead_letter_capacity: int, ping_interval: float,
                  liveness_misses: int, tap_hwm: int, inproc_endpoint: str = "inproc://bus",
-                 bind_ipc: bool = True) -> None:
+                 bind_ipc: bool = True, drills: bool = False,
+                 reserved_topics: Optional[Dict[str, List[str]]] = None,
+                 detached_mailbox_seconds: float = 60.0, max_peers: int = 1024,
+                 flow_topics: Tuple[str, ...] = ()) -> None:
         self.run_dir = run_dir
         self.credit_window = credit_window
         self.prefetch = prefetch
@@ -58,6 +74,17 @@ class RouterSettings(object):
         self.tap_hwm = tap_hwm
         self.inproc_endpoint = inproc_endpoint
         self.bind_ipc = bind_ipc
+        # The fault ops (crash, stall, release) pass only when drills are enabled.
+        self.drills = drills
+        # {topic prefix: [actor names]}: who may put what on the bus (bus/_acl.py), already
+        # reduced to what applies on this host.
+        self.reserved_topics = dict(reserved_topics or {})
+        # A guest (a name the host did not declare) gone this long loses its mailboxes.
+        self.detached_mailbox_seconds = detached_mailbox_seconds
+        # At most this many guest names in the table; HELLOs for new ones are refused beyond.
+        self.max_peers = max_peers
+        # Topic prefixes whose published messages are counted (the host's readiness check).
+        self.flow_topics = tuple(flow_topics)
 
     @property
     def bus_endpoint(self) -> str:
@@ -82,8 +109,11 @@ class _Actor(object):
     """The router's record of one actor name: mailboxes (which outlive connections) and the
     current connection, if any."""
 
-    def __init__(self, name: str, direct_bound: int) -> None:
+    def __init__(self, name: str, direct_bound: int, host: bool = False) -> None:
         self.name = name
+        # One of the host's own names (declared actors, ``$`` connections): joining under it
+        # takes the host's token, and its mailboxes are kept for as long as the host runs.
+        self.host = host
         self.direct = LosslessMailbox(name, DIRECT, direct_bound)
         self.mailboxes: List[Mailbox] = [self.direct]
         self.rr = 0
@@ -98,10 +128,15 @@ class _Actor(object):
         self.checkpoint: Optional[bytes] = None
         self.last_recv = 0.0
         self.last_send = 0.0
+        self.trusted = False  # the current connection presented the host's token
+        self.incarnation = ""  # the current client's secret: lets it replace its own connection
+        self.detached_at: Optional[float] = time.monotonic()  # None while connected
         # producer side
         self.owed = 0  # sends received whose credit has not been handed back
         self.blocked_on: Set[Mailbox] = set()
+        self.blocked_since = 0.0
         self.backpressure_events = 0
+        self.refused = 0  # messages refused: topics or types reserved for other actors
         # counters
         self.connects = 0
         self.crashes = 0
@@ -116,8 +151,10 @@ class _Actor(object):
     def depth(self) -> int:
         return sum(mailbox.depth() for mailbox in self.mailboxes)
 
-    def stats(self) -> Dict[str, Any]:
+    def stats(self, now: float) -> Dict[str, Any]:
         boxes = [mailbox.stats() for mailbox in self.mailboxes]
+        blocked_by = sorted("{}:{}".format(mailbox.owner, mailbox.topic)
+                            for mailbox in self.blocked_on)
         return {
             "connected": self.conn is not None,
             "transport": self.transport,
@@ -133,7 +170,12 @@ class _Actor(object):
             "acked": self.acked,
             "dead_letters": self.dead_letters,
             "backpressure_events": self.backpressure_events,
-            "blocked": bool(self.blocked_on),
+            "blocked": bool(blocked_by),
+            "blocked_seconds": now - self.blocked_since if blocked_by else 0.0,
+            "blocked_by": blocked_by,
+            "refused": self.refused,
+            "detached_seconds": (now - self.detached_at if self.detached_at is not None
+                                 and self.conn is None else 0.0),
             "sent": self.sent,
             "connects": self.connects,
             "crashes": self.crashes,
@@ -190,6 +232,8 @@ class Router(object):
         self._last_malformed_log = 0.0
         self._suppressed_malformed = 0
         self._host_info: Dict[str, Any] = {}
+        self._sock: Optional[zmq.Socket] = None
+        self._ipc: Optional[zmq.Socket] = None
         self.last_turn = 0.0  # monotonic time of the last loop turn; /livez reads it
         self.stats_snapshot: Dict[str, Any] = {}
         self.started_at = time.time()
@@ -197,8 +241,17 @@ class Router(object):
         # timeline file) is only resumed by an instance that sees the same id, i.e. within one
         # host run; a new router (a host restart) starts such state afresh.
         self.run_id = os.urandom(8).hex()
+        # The host's secret: its own actors join with it (so nobody else can take their names)
+        # and its privileged control ops (host, dead) carry it. Never in status or on disk.
+        self.token = os.urandom(16).hex()
+        self._declared = frozenset(declared)
+        self._topic_cache: Dict[bytes, Tuple[Optional[FrozenSet[str]], Optional[str]]] = {}
+        self.flow: Counter[str] = Counter()  # published messages per settings.flow_topics
+        self._expired: Deque[Dict[str, Any]] = deque(maxlen=50)
+        self._last_refusal_log = 0.0
+        self._suppressed_refusals = 0
         for name in declared:
-            self._actor(name)
+            self._actor(name, host=True)
         self._handlers: Dict[bytes, Callable[[bytes, List[bytes]], None]] = {
             wire.PUB: self._on_pub,
             wire.PUBN: self._on_pubn,
@@ -232,8 +285,7 @@ class Router(object):
     def is_alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def _bind(self) -> Tuple[zmq.Socket, Optional[zmq.Socket]]:
-        settings = self.settings
+    def _router_socket(self) -> zmq.Socket:
         sock = self.context.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -241,18 +293,27 @@ class Router(object):
         sock.setsockopt(zmq.SNDHWM, 0)
         sock.setsockopt(zmq.RCVHWM, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, 64 * 1024 * 1024)
+        return sock
+
+    def _bind(self) -> Tuple[zmq.Socket, Optional[zmq.Socket], Optional[zmq.Socket]]:
+        """The inproc ROUTER, the ipc ROUTER and the tap. Two ROUTER sockets, so that the
+        router knows for certain which peers are threads of the host (inproc) and which are
+        other processes (ipc: watched for liveness), whatever a peer claims."""
+        settings = self.settings
+        sock = self._router_socket()
+        ipc = None
         tap = None
         try:
             sock.bind(settings.inproc_endpoint)
             if settings.bind_ipc:
-                os.makedirs(settings.run_dir, mode=0o700, exist_ok=True)
-                os.chmod(settings.run_dir, 0o700)
+                prepare_run_dir(settings.run_dir)
+                ipc = self._router_socket()
                 bus_endpoint = settings.bus_endpoint
                 _remove_stale_socket(bus_endpoint)
                 # The socket file is created by bind with the umask; tighten it right after.
                 old_umask = os.umask(0o177)
                 try:
-                    sock.bind(bus_endpoint)
+                    ipc.bind(bus_endpoint)
                 finally:
                     os.umask(old_umask)
                 os.chmod(bus_endpoint[len("ipc://"):], 0o600)
@@ -268,26 +329,31 @@ class Router(object):
                     tap.bind(tap_endpoint)
                 finally:
                     os.umask(old_umask)
-        except zmq.ZMQError as exc:
-            sock.close(0)
-            if tap is not None:
-                tap.close(0)
+        except BaseException as exc:
+            for opened in (sock, ipc, tap):
+                if opened is not None:
+                    opened.close(0)
+            if not isinstance(exc, zmq.ZMQError):
+                raise  # an unsafe run dir says so itself
             endpoint = settings.bus_endpoint if settings.bind_ipc else settings.inproc_endpoint
             raise EndpointError("router cannot bind ({}): {}".format(endpoint, exc)) from exc
-        return sock, tap
+        return sock, ipc, tap
 
     def _run(self) -> None:
         try:
-            sock, tap = self._bind()
+            sock, ipc, tap = self._bind()
         except BaseException as exc:
             self._error = exc
             self._ready.set()
             return
         self._sock = sock
+        self._ipc = ipc
         self._tap = tap
         self._ready.set()
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
+        if ipc is not None:
+            poller.register(ipc, zmq.POLLIN)
         if tap is not None:
             poller.register(tap, zmq.POLLIN)
         handle = self._handle
@@ -305,6 +371,14 @@ class Router(object):
                         except zmq.Again:
                             break
                         handle(frames, now)
+                if ipc is not None and events.get(ipc):
+                    for _ in range(2048):
+                        try:
+                            frames = recv_frames(ipc, NOBLOCK)
+                        except zmq.Again:
+                            break
+                        frames[0] = IPC_TAG + frames[0]  # the connection, as this router names it
+                        handle(frames, now)
                 if tap is not None and events.get(tap):
                     self._on_tap_subscription(tap)
                 if now >= next_housekeeping:
@@ -314,9 +388,9 @@ class Router(object):
             log.exception("router loop died")
             raise
         finally:
-            sock.close(0)
-            if tap is not None:
-                tap.close(0)
+            for opened in (sock, ipc, tap):
+                if opened is not None:
+                    opened.close(0)
 
     # -- input -----------------------------------------------------------------------------
 
@@ -377,20 +451,50 @@ class Router(object):
             name = frames[3].decode("utf-8")
         except UnicodeDecodeError:
             raise ProtocolError("HELLO name is not UTF-8") from None
-        if not name or len(name) > 128:
-            raise ProtocolError("HELLO name must be 1..128 characters")
+        if not wire.valid_actor_name(name[1:] if name.startswith("$") else name):
+            self._refuse_hello(conn, name, "the name must be {} (an optional leading '$' "
+                               "for the host's own)".format(wire.ACTOR_NAME_RULE))
+            return
         meta = wire.unpack(frames[4], "HELLO meta")
         if not isinstance(meta, dict):
             raise ProtocolError("HELLO meta must be a map")
         subscriptions = _parse_subscriptions(meta.get("subscriptions", []))
         prefetch = meta.get("prefetch", self.settings.prefetch)
-        if not isinstance(prefetch, int) or isinstance(prefetch, bool) or prefetch < 1:
-            raise ProtocolError("HELLO prefetch must be a positive integer")
+        if not isinstance(prefetch, int) or isinstance(prefetch, bool) \
+                or not 1 <= prefetch <= MAX_PREFETCH:
+            raise ProtocolError("HELLO prefetch must be an integer in 1..{}".format(MAX_PREFETCH))
         ack_mode = meta.get("ack_mode", "auto")
         if ack_mode not in ("auto", "checkpoint"):
             raise ProtocolError("HELLO ack_mode must be 'auto' or 'checkpoint'")
-
-        actor = self._actor(name)
+        token = meta.pop("token", None)
+        incarnation = meta.pop("incarnation", None)
+        trusted = _same_secret(token, self.token)
+        if (name.startswith("$") or name in self._declared) and not trusted:
+            self._refuse_hello(conn, name, "the name {!r} belongs to the host's own actors"
+                               .format(name))
+            return
+        now = time.monotonic()
+        actor = self._actors.get(name)
+        if actor is None:
+            guests = sum(1 for known in self._actors.values() if not known.host)
+            if not trusted and guests >= self.settings.max_peers:
+                self._expire_phantoms()
+                guests = sum(1 for known in self._actors.values() if not known.host)
+            if not trusted and guests >= self.settings.max_peers:
+                self._refuse_hello(conn, name, "the router's table of names is full ({} "
+                                   "guests, bus.max_peers)".format(guests))
+                return
+            actor = self._actor(name, host=name.startswith("$"))
+        elif actor.conn is not None and actor.conn != conn and not trusted \
+                and self._is_live(actor, now) and not _same_secret(incarnation,
+                                                                    actor.incarnation):
+            self._refuse_hello(conn, name, "the name {!r} is held by a live connection (pid {})"
+                               .format(name, actor.pid))
+            return
+        previous = self._by_conn.get(conn)
+        if previous is not None and previous is not actor:
+            # One connection, one name: a HELLO under a new name ends the old one.
+            self._disconnect(previous, crashed=False, reason="joined again as {}".format(name))
         if actor.conn is not None and actor.conn != conn:
             log.warning("%s reconnected without saying BYE; its previous connection is dropped",
                         name)
@@ -399,14 +503,18 @@ class Router(object):
             self._disconnect(actor, crashed=False, reason="HELLO again")
         self._set_subscriptions(actor, subscriptions)
         actor.conn = conn
+        actor.detached_at = None
+        actor.trusted = trusted
+        actor.incarnation = incarnation if isinstance(incarnation, str) else ""
         actor.meta = meta
-        actor.transport = str(meta.get("transport", ""))
+        # the socket it came on, not what it claims: ipc peers are watched for liveness
+        actor.transport = "ipc" if conn[:1] == IPC_TAG else "inproc"
         pid = meta.get("pid", 0)
-        actor.pid = pid if isinstance(pid, int) else 0
+        actor.pid = pid if isinstance(pid, int) and not isinstance(pid, bool) else 0
         actor.prefetch = prefetch
         actor.ack_mode = ack_mode
         actor.connects += 1
-        actor.last_recv = time.monotonic()
+        actor.last_recv = now
         self._by_conn[conn] = actor
         # A producer restarted while blocked stays blocked: no fresh credit until it drains.
         credit = 0 if actor.blocked_on else self.settings.credit_window
@@ -419,11 +527,39 @@ class Router(object):
             "liveness_misses": self.settings.liveness_misses,
             "connects": actor.connects,
             "run": self.run_id,
+            "reserved": self.settings.reserved_topics,
         }
         self._send(conn, [wire.WELCOME, wire.pack(welcome)])
         log.info("%s joined (%s, pid %s, connection %d)", name, actor.transport or "?",
                  actor.pid, actor.connects)
         self._pump(actor)
+
+    def _is_live(self, actor: _Actor, now: float) -> bool:
+        """Whether the actor's connection counts as alive: a host thread until the host says
+        otherwise, anyone else while heard from within the liveness deadline."""
+        if actor.conn is None:
+            return False
+        if actor.transport != "ipc":
+            return True
+        return now - actor.last_recv <= self.settings.ping_interval * self.settings.liveness_misses
+
+    def _refuse_hello(self, conn: bytes, name: str, reason: str) -> None:
+        self.counters["refused_hellos"] += 1
+        self._log_refusal("refused HELLO as %r: %s", name[:80], reason)
+        self._send(conn, [wire.DENY, wire.HELLO, reason.encode("utf-8")])
+
+    def _log_refusal(self, message: str, *args: Any) -> None:
+        """A refusal's log line, at most one a second (a flood must not flood the log)."""
+        now = time.monotonic()
+        if now - self._last_refusal_log < 1.0:
+            self._suppressed_refusals += 1
+            return
+        suffix = ""
+        if self._suppressed_refusals:
+            suffix = " ({} more refusals in the last interval)".format(self._suppressed_refusals)
+        log.warning(message + "%s", *(args + (suffix,)))
+        self._last_refusal_log = now
+        self._suppressed_refusals = 0
 
     def _set_subscriptions(self, actor: _Actor, wanted: List[Tuple[str, str, int]]) -> None:
         existing = {mailbox.topic: mailbox for mailbox in actor.mailboxes[1:]}
@@ -524,6 +660,15 @@ class Router(object):
 
     def _route_pub(self, producer: _Actor, topic: bytes, header: bytes, body: bytes,
                    touched: Set[_Actor]) -> None:
+        info = self._topic_cache.get(topic)
+        if info is None:
+            info = self._topic_info(topic)
+        owners, flow = info
+        if owners is not None and producer.name not in owners:
+            self._deny(producer, topic, owners)
+            return
+        if flow is not None:
+            self.flow[flow] += 1
         targets = self._route_cache.get(topic)
         if targets is None:
             targets = self._routes(topic)
@@ -643,12 +788,18 @@ class Router(object):
         if op == "alive":
             # an ipc peer's keepalive (its own socket): its actor is busy, not gone. No answer.
             actor = self._actors.get(str(request.get("name")))
-            if actor is not None and actor.conn is not None and actor.pid == request.get("pid"):
+            if actor is not None and actor.conn is not None \
+                    and _same_secret(request.get("incarnation"), actor.incarnation):
                 actor.last_recv = time.monotonic()
             return
+        privileged = _same_secret(request.get("token"), self.token)
         result: Dict[str, Any] = {"ok": True}
         if op == "status":
             result["status"] = self._stats()
+        elif op == "dead_letters":
+            result["dead_letters"] = [letter.summary() for letter in self._dead_letters]
+        elif op in ("host", "dead") and not privileged:
+            result = self._refuse_ctrl(op, "only the host may ask for {!r}".format(op))
         elif op == "host":
             info = request.get("info")
             if isinstance(info, dict):
@@ -658,14 +809,38 @@ class Router(object):
             if actor is not None and actor.conn is not None:
                 self._disconnect(actor, crashed=True, reason=str(request.get("reason", "died")),
                                  charge_oldest=True)
-        elif op == "dead_letters":
-            result["dead_letters"] = [letter.summary() for letter in self._dead_letters]
+        elif op == "detach":
+            result = self._detach_request(request.get("name"))
         elif op in wire.FAULT_KINDS:
-            result = self._inject(str(op), request)
+            if self.settings.drills:
+                result = self._inject(str(op), request)
+            else:
+                result = self._refuse_ctrl(op, "drills are disabled on this host (set "
+                                               "bus.drills to true to allow crash, stall and "
+                                               "release)")
         else:
             result = {"ok": False, "error": "unknown op {!r}".format(op)}
         result["rid"] = request.get("rid")
         self._send(conn, [wire.CTRL, wire.pack(result)])
+
+    def _refuse_ctrl(self, op: Any, reason: str) -> Dict[str, Any]:
+        self.counters["refused_controls"] += 1
+        self._log_refusal("refused control op %r: %s", op, reason)
+        return {"ok": False, "error": reason}
+
+    def _detach_request(self, name: Any) -> Dict[str, Any]:
+        """``fxcm detach NAME``: drop a gone guest's mailboxes now."""
+        actor = self._actors.get(name) if isinstance(name, str) else None
+        if actor is None:
+            return {"ok": False, "error": "no actor named {!r}".format(name)}
+        if actor.host:
+            return {"ok": False, "error": "{} is one of the host's actors: its mailboxes are "
+                    "kept while the host restarts it".format(actor.name)}
+        if actor.conn is not None:
+            return {"ok": False, "error": "{} is connected (pid {}): stop it first".format(
+                actor.name, actor.pid)}
+        dropped = self._expire(actor, "released by hand (fxcm detach)")
+        return {"ok": True, "name": actor.name, "messages": dropped}
 
     def _inject(self, kind: str, request: Dict[str, Any]) -> Dict[str, Any]:
         """Pass an injected fault (crash, stall, release) on to the named connected actor as a
@@ -712,10 +887,35 @@ class Router(object):
         self._route_cache[topic] = targets
         return targets
 
-    def _actor(self, name: str) -> _Actor:
+    def _topic_info(self, topic: bytes) -> Tuple[Optional[FrozenSet[str]], Optional[str]]:
+        """Who may publish ``topic`` (None: anyone) and the flow prefix it counts for."""
+        try:
+            text = topic.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ProtocolError("topic is not UTF-8") from None
+        owners = owners_of(text, self.settings.reserved_topics)
+        flow = next((prefix for prefix in self.settings.flow_topics
+                     if text.startswith(prefix)), None)
+        if len(self._topic_cache) > 100000:  # topics are few; a flood of distinct ones is not
+            self._topic_cache.clear()
+        info = (owners, flow)
+        self._topic_cache[topic] = info
+        return info
+
+    def _deny(self, producer: _Actor, topic: bytes, owners: FrozenSet[str]) -> None:
+        """A message the producer may not publish: counted, logged, answered."""
+        producer.refused += 1
+        self.counters["refused_publishes"] += 1
+        shown = topic.decode("utf-8", "replace")
+        reason = "{!r} may only come from {}".format(shown, ", ".join(sorted(owners)))
+        self._log_refusal("refused a message from %s: %s", producer.name, reason)
+        if producer.conn is not None:
+            self._send(producer.conn, [wire.DENY, topic, reason.encode("utf-8")])
+
+    def _actor(self, name: str, host: bool = False) -> _Actor:
         actor = self._actors.get(name)
         if actor is None:
-            actor = _Actor(name, self.settings.direct_bound)
+            actor = _Actor(name, self.settings.direct_bound, host)
             self._actors[name] = actor
         return actor
 
@@ -764,16 +964,25 @@ class Router(object):
             frames = [conn, wire.SIGNATURE, wire.DELIVERN, wire.pack(
                 [[delivery_id, envelope.deliveries, envelope.topic, envelope.header,
                   envelope.body] for delivery_id, envelope in batch])]
+        if conn[:1] == IPC_TAG:
+            frames[0] = conn[1:]
+            sock = self._ipc
+        else:
+            sock = self._sock
         try:
-            send_frames(self._sock, frames, NOBLOCK)
+            send_frames(sock, frames, NOBLOCK)
         except zmq.ZMQError as exc:
             self._send_failed(actor, exc)
             return
         actor.last_send = time.monotonic()
 
     def _send(self, conn: bytes, frames: List[bytes]) -> None:
+        if conn[:1] == IPC_TAG:
+            sock, routing_id = self._ipc, conn[1:]
+        else:
+            sock, routing_id = self._sock, conn
         try:
-            send_frames(self._sock, [conn, wire.SIGNATURE] + frames, NOBLOCK)
+            send_frames(sock, [routing_id, wire.SIGNATURE] + frames, NOBLOCK)
         except zmq.ZMQError as exc:
             actor = self._by_conn.get(conn)
             if actor is not None:
@@ -806,6 +1015,7 @@ class Router(object):
         if mailbox not in producer.blocked_on:
             if not producer.blocked_on:
                 producer.backpressure_events += 1
+                producer.blocked_since = time.monotonic()
                 self.counters["backpressure_events"] += 1
             producer.blocked_on.add(mailbox)
             mailbox.blocked.add(producer)
@@ -834,6 +1044,7 @@ class Router(object):
         """
         if actor.conn is not None:
             self._by_conn.pop(actor.conn, None)
+            actor.detached_at = time.monotonic()
         actor.conn = None
         if crashed:
             actor.crashes += 1
@@ -878,7 +1089,51 @@ class Router(object):
                     now - actor.last_recv))
             elif now - actor.last_send >= interval and actor.conn is not None:
                 self._send(actor.conn, [wire.PING])
+        self._expire_phantoms()
+        keep = self.settings.detached_mailbox_seconds
+        for actor in list(self._actors.values()):
+            if not actor.host and actor.conn is None and actor.detached_at is not None \
+                    and now - actor.detached_at >= keep:
+                self._expire(actor, "did not come back within {:g} s "
+                             "(bus.detached_mailbox_seconds)".format(keep))
         self.stats_snapshot = self._stats()
+
+    def _expire_phantoms(self) -> None:
+        """Forget guests that are gone and hold nothing: no subscription, no message, no
+        checkpoint (a flood of HELLOs with made-up names must not stay in memory)."""
+        for actor in list(self._actors.values()):
+            if actor.host or actor.conn is not None or len(actor.mailboxes) > 1 \
+                    or actor.direct.depth() or actor.inflight or actor.checkpoint is not None:
+                continue
+            self._forget(actor)
+            self.counters["phantoms_expired"] += 1
+
+    def _expire(self, actor: _Actor, reason: str) -> int:
+        """A guest that left for good: its mailboxes go, loudly, so that no producer stays held
+        back by them. Returns the number of messages dropped."""
+        dropped = actor.depth()
+        mailboxes = len(actor.mailboxes) - 1
+        for mailbox in actor.mailboxes:
+            self._release(mailbox)
+        self._forget(actor)
+        self.counters["detached_expired"] += 1
+        self.counters["expired_messages"] += dropped
+        self._expired.append({"name": actor.name, "ts": time.time(), "messages": dropped,
+                              "subscriptions": mailboxes, "reason": reason})
+        log.error("%s %s: its %d mailbox%s and %d waiting message%s are dropped so that no "
+                  "producer is held back by them", actor.name, reason, mailboxes,
+                  "" if mailboxes == 1 else "es", dropped, "" if dropped == 1 else "s")
+        return dropped
+
+    def _forget(self, actor: _Actor) -> None:
+        self._actors.pop(actor.name, None)
+        for mailbox in actor.blocked_on:
+            mailbox.blocked.discard(actor)
+        actor.blocked_on.clear()
+        if len(actor.mailboxes) > 1:
+            self._subscriptions = [entry for entry in self._subscriptions
+                                   if entry[1] is not actor]
+            self._route_cache.clear()
 
     # -- tap -------------------------------------------------------------------------------
 
@@ -919,34 +1174,56 @@ class Router(object):
         for key in ("published", "sent", "malformed", "unknown_peer", "unrouted", "unroutable",
                     "dead_letters", "tap_copies", "tap_dropped", "backpressure_events",
                     "send_failures", "internal_errors", "replies_undeliverable",
-                    "injected_crashes", "injected_stalls"):
+                    "injected_crashes", "injected_stalls", "refused_publishes",
+                    "refused_hellos", "refused_controls", "detached_expired",
+                    "expired_messages", "phantoms_expired"):
             router.setdefault(key, 0)
         router["tap_subscriptions"] = sorted(p.decode("utf-8", "replace")
                                              for p in self._tap_prefixes)
         router["uptime_seconds"] = time.time() - self.started_at
+        router["peers"] = len(self._actors)
+        router["drills"] = self.settings.drills
+        router["flow"] = {prefix: self.flow[prefix] for prefix in self.settings.flow_topics}
+        now = time.monotonic()
         return {
             "router": router,
-            "actors": {name: actor.stats() for name, actor in self._actors.items()},
+            "actors": {name: actor.stats(now) for name, actor in self._actors.items()},
             "dead_letters": [letter.summary() for letter in list(self._dead_letters)[-20:]],
+            "expired": list(self._expired),
             "host": self._host_info,
             "ts": time.time(),
         }
 
 
+def _same_secret(given: Any, expected: str) -> bool:
+    """``given`` (from a peer: anything) equals the non-empty secret ``expected``, compared in
+    constant time."""
+    if not expected or not isinstance(given, str):
+        return False
+    return hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode("utf-8"))
+
+
 def _parse_subscriptions(raw: Any) -> List[Tuple[str, str, int]]:
     if not isinstance(raw, list):
         raise ProtocolError("HELLO subscriptions must be a list")
+    if len(raw) > MAX_SUBSCRIPTIONS:
+        raise ProtocolError("HELLO declares {} subscriptions; at most {}".format(
+            len(raw), MAX_SUBSCRIPTIONS))
     result = []
     for item in raw:
         if not isinstance(item, list) or len(item) != 3:
             raise ProtocolError("a subscription is [topic, policy, bound]")
         topic, policy, bound = item
-        if not isinstance(topic, str) or not topic or topic == DIRECT:
-            raise ProtocolError("subscription topic must be a non-empty string")
+        if not isinstance(topic, str) or not topic or topic == DIRECT \
+                or len(topic) > MAX_TOPIC_CHARS:
+            raise ProtocolError("subscription topic must be a string of 1..{} characters".format(
+                MAX_TOPIC_CHARS))
         if policy not in POLICIES:
             raise ProtocolError("subscription policy must be one of {}".format(POLICIES))
-        if not isinstance(bound, int) or isinstance(bound, bool) or bound < 1:
-            raise ProtocolError("subscription bound must be a positive integer")
+        if not isinstance(bound, int) or isinstance(bound, bool) \
+                or not 1 <= bound <= MAX_MAILBOX_BOUND:
+            raise ProtocolError("subscription bound must be an integer in 1..{}".format(
+                MAX_MAILBOX_BOUND))
         result.append((topic, policy, bound))
     return result
 

@@ -14,8 +14,9 @@ from config.settings import ACTOR_DEFAULTS, ENVIRONMENT, load_defaults
 
 # One line per key that needs words beyond its name; the rest read well enough as they are.
 MEANING = {
-    "run_dir": "sockets, lock, bus.json, a replay's timeline; created 0700; one host per run dir "
-               "(default $XDG_RUNTIME_DIR/fxcm or /tmp/fxcm-<uid>)",
+    "run_dir": "sockets, lock, bus.json, the embedded Redis's password, a replay's timeline; "
+               "created 0700; refused unless ours alone (not a symlink, not writable by others); "
+               "one host per run dir (default $XDG_RUNTIME_DIR/fxcm or /tmp/fxcm-<uid>)",
     "symbols": "the universe: streamed, aggregated, warmed up",
     "price_basis": "mid, bid or ask; the same for tick bars and history bars",
     "timeframes": "the bars built, by tick aggregation and from history alike (1m required)",
@@ -75,8 +76,9 @@ MEANING = {
                  "$STATE_DIRECTORY (systemd StateDirectory=) when set, else from the working "
                  "directory; the banner shows the absolute path",
     "cache.enabled": "the predecessor's FXCM_CACHE_ENABLED",
-    "redis.url": "embedded (a redis-server the host starts), redis://, rediss://, unix://; "
-                 "FXCM_REDIS_HOST/PORT/PASSWORD name an external one (below)",
+    "redis.url": "embedded (a redis-server the host starts, with a password in "
+                 "<run_dir>/redis.pass and no dangerous commands), redis://, rediss://, "
+                 "unix://; FXCM_REDIS_HOST/PORT/PASSWORD name an external one (below)",
     "redis.embedded_port": "TCP port of the embedded Redis (0: its unix socket only); used only "
                            "when no external Redis is named",
     "heartbeat.session_tag": "AUTO: from the calendar's sessions; or a fixed tag",
@@ -105,6 +107,18 @@ MEANING = {
                                                        "commands with a req_id (the rest "
                                                        "are counted in summary results)",
     "bus.mailbox_bound": "lossless subscription bound (per actor: actors[].mailbox_bounds)",
+    "bus.drills": "allow the crash, stall and release ops (fxcm crash, make chaos); off in "
+                  "production",
+    "bus.detached_mailbox_seconds": "an attached actor (not in actors) gone this long loses its "
+                                    "mailboxes, so it holds no producer back (fxcm detach: now)",
+    "bus.max_peers": "at most this many attached names in the router; more HELLOs are refused",
+    "bus.reserved_topics": "{topic prefix: [actors]}: only these may publish under it; "
+                           "enforced where one of them is an actor of this host",
+    "http.timeout_seconds": "a connection must send its request within this; also per write",
+    "http.workers": "threads answering requests (idle connections hold none)",
+    "health.feed_stall_seconds": "/readyz fails when no tick or bar moved this long with the "
+                                 "market open, or a producer is held back this long; 0 = off",
+    "health.flow_topics": "topic prefixes whose messages count as the feed moving",
     "supervisor.max_restarts": "more restarts than this in restart_window_seconds: the host "
                                "stops in order and exits 1",
     "shutdown.drain_seconds": "time to drain lossless mailboxes on SIGTERM",
@@ -118,7 +132,7 @@ ACTOR_MEANING = {
     "settings": "the actor's own settings, over its section",
 }
 
-FREE_FORM = {"min_interval_seconds", "instruments"}
+FREE_FORM = {"min_interval_seconds", "instruments", "reserved_topics"}
 
 
 def rows() -> list[tuple[str, Any]]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from config.legacy import ENV_ALIASES, ENV_IGNORED, env_targets, redis_url, translate
+from protocol import wire
 from protocol.errors import ConfigError
 
 DEFAULTS_PATH = Path(__file__).with_name("runtime_settings.json")
@@ -35,7 +36,8 @@ ACTOR_DEFAULTS: dict[str, Any] = {
 }
 
 # Free-form maps: their keys belong to the actor or the user, not to this schema.
-_FREE_FORM = {"mailbox_bounds", "settings", "min_interval_seconds", "instruments"}
+_FREE_FORM = {"mailbox_bounds", "settings", "min_interval_seconds", "instruments",
+              "reserved_topics"}
 
 # Keys every actor receives in its settings, next to its own section (named after the actor).
 SHARED_KEYS = ("symbols", "price_basis", "timeframes", "instruments", "calendar_file", "broker",
@@ -105,6 +107,10 @@ class BusConfig:
     tap_hwm: int
     checkpoint_every: int
     status_interval_seconds: float
+    drills: bool
+    detached_mailbox_seconds: float
+    max_peers: int
+    reserved_topics: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -122,6 +128,14 @@ class HttpConfig:
     enabled: bool
     host: str
     port: int
+    timeout_seconds: float
+    workers: int
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    feed_stall_seconds: float
+    flow_topics: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -147,6 +161,7 @@ class Settings:
     drain_seconds: float
     http: HttpConfig
     actors: tuple[ActorSpec, ...]
+    health: HealthConfig
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
     # the connector's version (FXCM_CONNECTOR_VERSION_OVERRIDE, else the package's)
     version: str = ""
@@ -358,7 +373,8 @@ def _at_least(name: str, value: float, minimum: float) -> None:
 def _section(data: dict[str, Any], cls: Any, prefix: str) -> Any:
     kinds = {f.name: f.type for f in cls.__dataclass_fields__.values()}
     resolved = {"int": int, "float": float, "str": str, "bool": bool}
-    values = {key: _typed(data, key, resolved[str(kind)], prefix) for key, kind in kinds.items()}
+    values = {key: _typed(data, key, resolved[str(kind)], prefix) for key, kind in kinds.items()
+              if str(kind) in resolved}  # the others are the caller's to check
     return cls(**values)
 
 
@@ -578,6 +594,9 @@ def _build(data: dict[str, Any]) -> Settings:
         if getattr(bus, key) <= 0:
             raise ConfigError("bus.{}: must be > 0, got {}".format(key, getattr(bus, key)))
     _at_least("bus.status_interval_seconds", bus.status_interval_seconds, 0)
+    _at_least("bus.detached_mailbox_seconds", bus.detached_mailbox_seconds, 0)
+    _at_least("bus.max_peers", bus.max_peers, 1)
+    bus = dataclasses.replace(bus, reserved_topics=_reserved_topics(data["bus"]))
 
     supervisor: SupervisorConfig = _section(data["supervisor"], SupervisorConfig, "supervisor.")
     _at_least("supervisor.backoff_base_seconds", supervisor.backoff_base_seconds, 0)
@@ -595,6 +614,12 @@ def _build(data: dict[str, Any]) -> Settings:
     http: HttpConfig = _section(data["http"], HttpConfig, "http.")
     if not 0 <= http.port <= 65535:
         raise ConfigError("http.port: must be within 0..65535, got {}".format(http.port))
+    if http.timeout_seconds <= 0:
+        raise ConfigError("http.timeout_seconds: must be > 0, got {}".format(
+            http.timeout_seconds))
+    _at_least("http.workers", http.workers, 1)
+    health = data["health"]
+    _at_least("health.feed_stall_seconds", health["feed_stall_seconds"], 0)
 
     drain = _typed(data["shutdown"], "drain_seconds", float, "shutdown.")
     _at_least("shutdown.drain_seconds", drain, 0)
@@ -622,7 +647,22 @@ def _build(data: dict[str, Any]) -> Settings:
     actors = _place_session(data, actors)
     return Settings(run_dir=run_dir, log_level=log_level.upper(), bus=bus,
                     supervisor=supervisor, drain_seconds=drain, http=http, actors=actors,
+                    health=HealthConfig(float(health["feed_stall_seconds"]),
+                                        tuple(health["flow_topics"])),
                     raw=data)
+
+
+def _reserved_topics(bus: dict[str, Any]) -> dict[str, list[str]]:
+    """``bus.reserved_topics``: {topic prefix: [actor names that may publish it]}."""
+    raw = bus["reserved_topics"]
+    if not isinstance(raw, dict):
+        raise ConfigError("bus.reserved_topics: must be an object {prefix: [actor names]}")
+    for prefix, owners in raw.items():
+        if not prefix or not isinstance(owners, list) or not owners \
+                or not all(wire.valid_actor_name(owner) for owner in owners):
+            raise ConfigError("bus.reserved_topics.{}: must be a non-empty list of actor names, "
+                              "got {!r}".format(prefix, owners))
+    return {prefix: list(owners) for prefix, owners in raw.items()}
 
 
 def _actor(entry: Any, index: int) -> ActorSpec:
@@ -636,9 +676,9 @@ def _actor(entry: Any, index: int) -> ActorSpec:
     values = {key: _typed(data, key, type(default), prefix)
               for key, default in ACTOR_DEFAULTS.items()}
     name = values["name"]
-    if not name or len(name) > 64 or not all(c.isalnum() or c in "_-." for c in name):
-        raise ConfigError("{}name: must be 1..64 letters, digits, '_', '-' or '.', got {!r}"
-                          .format(prefix, name))
+    if not wire.valid_actor_name(name):
+        raise ConfigError("{}name: must be {}, got {!r}".format(prefix, wire.ACTOR_NAME_RULE,
+                                                                name))
     prefix = "actors[{}].".format(name)
     if values["class"].count(":") != 1:
         raise ConfigError("{}class: must be 'module:Class', got {!r}".format(

@@ -6,6 +6,7 @@ Imports nothing of the project and runs on Python 3.7 as well as 3.10+.
 from protocol.errors import (
     BackpressureError,
     BrokerError,
+    BusDenied,
     BusError,
     ConfigError,
     ConnectorError,
@@ -20,7 +21,7 @@ from protocol.messages import from_wire, lookup, message, registered, to_wire, w
 from protocol.wire import Header, decode_header, pack, unpack
 
 __all__ = [
-    "BackpressureError", "BrokerError", "BusError", "ConfigError", "ConnectorError",
+    "BackpressureError", "BrokerError", "BusDenied", "BusError", "ConfigError", "ConnectorError",
     "EndpointError", "Header", "HistoryNotReady", "InjectedCrash", "LoginFailed",
     "ProtocolError", "RequestTimeout", "decode_header", "from_wire", "lookup", "message", "pack",
     "registered", "to_wire", "unpack", "wire_name",

@@ -8,7 +8,8 @@
     ├── BusError                 the bus refused or lost something
     │   ├── BackpressureError    a lossless mailbox stayed full past the send timeout
     │   ├── RequestTimeout       no reply to a request within its timeout
-    │   └── EndpointError        a socket could not bind/connect (names the endpoint and actor)
+    │   ├── EndpointError        a socket could not bind/connect (names the endpoint and actor)
+    │   └── BusDenied            the router refused a name, a topic or a control op
     ├── BrokerError              the broker (sim, replay, forexconnect) failed
     │   ├── LoginFailed
     │   └── HistoryNotReady
@@ -43,6 +44,11 @@ class RequestTimeout(BusError):
 
 class EndpointError(BusError):
     """A socket operation failed; the message names the endpoint and the actor."""
+
+
+class BusDenied(BusError):
+    """The router refused this peer something: a name held by a live connection or
+    reserved for the host, a topic reserved for other actors, a drill that is disabled."""
 
 
 class BrokerError(ConnectorError):

@@ -12,6 +12,7 @@ Every multipart message (after the ROUTER's routing id) starts with the signatur
     PING / PONG                                  RESET   reason
     BYE     reason                               CTRL    result
     CTRL    request                              FAULT   spec
+                                                 DENY    what, reason
 
 Batches: ``PUBN batch``, ``SENDN batch`` (actor -> router) and ``DELIVERN batch`` (router ->
 actor) carry several messages in ONE msgpack frame: lists of ``[topic, header, body]``,
@@ -29,6 +30,9 @@ restarted): say HELLO again. ``CTRL`` carries status queries and host instructio
 ``fxcm crash``): a msgpack map ``{"kind": "crash" | "stall" | "release", "seconds": s}``. The
 actor's next handler raises ``InjectedCrash`` (``crash``) or first blocks up to ``s`` seconds
 (``stall``, at most ``MAX_STALL_SECONDS``); ``release`` ends a stall and cancels a pending fault.
+``DENY`` tells a peer the router refused something it sent: ``what`` is ``HELLO`` (the name is
+held by a live connection, reserved for the host's actors, or malformed) or the topic or type
+of a PUB/SEND the name may not put on the bus (docs/architecture.md, "Trust").
 
 The header is a msgpack map: ``sender``, ``seq`` (per sender), ``ts`` (ns) and optional ``type``,
 ``corr`` and ``reply_to``. Bodies are msgpack. Packers are per thread: never share one.
@@ -65,9 +69,10 @@ DELIVERN = b"DELIVERN"
 RESET = b"RESET"
 CTRL = b"CTRL"
 FAULT = b"FAULT"
+DENY = b"DENY"
 
 VERBS = frozenset([HELLO, WELCOME, SEND, PUB, DELIVER, REPLY, ACK, CREDIT, PING, PONG, BYE,
-                   RESET, CTRL, PUBN, SENDN, DELIVERN, FAULT])
+                   RESET, CTRL, PUBN, SENDN, DELIVERN, FAULT, DENY])
 
 # The kinds of injected fault (FAULT), and the longest stall one may ask for.
 FAULT_KINDS = ("crash", "stall", "release")
@@ -76,6 +81,18 @@ MAX_STALL_SECONDS = 300.0
 _TAG = struct.Struct("!QH")
 _U64 = struct.Struct("!Q")
 _U32 = struct.Struct("!I")
+
+# An actor's name: the one rule for config's ``actors[].name`` and the router's HELLO.
+ACTOR_NAME_MAX = 64
+ACTOR_NAME_RULE = "1..64 letters, digits, '_', '-' or '.'"
+
+
+def valid_actor_name(name: object) -> bool:
+    """True for 1..64 letters, digits, ``_``, ``-`` or ``.`` (no spaces, no control
+    characters: a name ends up in log lines, metric labels and file names)."""
+    return (isinstance(name, str) and 0 < len(name) <= ACTOR_NAME_MAX
+            and all(c.isalnum() or c in "_-." for c in name))
+
 
 # Largest frame the router accepts; anything bigger is malformed input, not a message.
 MAX_FRAME_BYTES = 4 * 1024 * 1024

@@ -86,6 +86,13 @@ def control(run_dir: str, request: dict[str, Any], timeout: float = 5.0) -> dict
         channel.close()
 
 
+def embedded_redis_url(run_dir: str) -> str:
+    """The URL of a host's embedded Redis, password included, as the tools find it."""
+    from actors.tools._connect import resolve_redis_url
+
+    return resolve_redis_url(None, run_dir, environ={})
+
+
 def bus_status(run_dir: str) -> dict[str, Any]:
     return merge_status(control(run_dir, {"op": "status"})["status"])
 
@@ -94,9 +101,11 @@ def write_config(directory: Path, run_dir: str, actors: list[dict[str, Any]],
                  **sections: Any) -> Path:
     # Port 0: the HTTP port is picked by the kernel, and the embedded Redis listens on its unix
     # socket only, so hosts of concurrent tests never fight over a port.
+    # Drills (crash, stall, release) are off by default in a host; the suite uses them.
     config: dict[str, Any] = {"run_dir": run_dir, "http": {"port": 0}, "actors": actors,
                               "redis": {"embedded_port": 0}}
     config.update(sections)
+    config["bus"] = dict({"drills": True}, **sections.get("bus", {}))
     path = directory / "config.json"
     path.write_text(json.dumps(config))
     return path

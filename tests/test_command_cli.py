@@ -21,7 +21,7 @@ import config
 from actors.command_handler import Verifier
 from actors.tools.command import add_arguments, build_command, command_args
 from protocol.errors import ConfigError
-from tests.helpers import REPO_ROOT, HostProcess, host_process, open_calendar
+from tests.helpers import REPO_ROOT, HostProcess, embedded_redis_url, host_process, open_calendar
 
 KID = "ops-cli"
 SECRET = "the right secret for the cli"
@@ -122,7 +122,7 @@ def test_unknown_symbol_exits_1_with_the_handlers_error_code(host: HostProcess) 
 
 
 def test_a_redis_url_from_the_environment_is_used(host: HostProcess) -> None:
-    url = "unix://" + os.path.join(host.run_dir, "redis.sock")
+    url = embedded_redis_url(host.run_dir)
     done = fxcm_command("tail-guard", "--symbols", "EURUSD", "--window-hours", "1",
                         "--run-dir", tempfile.gettempdir(), "--json",
                         env=clean_env(FXCM_REDIS_URL=url))

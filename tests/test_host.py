@@ -487,7 +487,7 @@ def test_status_command_shows_actors_and_http_endpoints_answer(
         with urllib.request.urlopen(base + "/livez", timeout=10) as response:
             assert response.status == 200
         with urllib.request.urlopen(base + "/readyz", timeout=10) as response:
-            assert json.load(response) == {"ready": True, "not_running": []}
+            assert json.load(response) == {"ready": True, "not_running": [], "reasons": []}
         with urllib.request.urlopen(base + "/metrics", timeout=10) as response:
             metrics = response.read().decode()
         assert 'fxcm_bus_mailbox_messages{actor="echo"}' in metrics

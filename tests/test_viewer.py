@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 import config
 from actors.tools.viewer import MODES, Board, alerts, format_number, mode_key, render_text
 from actors.tools.viewer._run import Screen as KeyState
-from tests.helpers import REPO_ROOT, host_process, open_calendar, wait_for
+from tests.helpers import REPO_ROOT, embedded_redis_url, host_process, open_calendar, wait_for
 
 NOW = 1_800_000_000.0
 MINUTE_MS = 60_000
@@ -562,7 +562,7 @@ def test_the_viewer_shows_live_values_of_a_running_host_and_quits_on_q(
                       calendar_file=str(open_calendar(tmp_path)),
                       cache={"dir": str(tmp_path / "cache")}):
         # every XAUUSD (bid, ask) the sim produced while the viewer runs (and the last one)
-        client = redis.Redis.from_url("unix://" + os.path.join(short_dir, "redis.sock"))
+        client = redis.Redis.from_url(embedded_redis_url(short_dir))
         pubsub = client.pubsub()
         pubsub.subscribe("fxcm:price_tik")
         quotes: set[tuple[str, str]] = set()

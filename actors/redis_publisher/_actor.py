@@ -199,7 +199,7 @@ class RedisPublisher(Actor):
         self.journal.open(self._seed_from_record)
         if cfg.redis_required:
             self.sink = RedisSink(cfg.redis_url, cfg.socket_timeout, cfg.last_bars,
-                                  "fxcm-" + self.name)
+                                  "fxcm-" + self.name, cfg.prefix + ":publisher:run")
             self.mode = DOWN
             self.down_since = time.monotonic()
             self._connect(first=True)
@@ -655,6 +655,7 @@ class RedisPublisher(Actor):
             "failures": self.failures,
             "last_error": self.last_error,
             "subscribers": dict(self.receivers),
+            "denied": dict(self.sink.denied) if self.sink is not None else {},
         }
         result["channels"] = dict(self.config.channels)
         universe = self.universe

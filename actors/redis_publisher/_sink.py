@@ -13,11 +13,18 @@ Connection trouble (refused, reset, timeout, a server still loading) raises ``Re
 caller cannot know which commands of that pipeline were applied, so it keeps everything durable
 and writes it again later (at least once). A command Redis refuses (a key of the wrong type,
 say) is counted and logged, never retried in a loop.
+
+Under a least-privilege ACL (docs/operations.md, "Redis ACL") two conveniences may be denied,
+and the sink does without them, counting each denial in ``denied``: CLIENT SETNAME (the
+connection stays unnamed) and INFO (the server's run_id, which tells a restarted Redis: a
+marker key of our own, ``marker_key``, stands in for it; a Redis restarted without its data has
+lost it).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -90,14 +97,17 @@ def redact(url: str) -> str:
 
 
 class RedisSink:
-    def __init__(self, url: str, socket_timeout: float, last_bars: int, client_name: str) -> None:
+    def __init__(self, url: str, socket_timeout: float, last_bars: int, client_name: str,
+                 marker_key: str = "") -> None:
         self.url = url
         self.socket_timeout = socket_timeout
         self.last_bars = last_bars
         self.client_name = client_name
+        self.marker_key = marker_key
         self.client: redis.Redis | None = None
         self.run_id = ""  # the server's run_id: changes when Redis restarts
         self._upsert_sha = ""
+        self.denied: dict[str, int] = {}  # commands the server's ACL refused, done without
 
     def connect(self) -> None:
         """Open a connection, check it answers and load the script; RedisDown if not."""
@@ -105,15 +115,18 @@ class RedisSink:
         if self.url == "embedded":
             raise RedisDown("redis.url is 'embedded' but no host started the embedded server "
                             "(run under `fxcm host`, or set redis.url)")
+        named = "client setname" not in self.denied
         try:
-            client = redis.Redis.from_url(
-                self.url, socket_timeout=self.socket_timeout,
-                socket_connect_timeout=self.socket_timeout, retry=Retry(NoBackoff(), 0),
-                health_check_interval=0, client_name=self.client_name)
-        except ValueError as exc:
-            raise RedisDown("redis.url {}: {}".format(redact(self.url), exc)) from None
-        try:
-            client.ping()
+            client = self._client(named)
+            try:
+                client.ping()
+            except redis.exceptions.NoPermissionError:
+                if not named:
+                    raise
+                client.close()  # CLIENT SETNAME denied by the ACL: an unnamed connection
+                self._deny("client setname")
+                client = self._client(False)
+                client.ping()
             self._upsert_sha = str(client.script_load(UPSERT_BARS))
             self.run_id = self._server_run_id(client)
         except _DOWN as exc:
@@ -122,15 +135,37 @@ class RedisSink:
         except redis.RedisError as exc:  # e.g. NOAUTH / WRONGPASS: as good as down, but say so
             client.close()
             raise RedisDown("{}: {}".format(type(exc).__name__, exc)) from None
+        except ValueError as exc:
+            raise RedisDown("redis.url {}: {}".format(redact(self.url), exc)) from None
         self.client = client
 
-    @staticmethod
-    def _server_run_id(client: redis.Redis) -> str:
+    def _client(self, named: bool) -> redis.Redis:
+        return redis.Redis.from_url(
+            self.url, socket_timeout=self.socket_timeout,
+            socket_connect_timeout=self.socket_timeout, retry=Retry(NoBackoff(), 0),
+            health_check_interval=0, client_name=self.client_name if named else None)
+
+    def _deny(self, command: str) -> None:
+        if command not in self.denied:
+            log.warning("Redis at %s denies %s (ACL): going on without it (docs/operations.md, "
+                        "Redis ACL)", redact(self.url), command.upper())
+        self.denied[command] = self.denied.get(command, 0) + 1
+
+    def _server_run_id(self, client: redis.Redis) -> str:
+        """The server's run_id (INFO); where INFO is denied or renamed away, the value of our
+        marker key, set when missing: a Redis restarted without its data gets a new one."""
         try:
             info: dict[str, Any] = client.info("server")
+            return str(info.get("run_id", ""))
+        except redis.exceptions.NoPermissionError:
+            self._deny("info")
         except redis.ResponseError:  # INFO renamed away on a managed server
+            pass
+        if not self.marker_key:
             return ""
-        return str(info.get("run_id", ""))
+        client.set(self.marker_key, os.urandom(8).hex(), nx=True)
+        marker = client.get(self.marker_key)
+        return "marker:" + _text(marker) if marker is not None else ""
 
     def close(self) -> None:
         if self.client is not None:

@@ -1,6 +1,7 @@
-"""What both tools need to find a host's outputs: the Redis URL and the channel names.
+"""What the tools need to find a host's outputs: the Redis URL and the channel names.
 
-Pure but for two reads of the environment and one ``os.path.exists``.
+Pure but for two reads of the environment, one ``os.path.exists`` and, for a host's embedded
+Redis, the check of its run dir and the read of its password file (``redis.pass``, 0600).
 """
 
 from __future__ import annotations
@@ -9,12 +10,14 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from actors._redis_server import SOCKET_FILE, embedded_url, read_password
 from actors.redis_publisher import CHANNEL_SUFFIXES
+from bus import check_run_dir
 from protocol.errors import ConfigError
 
 ENV_REDIS_URL = "FXCM_REDIS_URL"
 # The embedded Redis of a host listens on this socket in its run dir (actors/_redis_server.py).
-EMBEDDED_SOCKET = "redis.sock"
+EMBEDDED_SOCKET = SOCKET_FILE
 
 
 def embedded_socket(run_dir: str) -> str:
@@ -27,8 +30,9 @@ def resolve_redis_url(given: str | None, run_dir: str,
     """``given`` (``--redis-url``), else ``configured`` (``redis.url`` as the host reads it:
     the config file, ``FXCM_REDIS_URL`` and the predecessor's ``FXCM_REDIS_HOST/PORT/PASSWORD``;
     see ``configured_redis_url``), else ``FXCM_REDIS_URL``, else the embedded Redis of
-    ``run_dir`` (``unix://<run_dir>/redis.sock``) when that socket exists. "embedded" in any
-    place means the run dir's socket. Raises ConfigError saying what was tried."""
+    ``run_dir`` (``unix://<run_dir>/redis.sock``, with the password the host keeps in the run
+    dir) when that socket exists. "embedded" in any place means the run dir's socket. Raises
+    ConfigError saying what was tried (UnsafeRunDir for a run dir that is not ours)."""
     env = os.environ if environ is None else environ
     for source, value in (("--redis-url", given), ("redis.url", configured),
                           (ENV_REDIS_URL, env.get(ENV_REDIS_URL))):
@@ -39,7 +43,8 @@ def resolve_redis_url(given: str | None, run_dir: str,
             return value
     path = embedded_socket(run_dir)
     if os.path.exists(path):
-        return "unix://" + path
+        check_run_dir(run_dir)
+        return embedded_url(path, read_password(run_dir))
     raise ConfigError("no Redis: no --redis-url, no {} or FXCM_REDIS_HOST, and no embedded "
                       "Redis at {} (is a host running with --run-dir {}?)".format(
                           ENV_REDIS_URL, path, run_dir))

@@ -81,7 +81,8 @@ def host_config(work: Path, run_dir: str, server: EmbeddedRedis, file: TickFile,
                                               "multiplier": 2.0, "jitter": 0.2}},
         "command_handler": {"redis_backoff": {"base_seconds": 0.5, "max_seconds": 4.0,
                                               "multiplier": 2.0, "jitter": 0.2}},
-        "bus": {"status_interval_seconds": 0.5},
+        # drills: the crash, stall and release ops are refused unless the host enables them
+        "bus": {"status_interval_seconds": 0.5, "drills": True},
         "supervisor": {"max_restarts": 20},
     }
     path = work / "config.json"
