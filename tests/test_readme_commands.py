@@ -163,6 +163,9 @@ HOW: dict[str, Run | Long | Terminal | Skip] = {
     "make bench": Skip("minutes of benchmarks; their figures are in docs/performance.md"),
     ".venv/bin/python -m tests.bench --report docs/performance.md": Skip(
         "make bench itself (minutes of benchmarks)"),
+    ".venv/bin/python -m tests.bench crash": Skip(
+        "minutes of crash drills (make bench runs it too); the same drill on the sim is "
+        "tests/test_final_bars.py"),
     "make chaos": Skip("minutes of fault injection; a short chaos run is part of make test "
                        "(tests/test_chaos_short.py)"),
     "make soak DURATION=30m": Skip("30 minutes; a 40-second soak is part of make test"),
@@ -171,15 +174,11 @@ HOW: dict[str, Run | Long | Terminal | Skip] = {
     "make soak SOAK_ARGS=--help": Run(r"usage: .*soak"),
     "make venv37": Skip("builds the Python 3.7 venv of the real SDK (.venv37, shared on this "
                         "machine); make test runs it"),
-    ".venv/bin/redis-cli -p 6380 SUBSCRIBE fxcm:ohlcv fxcm:price_tik fxcm:status":
-        Long(r"fxcm:price_tik"),
+    ".venv/bin/fxcm watch": Long(r"fxcm:price_tik"),
     ".venv/bin/fxcm viewer": Terminal([r"mode 1 SUM", r"host: pid \d+", r"redis: connected"]),
     ".venv/bin/fxcm status": Run(r"fxcm_session\s+running"),
     ".venv/bin/fxcm status --json": Run(r'"actors"'),
     ".venv/bin/fxcm tap --topic price.snapshot. --count 5": Run(r"price\.snapshot\.[A-Z]{6}"),
-    ".venv/bin/fxcm crash tick_aggregator": Run(r"tick_aggregator \(pid \d+\) will crash"),
-    ".venv/bin/fxcm stall snapshotter 5": Run(r"snapshotter \(pid \d+\) will stall 5 s"),
-    ".venv/bin/fxcm release snapshotter": Run(r"snapshotter \(pid \d+\) told to end its stall"),
     ".venv/bin/fxcm command backfill --symbol XAUUSD --lookback-minutes 60": Run(r"\bok\b"),
     "curl -s localhost:9200/metrics | grep fxcm_": Run(r"fxcm_ohlcv_bars_total\{"),
     "curl -s localhost:9200/readyz": Run(r'"ready": true'),
@@ -201,6 +200,8 @@ HOW: dict[str, Run | Long | Terminal | Skip] = {
     "/opt/fxcm/.venv/bin/fxcm status --run-dir /run/fxcm": PRODUCTION,
     "/opt/fxcm/.venv/bin/fxcm tap --run-dir /run/fxcm --topic bar.XAUUSD.1m": PRODUCTION,
     "/opt/fxcm/.venv/bin/fxcm viewer --run-dir /run/fxcm --redis-url "
+    "redis://127.0.0.1:6379/0": PRODUCTION,
+    "/opt/fxcm/.venv/bin/fxcm watch --run-dir /run/fxcm --redis-url "
     "redis://127.0.0.1:6379/0": PRODUCTION,
     "redis-cli SUBSCRIBE fxcm:ohlcv fxcm:price_tik fxcm:status": PRODUCTION,
     "redis-cli GET fxcm:status:last": PRODUCTION,
