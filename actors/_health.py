@@ -4,7 +4,9 @@
 
 - the market is open and no message on a ``health.flow_topics`` prefix (``tick.``, ``bar.``) was
   published for ``health.feed_stall_seconds`` (the router counts them per prefix), or
-- a producer has been held back by backpressure (a full lossless mailbox) for that long.
+- a producer has been held back by backpressure (a full lossless mailbox) for that long, or
+- an actor that warms the feed up (the history poller: its status carries ``feed.phase``) has not
+  reached ``ready``: consumers would read a partial history (seed 002's ``warmup`` state).
 
 The first check applies only to a live feed (the ``sim`` and ``forexconnect`` brokers: a replay
 ends when its file does) on a host that runs an actor owning a flow topic. A market that just
@@ -14,7 +16,7 @@ figures and the time.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 
@@ -56,3 +58,18 @@ class FeedWatch:
                 reasons.append("{} held back by backpressure for {:.0f} s (full: {}; "
                                "health.feed_stall_seconds {:g})".format(name, held, full, stall))
         return reasons
+
+
+def warmup_reasons(statuses: Mapping[str, Mapping[str, Any]],
+                   warming: Iterable[str]) -> list[str]:
+    """Why the feed is still warming up, from the last status of each running actor that
+    warms it up (``Actor.warms_up_feed``: the history poller's ``feed.phase``)."""
+    reasons = []
+    for name in sorted(warming):
+        feed = (statuses.get(name) or {}).get("feed")
+        if not isinstance(feed, Mapping) or "phase" not in feed:
+            reasons.append("{}: no feed phase reported yet".format(name))
+        elif feed["phase"] != "ready":
+            reasons.append("{}: feed phase {} ({})".format(
+                name, feed["phase"], feed.get("reason") or "?"))
+    return reasons

@@ -128,6 +128,9 @@ class Actor(object):
     # deliveries a second instead of every tick. Lossless subscriptions only wait longer.
     prefetch_limit: Optional[int] = None
     ack_interval = 0.0
+    # An actor that warms the feed up reports ``feed.phase`` in its status; the host's
+    # /readyz waits for it to say ``ready`` (actors/_health.py).
+    warms_up_feed = False
     _handler_names: Dict[str, str] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

@@ -19,6 +19,7 @@ import queue
 import shlex
 import signal
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from typing import IO, Any
 
 import zmq
 
-from actors._health import FeedWatch
+from actors._health import FeedWatch, warmup_reasons
 from actors._http import HttpServer
 from actors._redis_server import EmbeddedRedis, find_redis_server
 from actors._status_listener import StatusListener
@@ -87,6 +88,17 @@ class _Slot:
             "next_restart_in": (max(0.0, self.next_start - time.monotonic())
                                 if self.next_start is not None else None),
         }
+
+
+def unwritable(directory: str) -> str | None:
+    """Why files cannot be written in ``directory`` (created if missing), or None."""
+    try:
+        os.makedirs(directory, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".probe-"):
+            pass
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
 
 
 def _without_password(url: str) -> str:
@@ -163,6 +175,7 @@ class Host:
         self.redis: EmbeddedRedis | None = None
         self._listener: StatusListener | None = None
         self._feed: FeedWatch | None = None
+        self._warms_up: set[str] = set()  # actors whose feed phase /readyz waits for
         self.escalated = False
 
     # -- public ------------------------------------------------------------------------------
@@ -212,6 +225,10 @@ class Host:
         if self._feed is not None and self.router is not None:
             actors = self.router.stats_snapshot.get("actors", {})
             reasons.extend(self._feed.reasons(actors, time.monotonic()))
+        if self._listener is not None:
+            warming = [slot.spec.name for slot in self._slots
+                       if slot.state == RUNNING and slot.spec.name in self._warms_up]
+            reasons.extend(warmup_reasons(self._listener.latest, warming))
         return not reasons, {"not_running": missing, "reasons": reasons}
 
     def _check_actor_settings(self) -> None:
@@ -219,6 +236,8 @@ class Host:
         for slot in self._slots:
             cls = load_class(slot.spec.cls)
             cls.check_settings(slot.spec.settings)
+            if getattr(cls, "warms_up_feed", False):
+                self._warms_up.add(slot.spec.name)
 
     # -- start -------------------------------------------------------------------------------
 
@@ -332,8 +351,12 @@ class Host:
         else:
             lines.append("  redis     off (FXCM_REDIS_REQUIRED=0: file-only)")
         cache = self.settings.raw["cache"]
+        problem = unwritable(cache["dir"]) if cache["enabled"] else None
         lines.append("  cache     {}{}".format(cache["dir"], "" if cache["enabled"] else
                                              "  (cache.enabled false)"))
+        if problem:
+            lines.append("            NOT WRITABLE ({}): the bar store runs read-only and the "
+                         "publisher's outage journal is off (held in memory)".format(problem))
         if self.http is not None:
             base = "http://{}:{}".format(self.settings.http.host, self.http.port)
             lines.append("  metrics   {}/metrics   health {}/livez {}/readyz".format(
@@ -344,7 +367,7 @@ class Host:
         else:
             lines.append("  actors    none configured")
         for line in lines:
-            log.info("%s", line)
+            log.log(logging.WARNING if "NOT WRITABLE" in line else logging.INFO, "%s", line)
 
     def _runner(self, slot: _Slot) -> Runner:
         spec = self.settings.bus

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import random
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -433,3 +436,30 @@ def test_history_not_ready_for_a_while_loses_no_minute(tmp_path: Path, run_dir: 
     counts = status["counts"]
     assert counts["history_not_ready"] >= 5 and counts.get("history_retries", 0) >= 5
     assert counts.get("empty_in_history", 0) == 0
+
+
+def ready_answer(run_dir: str) -> tuple[int, dict[str, Any]]:
+    """What an orchestrator's readiness probe reads: ``/readyz``'s code and reasons."""
+    with open(os.path.join(run_dir, "host.json")) as handle:
+        port = json.load(handle)["http_port"]
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:{}/readyz".format(port),
+                                    timeout=10) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+
+
+@pytest.mark.timeout(180)
+def test_the_host_is_not_ready_until_the_poller_has_warmed_the_feed_up(
+        tmp_path: Path, run_dir: str) -> None:
+    # Every actor runs, but without fxcm_session's clock the poller cannot warm the feed up,
+    # and an orchestrator must not route consumers to this host.
+    with host_process(tmp_path, run_dir, [poller()], cache={"dir": str(tmp_path / "cache")}):
+        code, body = ready_answer(run_dir)  # before its first status, it counts as not ready
+        assert code == 503 and body["ready"] is False and body["not_running"] == []
+        code, body = wait_for(lambda: (answer := ready_answer(run_dir))[1]["reasons"] != [
+            "history_poller: no feed phase reported yet"] and answer, 60, "the poller's status")
+        assert code == 503 and body["reasons"] == [
+            "history_poller: feed phase warmup_cache (waiting for the pipeline clock "
+            "(fxcm_session's clock))"], body

@@ -1007,6 +1007,19 @@ def test_journal_cuts_a_torn_last_record_on_open(tmp_path: Path) -> None:
     reopened.close()
 
 
+def test_a_journal_that_cannot_open_its_directory_refuses_instead_of_raising(
+        tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    journal = Journal(str(blocker / "journal"), 10_000, 10_000)
+    journal.open()  # an unwritable cache dir: no exception, the publisher runs on
+    assert "Not a directory" in journal.unavailable
+    assert journal.append([["payload", "x", {"n": 1}]]) == 0
+    assert journal.append([["payload", "x", {"n": 2}]], force=True) == 0
+    assert journal.read(10) == [] and journal.stats()["refusals"] == 2
+    journal.close()
+
+
 def test_a_final_goes_out_before_any_later_preview_and_supersedes_its_own_preview() -> None:
     # smc_v1's ingestor writes the last preview as final when a preview of the next minute
     # arrives first, and keeps the first bar it wrote: the real final must come before.

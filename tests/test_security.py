@@ -721,6 +721,55 @@ def test_readiness_fails_while_the_feed_is_stalled_and_recovers(
         host.stop()
 
 
+@pytest.mark.timeout(300)
+def test_an_unwritable_cache_dir_degrades_the_cache_instead_of_crashing(
+        tmp_path: Path, run_dir: str) -> None:
+    # Root writes through any mode bits, so the cache dir sits under a regular file: no one
+    # can create it. Seed 001 runs on with a read-only cache and counts cache_io errors.
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    cache_dir = blocker / "cache"
+    host = start(tmp_path, pipeline(tmp_path, run_dir, cache={"dir": str(cache_dir)}), run_dir)
+    try:
+        subscriber = RedisSubscriber(embedded_redis_url(run_dir), ["fxcm:ohlcv"])
+        try:
+            subscriber.wait("fxcm:ohlcv", lambda items: any(
+                item.get("complete") is not False for item in items), 120, "a final bar")
+        finally:
+            subscriber.close()
+        assert "NOT WRITABLE (Not a directory)" in host.output()  # said at start
+
+        def metrics() -> str:
+            with urllib.request.urlopen("http://127.0.0.1:{}/metrics".format(
+                    http_port(run_dir)), timeout=10) as reply:
+                return str(reply.read().decode())
+
+        def cache_io(page: str) -> float:
+            line = 'fxcm_connector_errors_total{type="cache_io"} '
+            found = [row[len(line):] for row in page.splitlines() if row.startswith(line)]
+            return float(found[0]) if found else 0.0
+
+        # errors of the bar store (each file it could not open) and of the publisher's journal
+        # (actors' figures reach /metrics with their next status)
+        text = wait_for(lambda: "fxcm_store_read_only 1.0" in (page := metrics())
+                        and "fxcm_redis_journal_unavailable 1.0" in page and page, 60,
+                        "the actors' metrics")
+        assert cache_io(text) >= 2, text
+        _, status = get(http_port(run_dir), "/status")
+        assert status["actor_status"]["history_poller"]["store"]["counters"]["io_errors"] >= 1
+        samples = status["actor_status"]["redis_publisher"]["metrics"][
+            "fxcm_connector_errors_total"]["samples"]
+        assert [{"type": "cache_io"}, 1.0] in samples
+        _, status = get(http_port(run_dir), "/status")
+        actors = status["actor_status"]
+        assert actors["history_poller"]["store"]["read_only"] is True
+        assert "Not a directory" in actors["redis_publisher"]["journal"]["unavailable"]
+        assert all(info["restarts"] == 0 for info in status["host"]["actors"].values()), \
+            status["host"]["actors"]
+    finally:
+        host.stop()
+
+
 def test_feed_watch_judges_silence_only_with_the_market_open() -> None:
     open_now = [True]
     watch = FeedWatch(10.0, lambda now_ms: open_now[0], now=0.0)

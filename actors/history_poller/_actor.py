@@ -107,6 +107,7 @@ class HistoryPoller(Actor):
     # pipeline clock (the replay clock under replay) for "now".
     subscriptions = (Subscribe("bar.", LOSSLESS), Subscribe(GAP_PREFIX, LOSSLESS),
                      Subscribe(INSTRUMENT_PREFIX, LATEST), Subscribe(CLOCK_TOPIC, LATEST))
+    warms_up_feed = True
 
     @classmethod
     def check_settings(cls, settings: dict[str, Any]) -> None:
@@ -201,6 +202,7 @@ class HistoryPoller(Actor):
             for tf in self.timeframes:
                 self.store.load(symbol, tf)
         self.load_seconds = time.monotonic() - started
+        self.feed["reason"] = "waiting for the pipeline clock (fxcm_session's clock)"
         self.next_poll: dict[tuple[str, str], float] = {}
         self.scheduler.add("warmup", WARMUP, self._warmup_job(self.symbols, None,
                                                               republish=not self.restarted))

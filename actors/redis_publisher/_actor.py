@@ -153,7 +153,11 @@ class RedisPublisher(Actor):
             "fxcm_redis_journal_messages", "Undelivered records in the outage journal")
         self.m_refusals = metrics.counter(
             "fxcm_redis_journal_refusals_total",
-            "Times the journal was full: messages held in memory and acks withheld")
+            "Times the journal refused (full or unavailable): messages held in memory and acks "
+            "withheld")
+        self.m_journal_unavailable = metrics.gauge(
+            "fxcm_redis_journal_unavailable",
+            "1 while the outage journal's directory cannot be opened (see the log and status)")
         self.m_held = metrics.gauge(
             "fxcm_redis_held_messages",
             "Durable messages held in memory (journal full); the bus is held back meanwhile")
@@ -197,6 +201,12 @@ class RedisPublisher(Actor):
         self.backoff = cfg.backoff()
         self.journal = Journal(cfg.journal_dir, cfg.journal_max_bytes, cfg.journal_segment_bytes)
         self.journal.open(self._seed_from_record)
+        if self.journal.unavailable:
+            self.m_errors.inc("cache_io")
+            log.error("%s: the outage journal is unavailable (%s): publishing goes on, but while "
+                      "Redis is away final bars are held in memory only and the bus is held "
+                      "back when that fills; fix cache.dir / journal_dir", self.name,
+                      self.journal.unavailable)
         if cfg.redis_required:
             self.sink = RedisSink(cfg.redis_url, cfg.socket_timeout, cfg.last_bars,
                                   "fxcm-" + self.name, cfg.prefix + ":publisher:run")
@@ -216,9 +226,19 @@ class RedisPublisher(Actor):
         if self.held:
             # Stopping with Redis away and the journal full: over the bound beats a lost bar.
             records = [message.record for message in self.held]
-            self.journal.append(records, force=True)
-            log.warning("%s: stopping with Redis away: %d held message(s) written to the "
-                        "journal beyond its bound", self.name, len(records))
+            try:
+                taken = self.journal.append(records, force=True)
+            except OSError as exc:
+                taken = 0
+                self.m_errors.inc("cache_io")
+                log.error("%s: cannot write the journal in %s: %s", self.name,
+                          self.config.journal_dir, exc)
+            if taken < len(records):
+                log.error("%s: stopping with Redis away and no journal: %d held message(s) "
+                          "are lost", self.name, len(records) - taken)
+            if taken:
+                log.warning("%s: stopping with Redis away: %d held message(s) written to the "
+                            "journal beyond its bound", self.name, taken)
             self.held.clear()
 
     def on_close(self) -> None:
@@ -387,9 +407,11 @@ class RedisPublisher(Actor):
         if taken < len(messages):
             self.held.extend(messages[taken:])
             self.m_refusals.inc()
-            log.warning("%s: the journal is full (%d bytes, journal_max_bytes %d): holding %d "
-                        "message(s) and withholding acks until Redis is back", self.name,
-                        self.journal.disk_bytes, self.journal.max_bytes, len(self.held))
+            why = "unavailable ({})".format(self.journal.unavailable) \
+                if self.journal.unavailable else "full ({} bytes, journal_max_bytes {})".format(
+                    self.journal.disk_bytes, self.journal.max_bytes)
+            log.warning("%s: the journal is %s: holding %d message(s) and withholding acks "
+                        "until Redis is back", self.name, why, len(self.held))
 
     def _account(self, messages: list[Message], result: WriteResult) -> None:
         for error in result.errors:
@@ -637,6 +659,7 @@ class RedisPublisher(Actor):
         self.m_down_seconds.set(value=round(down, 3))
         self.m_journal_bytes.set(value=journal_stats.get("bytes", 0))
         self.m_journal_messages.set(value=journal_stats.get("messages", 0))
+        self.m_journal_unavailable.set(value=1 if journal_stats.get("unavailable") else 0)
         self.m_held.set(value=held)
         renderer = getattr(self, "renderer", None)
         if renderer is not None:

@@ -14,6 +14,10 @@ record of any size, so an oversize record cannot wedge it. ``force=True`` ignore
 publisher uses it when it must stop with Redis still away: a file over its bound beats a lost
 bar).
 
+A directory that cannot be opened (an unwritable or misplaced cache dir) leaves the journal
+``unavailable``: it refuses every append, as at its bound, so the publisher runs on with Redis
+and holds what it cannot deliver in memory (backpressure) instead of crashing at every restart.
+
 Delivery is at least once: ``read`` does not consume; ``commit`` does, after the records were
 written to Redis. A crash in between delivers those records again (duplicates are harmless
 downstream: consumers are idempotent by key). On open, a torn last line (a crash mid-append) is
@@ -65,6 +69,7 @@ class Journal:
         self.corrupt = 0
         self.refusals = 0
         self.forced = 0
+        self.unavailable = ""  # why the directory could not be opened; then appends refuse
         self._writer: Any = None
         self._writing = 0
         self._reader: Any = None
@@ -90,13 +95,24 @@ class Journal:
         return {"directory": self.directory, "messages": self.messages,
                 "bytes": self.pending_bytes, "disk_bytes": self.disk_bytes,
                 "max_bytes": self.max_bytes, "segments": len(self.segments),
-                "refusals": self.refusals, "forced": self.forced, "corrupt": self.corrupt}
+                "refusals": self.refusals, "forced": self.forced, "corrupt": self.corrupt,
+                "unavailable": self.unavailable or None}
 
     # -- open ---------------------------------------------------------------------------------
 
     def open(self, visit: Callable[[Any], None] | None = None) -> None:
         """Take over what a previous run left (calling ``visit`` with each undelivered record,
-        oldest first), cutting off a torn last line."""
+        oldest first), cutting off a torn last line. A directory that cannot be opened makes
+        the journal ``unavailable`` (the reason) instead of raising."""
+        try:
+            self._open(visit)
+        except OSError as exc:
+            self._close_files()
+            self.segments, self.sizes, self.messages = [], {}, 0
+            self.unavailable = "cannot open {}: {}".format(self.directory,
+                                                           exc.strerror or exc)
+
+    def _open(self, visit: Callable[[Any], None] | None) -> None:
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
         names = sorted(name for name in os.listdir(self.directory)
                        if name.startswith(_PREFIX) and name.endswith(_SUFFIX))
@@ -164,8 +180,12 @@ class Journal:
     # -- append -------------------------------------------------------------------------------
 
     def append(self, records: list[Any], force: bool = False) -> int:
-        """Write records in order until the bound; fsynced. Returns how many were taken."""
+        """Write records in order until the bound; fsynced. Returns how many were taken (none
+        while the journal is unavailable, even with ``force``)."""
         if not records:
+            return 0
+        if self.unavailable:
+            self.refusals += 1
             return 0
         taken = 0
         lines = []
@@ -334,7 +354,7 @@ class Journal:
         self._reader = None
 
     def close(self) -> None:
-        if self._writer is not None:
+        if self._writer is not None and not self.unavailable:
             self._writer.flush()
             os.fsync(self._writer.fileno())
         self._close_files()
