@@ -104,10 +104,16 @@ def test_backfill_returns_ok_with_its_counts_and_exits_0(host: HostProcess) -> N
     assert final["cmd"] == "fxcm_backfill"
     assert final["result"]["symbol"] == "XAUUSD"
     assert final["result"]["lookback_minutes"] == 60
-    assert isinstance(final["result"]["requests"], int) and final["result"]["requests"] >= 1
+    # the host's warmup may have stored the range already: then nothing is fetched
+    fetched = final["result"]["missing_fetched"]
+    assert 0 <= fetched <= 60
+    assert final["result"]["requests"] >= (1 if fetched else 0)
     assert final["result"]["end_ms"] - final["result"]["start_ms"] == 60 * 60_000
     # every fetched minute was stored or already there (a Counter: zero counts are left out)
-    assert final["result"].get("stored", 0) + final["result"].get("duplicate", 0) >= 1
+    if fetched:
+        assert final["result"].get("stored", 0) + final["result"].get("duplicate", 0) >= 1
+    # the range and the tail were published again (seed 004), whatever was fetched
+    assert sum(final["result"]["published"].values()) >= 60, final["result"]
 
 
 def test_human_output_is_a_line_per_state(host: HostProcess) -> None:

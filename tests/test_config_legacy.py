@@ -32,7 +32,14 @@ from config.envfile import load_env_files
 from config.legacy import ENV_ALIASES, ENV_IGNORED, LEGACY_KEYS, REDIS_VARIABLES, Dropped
 from config.settings import ENVIRONMENT, REQUIRED_VERSION, VERSION_OVERRIDE
 from protocol.errors import ConfigError
-from tests.helpers import REPO_ROOT, HostProcess, RedisSubscriber, open_calendar, wait_for
+from tests.helpers import (
+    REPO_ROOT,
+    HostProcess,
+    RedisSubscriber,
+    embedded_redis_url,
+    open_calendar,
+    wait_for,
+)
 
 FIXTURES = REPO_ROOT / "tests" / "fixtures" / "predecessor"
 SEED_EXAMPLE = FIXTURES / "seed_001_runtime_settings.json"  # seed 001 section 6.2, verbatim
@@ -421,7 +428,7 @@ def test_a_predecessor_settings_file_starts_a_host_and_bars_flow(
     try:
         host.wait_ready(("redis_publisher", "history_poller", "fxcm_session"), timeout=90)
         settings = load(path)
-        bars_and_prices_flow("unix://" + os.path.join(short_dir, "redis.sock"),
+        bars_and_prices_flow(embedded_redis_url(short_dir),
                              settings.raw["symbols"][:2], host)
         log = host.output()
         for line in settings.warnings:

@@ -34,6 +34,7 @@ from tests.helpers import (
     Probe,
     RedisSubscriber,
     bus_status,
+    embedded_redis_url,
     host_process,
     open_calendar,
     wait_for,
@@ -208,7 +209,7 @@ def test_login_stream_history_then_a_lost_session_logs_in_again_and_subscribes_a
     more.update(heartbeat={"interval_seconds": 0.5, "status_interval_seconds": 0.5},
                 snapshotter={"price_snap_interval_seconds": 0.5},
                 history_poller={"warmup_bars": 30, "poll_seconds": 1.0})
-    redis_url = "unix://" + os.path.join(run_dir, "redis.sock")
+    redis_url = embedded_redis_url(run_dir)
     with double_host(tmp_path, run_dir, double, full_pipeline(), **more) as (host, probe):
         redis = RedisSubscriber(redis_url, ["fxcm:price_tik", "fxcm:heartbeat", "fxcm:ohlcv"])
         try:
@@ -507,7 +508,7 @@ def test_bars_close_on_the_servers_clock_ahead_or_behind_ours_and_no_tick_is_lat
                     tick_interval_seconds=0.1, latency_ms=[5, 60],
                     tick_seconds_of_minute=tick_window)
     more = sections(double_python, tmp_path, ["EURUSD"], clock_skew_warn_seconds=1.0)
-    redis_url = "unix://" + os.path.join(run_dir, "redis.sock")
+    redis_url = embedded_redis_url(run_dir)
     actors = pipeline("redis_publisher", "tick_aggregator", "fxcm_session")
     with double_host(tmp_path, run_dir, double, actors, **more) as (host, probe):
         redis = RedisSubscriber(redis_url, ["fxcm:ohlcv"])

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import tracemalloc
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from tests.helpers import (
     Probe,
     RedisSubscriber,
     bus_status,
+    embedded_redis_url,
     host_process,
     wait_for,
     write_config,
@@ -187,17 +187,24 @@ def test_indexing_and_streaming_a_file_take_memory_proportionate_to_its_rows(
         b"%d,%s,1.%05d,1.%05d\n" % (T + i, symbols[i % 4], i % 90000, i % 90000 + 2)
         for i in range(count))
     file = write(tmp_path / "big.csv", data)
-    tracemalloc.start()
-    try:
-        index = ReplayIndex(str(file))
-        _, index_peak = tracemalloc.get_traced_memory()
-        tracemalloc.reset_peak()
-        start, _ = tracemalloc.get_traced_memory()
-        streamed = sum(1 for _, row in read_rows(str(file)) if row is not None)
-        _, stream_peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert index.rows == streamed == count
+    # Measured in a process of its own: tracemalloc counts every thread's allocations, and
+    # threads left by earlier tests in this process would be counted too.
+    script = """
+import json, sys, tracemalloc
+from actors.fxcm_session._replay_input import ReplayIndex, read_rows
+tracemalloc.start()
+index = ReplayIndex(sys.argv[1])
+_, index_peak = tracemalloc.get_traced_memory()
+tracemalloc.reset_peak()
+start, _ = tracemalloc.get_traced_memory()
+streamed = sum(1 for _, row in read_rows(sys.argv[1]) if row is not None)
+_, stream_peak = tracemalloc.get_traced_memory()
+print(json.dumps([index.rows, streamed, index_peak, start, stream_peak]))
+"""
+    result = subprocess.run([sys.executable, "-c", script, str(file)], cwd=str(REPO_ROOT),
+                            stdout=subprocess.PIPE, text=True, timeout=100, check=True)
+    rows, streamed, index_peak, start, stream_peak = json.loads(result.stdout)
+    assert rows == streamed == count
     # The index is three typed arrays: 24 bytes a row (arrays grow by up to an eighth), far
     # below the file's own ~38 bytes a row; the old list-of-tuples reader held ~300.
     assert index_peak < count * 24 * 1.5 + 2_000_000, index_peak
@@ -288,7 +295,7 @@ def test_a_file_without_a_valid_row_streams_nothing_and_never_shows_1970(
                                                    "market_status_interval_seconds": 0.5,
                                                    "status_interval_seconds": 0.5})
     with host_process(tmp_path, run_dir, actors, **sections) as host:
-        redis = RedisSubscriber("unix://" + os.path.join(run_dir, "redis.sock"),
+        redis = RedisSubscriber(embedded_redis_url(run_dir),
                                 ["fxcm:heartbeat", "fxcm:market_status", "fxcm:status"])
         try:
             probe = Probe("probe", "ipc://" + os.path.join(run_dir, "bus.sock"),

@@ -327,7 +327,9 @@ def test_killed_aggregator_emits_the_same_final_bars_as_an_uninterrupted_run(
               {"name": "fxcm_session", "class": "actors.fxcm_session:FxcmSession"}]
     sections: dict[str, Any] = {
                 "symbols": ["EURUSD", "XAUUSD"],
-                "broker": {"kind": "replay", "replay": {"file": str(file), "speed": 0.0}},
+                # Paced (about 30 s for the file), so the kills land mid-stream however slow
+                # the machine is; at speed 0 the whole file can pass between two polls.
+                "broker": {"kind": "replay", "replay": {"file": str(file), "speed": 1000.0}},
                 "tick_aggregator": {"max_synth_gap_minutes": MAX_SYNTH},
                 "bus": {"checkpoint_every": 150},
                 "supervisor": {"backoff_base_seconds": 0.05, "backoff_cap_seconds": 0.2,

@@ -256,7 +256,9 @@ def command_backfill(poller: HistoryPoller, args: dict[str, Any],
                     if bar.open_time >= tail_from
                     or plan.start_ms <= bar.open_time < plan.end_ms]
             published[tf] = yield from publish_paced(poller, bars, progress)
-    return dict(counts, symbol=plan.symbol, start_ms=plan.start_ms, end_ms=plan.end_ms,
+    # requests is there even at 0: a range already stored needs no fetch
+    return dict(counts, requests=counts["requests"], symbol=plan.symbol,
+                start_ms=plan.start_ms, end_ms=plan.end_ms,
                 requested_minutes=plan.requested_minutes,
                 lookback_minutes=(plan.end_ms - plan.start_ms) // MINUTE_MS,
                 clamped=plan.clamped, missing_fetched=len(missing), published=published,

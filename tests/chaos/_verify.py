@@ -20,7 +20,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol.market import MINUTE_MS, TF_MS, Bar
+from protocol.market import MINUTE_MS, SOURCE_HISTORY, SOURCE_TICK, TF_MS, Bar, wire_source
+
+HISTORY_SOURCE = wire_source(SOURCE_HISTORY)  # "stream"
+AGGREGATED_SOURCE = wire_source(SOURCE_TICK)  # "tick_agg"
 
 Key = tuple[str, str, int]
 _FIELDS = ("open", "high", "low", "close", "volume", "tick_count", "synthetic", "close_time")
@@ -229,10 +232,11 @@ def timeliness(expected: dict[Key, Bar], messages: list[tuple[float, dict[str, A
 
 
 def _repaired_minutes(payloads: list[dict[str, Any]]) -> dict[str, set[int]]:
-    """Per symbol, the 1m minutes whose final came from history (gap repair, warmup)."""
+    """Per symbol, the 1m minutes whose final came from history (gap repair, warmup): on the
+    wire, source ``stream`` (seed 001 section 1.1; tick aggregation is ``tick_agg``)."""
     result: dict[str, set[int]] = defaultdict(set)
     for payload in payloads:
-        if payload.get("source") != "history" or payload.get("tf") != "1m":
+        if payload.get("source") != HISTORY_SOURCE or payload.get("tf") != "1m":
             continue
         for bar in payload.get("bars", []):
             if bar.get("complete"):
@@ -241,10 +245,10 @@ def _repaired_minutes(payloads: list[dict[str, Any]]) -> dict[str, set[int]]:
 
 
 def _fills_gap(repaired: Any, tf: str, open_time: int, source: str) -> bool:
-    """A late bar that is a repair: from history, or derived over a minute history repaired
-    (4h and 1d buckets end earlier at a trading-day boundary; the nominal span only widens
-    the window, and neither is checked against the reference here)."""
-    if source == "history":
+    """A late bar that is a repair: from history, or derived (``tick_agg`` above 1m) over a
+    minute history repaired (4h and 1d buckets end earlier at a trading-day boundary; the
+    nominal span only widens the window, and neither is checked against the reference here)."""
+    if source == HISTORY_SOURCE:
         return True
-    return source == "derived" and any(open_time <= minute < open_time + TF_MS[tf]
-                                       for minute in repaired)
+    return (source == AGGREGATED_SOURCE and tf != "1m"
+            and any(open_time <= minute < open_time + TF_MS[tf] for minute in repaired))
