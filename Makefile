@@ -55,8 +55,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# One test file a worker (module fixtures and fixed ports stay in one process), longest first
+# (tests/conftest.py); most tests wait on wall-clock minutes, so three workers share two cores.
+TEST_WORKERS ?= 3
 test: $(STAMP) venv37 lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 run: $(STAMP)
 	$(BIN)/fxcm host

@@ -6,7 +6,7 @@ them, results on ``fxcm:commands:result``, bars on ``fxcm:ohlcv``, heartbeat and
   the same finals went out before;
 - ``fxcm_republish_tail`` reaches subscribers and keeps seed 004's watermark (``force`` past it);
 - ``fxcm_backfill`` honours an explicit range as given;
-- ``fxcm_set_universe`` changes what is streamed and what heartbeat shows as stream targets;
+- ``fxcm_set_universe``: in tests/test_set_universe_on_redis.py (two wall-clock minutes);
 - ``fxcm_tail_guard`` reports seed 004's tiers in its result and in the feed's status, and
   repairs only when the market is closed (by default);
 - a year-long ``fxcm_tail_guard`` with repair runs in paced chunks below live bars: the live
@@ -183,36 +183,6 @@ def test_warmup_republish_and_backfill_reach_subscribers_as_their_producers_mean
         assert (result["start_ms"], result["end_ms"]) == (begin, begin + 8 * 3_600_000)
         assert result["lookback_minutes"] == 480 and result["clamped"] is False
         assert 480 + 59 <= result["published"]["1m"] <= 480 + 61  # the range and the tail
-
-
-@pytest.mark.timeout(400)
-def test_set_universe_changes_what_is_streamed_and_the_stream_targets(
-        tmp_path: Path, run_dir: str, redis_server: EmbeddedRedis, feed: Feed) -> None:
-    dynamic = {"dynamic_universe_enabled": True,
-               "dynamic_universe_default_targets": "XAU/USD:m1", "max_targets": 5}
-    with host_process(tmp_path, run_dir, ACTORS, **sections(
-            tmp_path, redis_server, history_poller=dynamic)):
-        beat = stream_heartbeat(feed)
-        assert [(t["symbol"], t["tf"]) for t in beat["context"]["stream_targets"]] == [
-            ("XAU/USD", "m1")]
-        since = time.monotonic()
-        # the first whole minute after the start: up to two minutes away
-        wait_for(lambda: bars_of(feed.ohlcv(since), "XAUUSD", "1m", "tick_agg"), 150,
-                 "a live XAUUSD 1m bar")
-        assert not [p for _, p in feed.ohlcv(since) if p["symbol"] == "EURUSD"
-                    and p["source"] != "history_s3"]
-        feed.send({"type": "fxcm_set_universe", "targets": [{"symbol": "EUR/USD", "tf": "m1"}]})
-        done = feed.final(cmd="fxcm_set_universe")
-        assert done["result"]["applied"] is True
-        wait_for(lambda: [(t["symbol"], t["tf"]) for t in
-                          feed.heartbeats()[-1]["context"]["stream_targets"]]
-                 == [("EUR/USD", "m1")], 30, "the new stream targets in heartbeat")
-        switched = time.monotonic()
-        wait_for(lambda: bars_of(feed.ohlcv(switched), "EURUSD", "1m", "tick_agg"), 90,
-                 "a live EURUSD 1m bar")  # the next minute's end
-        later = [p for _, p in feed.ohlcv(switched + 2)
-                 if p["symbol"] == "XAUUSD" and p["source"] == "tick_agg"]
-        assert later == []
 
 
 @pytest.mark.timeout(300)

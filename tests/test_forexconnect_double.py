@@ -209,9 +209,9 @@ def test_login_stream_history_then_a_lost_session_logs_in_again_and_subscribes_a
     more.update(heartbeat={"interval_seconds": 0.5, "status_interval_seconds": 0.5},
                 snapshotter={"price_snap_interval_seconds": 0.5},
                 history_poller={"warmup_bars": 30, "poll_seconds": 1.0})
-    redis_url = embedded_redis_url(run_dir)
     with double_host(tmp_path, run_dir, double, full_pipeline(), **more) as (host, probe):
-        redis = RedisSubscriber(redis_url, ["fxcm:price_tik", "fxcm:heartbeat", "fxcm:ohlcv"])
+        redis = RedisSubscriber(embedded_redis_url(run_dir),
+                                ["fxcm:price_tik", "fxcm:heartbeat", "fxcm:ohlcv"])
         try:
             # 1. streaming: the double's offers reach Redis as price snapshots
             redis.wait("fxcm:price_tik", lambda got: any(
@@ -221,7 +221,7 @@ def test_login_stream_history_then_a_lost_session_logs_in_again_and_subscribes_a
             def history_bars() -> list[dict[str, Any]]:
                 return [bar for payload in redis.payloads("fxcm:ohlcv")
                         if payload["symbol"] == "EURUSD" and payload["tf"] == "1m"
-                        and str(payload.get("source", "")).startswith("history")
+                        and payload.get("source") == "stream"  # the feed's own history
                         for bar in payload["bars"]]
             wait_for(lambda: len(history_bars()) >= 10, 90, "warmup history bars in Redis")
             checked = 0
@@ -508,17 +508,16 @@ def test_bars_close_on_the_servers_clock_ahead_or_behind_ours_and_no_tick_is_lat
                     tick_interval_seconds=0.1, latency_ms=[5, 60],
                     tick_seconds_of_minute=tick_window)
     more = sections(double_python, tmp_path, ["EURUSD"], clock_skew_warn_seconds=1.0)
-    redis_url = embedded_redis_url(run_dir)
     actors = pipeline("redis_publisher", "tick_aggregator", "fxcm_session")
     with double_host(tmp_path, run_dir, double, actors, **more) as (host, probe):
-        redis = RedisSubscriber(redis_url, ["fxcm:ohlcv"])
+        redis = RedisSubscriber(embedded_redis_url(run_dir), ["fxcm:ohlcv"])
         wall_minus_monotonic = time.time() - time.monotonic()
         try:
             def tick_bars() -> list[tuple[float, dict[str, Any]]]:
                 return [(arrived, bar) for arrived, channel, data in redis.snapshot()
                         for payload in [json.loads(data)]
                         if payload["symbol"] == "EURUSD" and payload["tf"] == "1m"
-                        and not str(payload.get("source", "")).startswith("history")
+                        and payload.get("source") == "tick_agg"
                         for bar in payload["bars"] if bar["complete"]]
 
             arrived, bar = wait_for(lambda: next(iter(tick_bars()), None), 200,
