@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bus._backoff import BackoffSettings
 from config.legacy import ENV_ALIASES, ENV_IGNORED, env_targets, redis_url, translate
 from protocol import wire
 from protocol.errors import ConfigError
@@ -121,6 +122,12 @@ class SupervisorConfig:
     max_restarts: int
     restart_window_seconds: float
     start_timeout_seconds: float
+
+    @property
+    def backoff(self) -> BackoffSettings:
+        """Restart delays (checked by ``_build``, which allows a base of 0: restart at once)."""
+        return BackoffSettings(self.backoff_base_seconds, self.backoff_cap_seconds,
+                               jitter=self.backoff_jitter)
 
 
 @dataclass(frozen=True)
@@ -419,13 +426,7 @@ def _positive(data: dict[str, Any], path: str, *keys: str) -> None:
 
 
 def _check_backoff(data: dict[str, Any], path: str) -> None:
-    _positive(data, path, "base_seconds", "max_seconds")
-    if data["max_seconds"] < data["base_seconds"]:
-        raise ConfigError("{}.max_seconds: must be >= base_seconds".format(path))
-    if data["multiplier"] < 1:
-        raise ConfigError("{}.multiplier: must be >= 1, got {}".format(path, data["multiplier"]))
-    if not 0 <= data["jitter"] <= 1:
-        raise ConfigError("{}.jitter: must be within 0..1, got {}".format(path, data["jitter"]))
+    BackoffSettings.from_mapping(data, path)  # the one home of the backoff rule
 
 
 def _check_pipeline(data: dict[str, Any]) -> None:

@@ -243,13 +243,10 @@ class FxcmSession(Actor):
         self.basis = self._setting("price_basis")
         self.stale_seconds = float(self._setting("stale_seconds"))
         self.reconnect_cooldown = float(self._setting("reconnect_cooldown_seconds"))
-        login = self._setting("login_backoff")
-        self.login_backoff = Backoff(float(login["base_seconds"]), float(login["max_seconds"]),
-                                     float(login["jitter"]), factor=float(login["multiplier"]))
-        history = self._setting("history_backoff")
-        self.history_backoff = Backoff(
-            float(history["base_seconds"]), float(history["max_seconds"]),
-            float(history["jitter"]), factor=float(history["multiplier"]))
+        self.login_backoff = Backoff.from_settings(self._setting("login_backoff"),
+                                                   "fxcm_session.login_backoff")
+        self.history_backoff = Backoff.from_settings(self._setting("history_backoff"),
+                                                     "fxcm_session.history_backoff")
         self.quota = HistoryQuota(QuotaSettings.from_dict(self._setting("quota")))
         self.skew_warn_seconds = float(self.settings.get("clock_skew_warn_seconds", 1.0))
         # Credentials live only in the environment; whatever they are, they never leave here.

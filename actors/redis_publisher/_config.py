@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from bus import Backoff
+from bus import Backoff, BackoffSettings
 from protocol.contracts import CHANNEL_SUFFIXES, channel_names
 from protocol.errors import ConfigError
 
@@ -50,10 +50,7 @@ class PublisherConfig:
     socket_timeout: float
     health_check: float
     resume_wait: float
-    backoff_base: float
-    backoff_max: float
-    backoff_multiplier: float
-    backoff_jitter: float
+    redis_backoff: BackoffSettings
     redis_url: str
     redis_required: bool
 
@@ -100,17 +97,8 @@ class PublisherConfig:
         journal_dir = os.path.abspath(os.path.join(journal_dir, actor_name))
         max_bytes = _number(settings, "journal_max_bytes", int, 1)
         segment_bytes = _number(settings, "journal_segment_bytes", int, 1)
-        backoff = settings.get("redis_backoff")
-        if not isinstance(backoff, dict):
-            raise ConfigError("{}: must be an object".format(_key("redis_backoff")))
-        base = _number(backoff, "base_seconds", float, 0.001, _key("redis_backoff.base_seconds"))
-        cap = _number(backoff, "max_seconds", float, base, _key("redis_backoff.max_seconds"))
-        multiplier = _number(backoff, "multiplier", float, 1.0,
-                             _key("redis_backoff.multiplier"))
-        jitter = _number(backoff, "jitter", float, 0.0, _key("redis_backoff.jitter"))
-        if jitter > 1:
-            raise ConfigError("{}: must be within 0..1, got {}".format(
-                _key("redis_backoff.jitter"), jitter))
+        backoff = BackoffSettings.from_mapping(settings.get("redis_backoff"),
+                                               _key("redis_backoff"))
         redis_section = settings.get("redis")
         if not isinstance(redis_section, dict):
             raise ConfigError("redis: must be an object")
@@ -128,12 +116,10 @@ class PublisherConfig:
             socket_timeout=_number(settings, "socket_timeout_seconds", float, 0.01),
             health_check=_number(settings, "health_check_seconds", float, 0.01),
             resume_wait=_number(settings, "resume_wait_seconds", float, 0.0),
-            backoff_base=base, backoff_max=cap, backoff_multiplier=multiplier,
-            backoff_jitter=jitter, redis_url=url, redis_required=required)
+            redis_backoff=backoff, redis_url=url, redis_required=required)
 
     def backoff(self) -> Backoff:
-        return Backoff(self.backoff_base, self.backoff_max, self.backoff_jitter,
-                       factor=self.backoff_multiplier)
+        return Backoff.from_settings(self.redis_backoff)
 
     def key(self, name: str) -> str:
         """A late-joiner key: ``<prefix>:<name>``."""
