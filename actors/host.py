@@ -165,9 +165,7 @@ class Host:
         self._stop = threading.Event()
         self._intensity = RestartIntensity(settings.supervisor.max_restarts,
                                            settings.supervisor.restart_window_seconds)
-        self._backoff = Backoff(settings.supervisor.backoff_base_seconds,
-                                settings.supervisor.backoff_cap_seconds,
-                                settings.supervisor.backoff_jitter)
+        self._backoff = Backoff.from_settings(settings.supervisor.backoff)
         self._lock_file: IO[str] | None = None
         self.router: Router | None = None
         self.http: HttpServer | None = None

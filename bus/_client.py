@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import random
 import threading
 import time
 import weakref
@@ -23,6 +22,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 import zmq
 
 from bus._acl import may_publish
+from bus._backoff import Backoff
 from bus._frames import NOBLOCK, recv_frames, send_frames
 from protocol import wire
 from protocol.errors import (
@@ -90,30 +90,6 @@ class Delivery(object):
     def body(self) -> Any:
         """The decoded body; a registered message type comes back as its class."""
         return from_wire(self.header.type, wire.unpack(self.body_bytes))
-
-
-class Backoff(object):
-    """Exponential backoff with a cap and jitter; ``compute(failures)`` in seconds.
-
-    The one backoff of the project: bus reconnects, supervisor restarts, broker login, history
-    errors and Redis reconnects all use it. ``jitter`` is a fraction: 0.2 spreads each delay
-    over +-20 %. ``rng`` is injectable so tests can pin the jitter."""
-
-    def __init__(self, base_seconds: float, cap_seconds: float, jitter: float = 0.2,
-                 rng: Optional[random.Random] = None, factor: float = 2.0) -> None:
-        self.base_seconds = base_seconds
-        self.cap_seconds = cap_seconds
-        self.jitter = jitter
-        self.factor = factor
-        self.rng = rng or random.Random()
-
-    def compute(self, failures: int) -> float:
-        if failures <= 0:
-            return 0.0
-        delay = min(self.cap_seconds,
-                    self.base_seconds * (self.factor ** min(failures - 1, 64)))
-        spread = delay * self.jitter
-        return max(0.0, delay + self.rng.uniform(-spread, spread))
 
 
 class BusClient(object):

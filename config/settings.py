@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bus._backoff import BackoffSettings
 from config.legacy import ENV_ALIASES, ENV_IGNORED, env_targets, redis_url, translate
 from protocol import wire
 from protocol.errors import ConfigError
@@ -121,6 +122,12 @@ class SupervisorConfig:
     max_restarts: int
     restart_window_seconds: float
     start_timeout_seconds: float
+
+    @property
+    def backoff(self) -> BackoffSettings:
+        """Restart delays (checked by ``_build``, which allows a base of 0: restart at once)."""
+        return BackoffSettings(self.backoff_base_seconds, self.backoff_cap_seconds,
+                               jitter=self.backoff_jitter)
 
 
 @dataclass(frozen=True)
@@ -412,26 +419,10 @@ def _check_types(value: Any, default: Any, path: str) -> None:
                                                            value))
 
 
-def _positive(data: dict[str, Any], path: str, *keys: str) -> None:
-    for key in keys:
-        if data[key] <= 0:
-            raise ConfigError("{}.{}: must be > 0, got {}".format(path, key, data[key]))
-
-
-def _check_backoff(data: dict[str, Any], path: str) -> None:
-    _positive(data, path, "base_seconds", "max_seconds")
-    if data["max_seconds"] < data["base_seconds"]:
-        raise ConfigError("{}.max_seconds: must be >= base_seconds".format(path))
-    if data["multiplier"] < 1:
-        raise ConfigError("{}.multiplier: must be >= 1, got {}".format(path, data["multiplier"]))
-    if not 0 <= data["jitter"] <= 1:
-        raise ConfigError("{}.jitter: must be within 0..1, got {}".format(path, data["jitter"]))
-
-
 def _check_pipeline(data: dict[str, Any]) -> None:
     """Value checks of the market-data sections (types were checked against the defaults)."""
     from protocol.errors import ProtocolError
-    from protocol.market import normalize_symbol, normalize_tf
+    from protocol.market import normalize_symbol
 
     if not data["symbols"]:
         raise ConfigError("symbols: at least one symbol is needed")
@@ -474,42 +465,12 @@ def _check_pipeline(data: dict[str, Any]) -> None:
         if replay["speed"] < 0:
             raise ConfigError("broker.replay.speed: must be >= 0, got {}".format(
                 replay["speed"]))
-    session = data["fxcm_session"]
-    _positive(session, "fxcm_session", "stale_seconds", "tick_queue_size",
-              "clock_interval_seconds", "logout_timeout_seconds")
-    _check_backoff(session["login_backoff"], "fxcm_session.login_backoff")
-    _check_backoff(session["history_backoff"], "fxcm_session.history_backoff")
-    quota = session["quota"]
-    _positive(quota, "fxcm_session.quota", "max_calls_per_min", "max_calls_per_hour")
-    if not 0 <= quota["priority_reserve_per_min"] < quota["max_calls_per_min"]:
-        raise ConfigError("fxcm_session.quota.priority_reserve_per_min: must be within "
-                          "0..max_calls_per_min-1")
-    if not 0 <= quota["priority_reserve_per_hour"] < quota["max_calls_per_hour"]:
-        raise ConfigError("fxcm_session.quota.priority_reserve_per_hour: must be within "
-                          "0..max_calls_per_hour-1")
-    thresholds = quota["load_thresholds"]
-    order = ["min_interval", "warn", "reserve", "critical"]
-    values = [thresholds[name] for name in order]
-    if values != sorted(values) or not values[0] >= 0 or values[-1] > 1:
-        raise ConfigError("fxcm_session.quota.load_thresholds: must satisfy 0 <= min_interval "
-                          "<= warn <= reserve <= critical <= 1, got {}".format(thresholds))
-    for tf, seconds in quota["min_interval_seconds"].items():
-        try:
-            normalize_tf(tf)
-        except ProtocolError as exc:
-            raise ConfigError("fxcm_session.quota.min_interval_seconds.{}: {}".format(
-                tf, exc)) from None
-        if not isinstance(seconds, (int, float)) or seconds < 0:
-            raise ConfigError("fxcm_session.quota.min_interval_seconds.{}: must be a number "
-                              ">= 0".format(tf))
-    for index, target in enumerate(quota["priority_targets"]):
-        symbol, sep, tf = target.rpartition(":")
-        try:
-            quota["priority_targets"][index] = "{}:{}".format(normalize_symbol(symbol),
-                                                              normalize_tf(tf))
-        except ProtocolError:
-            raise ConfigError("fxcm_session.quota.priority_targets[{}]: must be SYMBOL:tf, "
-                              "got {!r}".format(index, target)) from None
+    # fxcm_session's section is checked by its settings class, the one home of its rules
+    from actors.fxcm_session._settings import FxcmSessionSettings
+
+    shared = {key: data[key] for key in SHARED_KEYS}
+    session = FxcmSessionSettings.from_mapping(dict(shared, **data["fxcm_session"]))
+    data["fxcm_session"]["quota"]["priority_targets"] = list(session.quota.priority_targets)
     redis_url = data["redis"]["url"]
     if redis_url != "embedded" and not redis_url.startswith(("redis://", "rediss://",
                                                               "unix://")):

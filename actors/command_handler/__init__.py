@@ -38,8 +38,8 @@ from actors.command_handler._auth import (
     sign,
     ts_seconds,
 )
+from actors.command_handler._config import CommandHandlerSettings, commands_channel
 from actors.command_handler._config import check as check_settings
-from actors.command_handler._config import commands_channel
 from actors.command_handler._limits import (
     PerCommandLimiter,
     RawGate,
@@ -59,8 +59,8 @@ from actors.command_handler._results import CODES, CommandRefused, make_result
 
 __all__ = [
     "BOOTSTRAP_STEPS", "CODES", "COMMANDS", "COMMANDS_SCHEMA", "RESULTS_SCHEMA", "Command",
-    "CommandHandler", "CommandRefused", "Intake", "PerCommandLimiter", "RawGate",
-    "RejectionTally", "TokenBucket", "Verifier", "canonical_json", "check_settings",
+    "CommandHandler", "CommandHandlerSettings", "CommandRefused", "Intake", "PerCommandLimiter",
+    "RawGate", "RejectionTally", "TokenBucket", "Verifier", "canonical_json", "check_settings",
     "commands_channel", "load_keys", "load_schema", "make_result", "nonce_key", "resolve_mode",
     "sign", "ts_seconds",
 ]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import threading
 import time
@@ -33,8 +34,8 @@ from redis.retry import Retry
 
 from actors import base
 from actors.base import Actor, handles
-from actors.command_handler._auth import ANY_KID, Verifier, nonce_key
-from actors.command_handler._config import check, commands_channel
+from actors.command_handler._auth import ANY_KID, Verifier, nonce_key, resolve_mode
+from actors.command_handler._config import CommandHandlerSettings, check
 from actors.command_handler._limits import (
     PerCommandLimiter,
     RawGate,
@@ -228,45 +229,41 @@ class CommandHandler(Actor):
     # -- lifecycle -----------------------------------------------------------------------------
 
     def on_start(self) -> None:
-        settings = self.settings
-        mode, keys = check(settings)
-        verifier = Verifier(mode, keys, float(settings["skew_seconds"]))
+        config = self.config = CommandHandlerSettings.from_mapping(self.settings)
+        mode, keys = resolve_mode(config.auth_mode, os.environ)
+        verifier = Verifier(mode, keys, config.skew_seconds)
         self.mode = mode
         self.kids = verifier.kids
-        self.channel = commands_channel(settings)
-        self.poller = settings["poller"]
-        self.timeout = float(settings["timeout_seconds"])
-        self.max_queued = int(settings["max_queued"])
-        self.nonce_ttl_ms = int(float(settings["nonce_ttl_seconds"]) * 1000)
-        self.redis_timeout = float(settings["redis_timeout_seconds"])
-        self.intake = Intake(settings["symbols"], verifier,
-                             PerCommandLimiter(int(settings["per_command_per_minute"]),
-                                               time.monotonic),
-                             settings["allowlist"])
+        self.channel = config.commands_channel
+        self.poller = config.poller
+        self.timeout = config.timeout_seconds
+        self.max_queued = config.max_queued
+        self.nonce_ttl_ms = int(config.nonce_ttl_seconds * 1000)
+        self.redis_timeout = config.redis_timeout_seconds
+        self.intake = Intake(list(config.symbols), verifier,
+                             PerCommandLimiter(config.per_command_per_minute, time.monotonic),
+                             list(config.allowlist))
         self.every(_PUMP_SECONDS, self._run_next_step)
-        redis_settings = settings["redis"]
-        if not redis_settings["required"]:
+        if not config.redis_required:
             self.redis_off = True
             self.set_state(base.RUNNING, "redis off (redis.required false): no commands")
             log.warning("%s: redis.required is false: no command channel", self.name)
             return
-        self.url = redis_settings["url"]
-        backoff = settings["redis_backoff"]
+        self.url = config.redis_url
         self._subscription = _Subscription(
             self, self.url, self.channel,
-            RawGate(int(settings["max_bytes"]),
-                    TokenBucket(float(settings["rate_limit_per_second"]),
-                                int(settings["rate_burst"]), time.monotonic),
-                    TokenBucket(float(settings["signed_rate_limit_per_second"]),
-                                int(settings["signed_rate_burst"]), time.monotonic)),
-            RejectionTally(float(settings["reject_report_interval_seconds"]), time.monotonic),
-            Backoff(float(backoff["base_seconds"]), float(backoff["max_seconds"]),
-                    float(backoff["jitter"]), factor=float(backoff["multiplier"])),
-            self.redis_timeout, int(settings["redis_health_check_seconds"]), verifier,
-            TokenBucket(float(settings["verify_per_second"]),
-                        max(1, int(settings["verify_per_second"])), time.monotonic),
-            TokenBucket(float(settings["rate_limited_results_per_second"]),
-                        max(1, int(settings["rate_limited_results_per_second"])),
+            RawGate(config.max_bytes,
+                    TokenBucket(config.rate_limit_per_second, config.rate_burst,
+                                time.monotonic),
+                    TokenBucket(config.signed_rate_limit_per_second, config.signed_rate_burst,
+                                time.monotonic)),
+            RejectionTally(config.reject_report_interval_seconds, time.monotonic),
+            Backoff.from_settings(config.redis_backoff),
+            self.redis_timeout, config.redis_health_check_seconds, verifier,
+            TokenBucket(config.verify_per_second, max(1, int(config.verify_per_second)),
+                        time.monotonic),
+            TokenBucket(config.rate_limited_results_per_second,
+                        max(1, int(config.rate_limited_results_per_second)),
                         time.monotonic))
         self._subscription.start()
         log.info("%s: commands from %s, auth %s%s, run by %s", self.name, self.channel, mode,
@@ -323,9 +320,9 @@ class CommandHandler(Actor):
 
     def _on_unread_refusals(self, counts: Dict[str, int]) -> None:
         limits = {
-            "too_large": "over max_bytes ({})".format(self.settings["max_bytes"]),
+            "too_large": "over max_bytes ({})".format(self.config.max_bytes),
             "rate_limited": "over the raw rate limit ({:g}/s, burst {})".format(
-                self.settings["rate_limit_per_second"], self.settings["rate_burst"]),
+                self.config.rate_limit_per_second, self.config.rate_burst),
         }
         for code, count in sorted(counts.items()):
             self.rejections[code] = self.rejections.get(code, 0) + count
@@ -340,8 +337,8 @@ class CommandHandler(Actor):
         sender is told (the counts reach everyone through ``_on_unread_refusals``)."""
         self._emit(make_result(req_id, None, ERROR, code="rate_limited",
                                message="dropped unread: over the raw rate limit ({:g}/s, burst "
-                               "{})".format(self.settings["rate_limit_per_second"],
-                                            self.settings["rate_burst"])))
+                               "{})".format(self.config.rate_limit_per_second,
+                                            self.config.rate_burst)))
 
     def _on_raw(self, data: bytes) -> None:
         try:

@@ -20,7 +20,10 @@ section 6.2.1: ``calls_60s``, ``limit_60s``, ..., ``throttle_state``, ``next_slo
 from __future__ import annotations
 
 from collections import Counter, deque
+from dataclasses import dataclass
 from typing import Any, Deque, Dict, Optional, Tuple
+
+from protocol.errors import ConfigError, ProtocolError
 
 OK = "ok"
 WARN = "warn"
@@ -28,39 +31,76 @@ RESERVE = "reserve"
 CRITICAL = "critical"
 
 
+@dataclass(frozen=True)
 class QuotaSettings(object):
-    def __init__(self, max_calls_per_min: int, max_calls_per_hour: int,
-                 min_interval_seconds: Dict[str, float], priority_targets: Tuple[str, ...],
-                 priority_reserve_per_min: int, priority_reserve_per_hour: int,
-                 load_min_interval: float, load_warn: float, load_reserve: float,
-                 load_critical: float) -> None:
-        self.max_calls_per_min = max_calls_per_min
-        self.max_calls_per_hour = max_calls_per_hour
-        self.min_interval_seconds = dict(min_interval_seconds)
-        self.priority_targets = frozenset(priority_targets)
-        self.priority_reserve_per_min = priority_reserve_per_min
-        self.priority_reserve_per_hour = priority_reserve_per_hour
-        self.load_min_interval = load_min_interval
-        self.load_warn = load_warn
-        self.load_reserve = load_reserve
-        self.load_critical = load_critical
+    """``fxcm_session.quota``: calls per minute and hour, the pause between calls per
+    timeframe, the priority targets (``SYMBOL:tf``) and their reserve, and the load
+    thresholds (fractions of the quota)."""
+
+    max_calls_per_min: int
+    max_calls_per_hour: int
+    min_interval_seconds: Dict[str, float]
+    priority_targets: Tuple[str, ...]
+    priority_reserve_per_min: int
+    priority_reserve_per_hour: int
+    load_min_interval: float
+    load_warn: float
+    load_reserve: float
+    load_critical: float
+
+    @classmethod
+    def from_mapping(cls, data: Any, key: str = "fxcm_session.quota") -> "QuotaSettings":
+        """Checked values of the quota section; a ConfigError names ``<key>.<field>``."""
+        from config.fields import Fields
+        from protocol.market import normalize_symbol, normalize_tf
+
+        own = Fields(data, key)
+        per_min = own.integer("max_calls_per_min", minimum=1)
+        per_hour = own.integer("max_calls_per_hour", minimum=1)
+        reserve_min = own.integer("priority_reserve_per_min")
+        reserve_hour = own.integer("priority_reserve_per_hour")
+        if not 0 <= reserve_min < per_min:
+            raise ConfigError("{}.priority_reserve_per_min: must be within "
+                              "0..max_calls_per_min-1".format(key))
+        if not 0 <= reserve_hour < per_hour:
+            raise ConfigError("{}.priority_reserve_per_hour: must be within "
+                              "0..max_calls_per_hour-1".format(key))
+        thresholds = own.mapping_of("load_thresholds")
+        levels = Fields(thresholds, key + ".load_thresholds")
+        values = [levels.number(name) for name in ("min_interval", "warn", "reserve",
+                                                   "critical")]
+        if values != sorted(values) or not values[0] >= 0 or values[-1] > 1:
+            raise ConfigError("{}.load_thresholds: must satisfy 0 <= min_interval <= warn <= "
+                              "reserve <= critical <= 1, got {}".format(key, dict(thresholds)))
+        intervals = {}  # type: Dict[str, float]
+        for tf, seconds in own.mapping_of("min_interval_seconds").items():
+            try:
+                normalize_tf(tf)
+            except ProtocolError as exc:
+                raise ConfigError("{}.min_interval_seconds.{}: {}".format(key, tf, exc)) from None
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
+                raise ConfigError("{}.min_interval_seconds.{}: must be a number >= 0".format(
+                    key, tf))
+            intervals[str(tf)] = float(seconds)
+        targets = []
+        for index, target in enumerate(own.strings("priority_targets")):
+            symbol, _, tf = target.rpartition(":")
+            try:
+                targets.append("{}:{}".format(normalize_symbol(symbol), normalize_tf(tf)))
+            except ProtocolError:
+                raise ConfigError("{}.priority_targets[{}]: must be SYMBOL:tf, got {!r}".format(
+                    key, index, target)) from None
+        return cls(
+            max_calls_per_min=per_min, max_calls_per_hour=per_hour,
+            min_interval_seconds=intervals, priority_targets=tuple(targets),
+            priority_reserve_per_min=reserve_min, priority_reserve_per_hour=reserve_hour,
+            load_min_interval=values[0], load_warn=values[1], load_reserve=values[2],
+            load_critical=values[3])
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> "QuotaSettings":
-        thresholds = data["load_thresholds"]
-        return cls(
-            max_calls_per_min=int(data["max_calls_per_min"]),
-            max_calls_per_hour=int(data["max_calls_per_hour"]),
-            min_interval_seconds={str(k): float(v)
-                                  for k, v in data["min_interval_seconds"].items()},
-            priority_targets=tuple(data["priority_targets"]),
-            priority_reserve_per_min=int(data["priority_reserve_per_min"]),
-            priority_reserve_per_hour=int(data["priority_reserve_per_hour"]),
-            load_min_interval=float(thresholds["min_interval"]),
-            load_warn=float(thresholds["warn"]),
-            load_reserve=float(thresholds["reserve"]),
-            load_critical=float(thresholds["critical"]),
-        )
+        """The same as ``from_mapping`` (the older name)."""
+        return cls.from_mapping(data)
 
 
 class Decision(object):

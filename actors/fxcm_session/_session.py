@@ -34,7 +34,8 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from actors.base import Actor, handles
 from actors.fxcm_session._broker import LOST, RECONNECTED, RECONNECTING, Broker
-from actors.fxcm_session._quota import HistoryQuota, QuotaSettings
+from actors.fxcm_session._quota import HistoryQuota
+from actors.fxcm_session._settings import FxcmSessionSettings
 from bus import Backoff, Delivery
 from protocol.errors import ConfigError, HistoryNotReady, LoginFailed, ProtocolError
 from protocol.market import (
@@ -77,9 +78,9 @@ def redact(text: str, secrets: List[str]) -> str:
     return text
 
 
-def make_broker(settings: Dict[str, Any], calendar: Any) -> Broker:
-    broker = settings["broker"]
-    kind = broker["kind"]
+def make_broker(config: FxcmSessionSettings, calendar: Any) -> Broker:
+    broker = config.broker
+    kind = config.broker_kind
     day_start = calendar.trading_day_start if calendar is not None else None
     if kind == "sim":
         from actors.fxcm_session._sim import SimBroker
@@ -90,13 +91,13 @@ def make_broker(settings: Dict[str, Any], calendar: Any) -> Broker:
     if kind == "forexconnect":
         from actors.fxcm_session._forexconnect import ForexConnectBroker
         return ForexConnectBroker(broker.get("forexconnect", {}), day_start,
-                                  float(settings.get("login_wait_seconds", 30.0)))
+                                  config.login_wait_seconds)
     raise ConfigError("broker.kind: must be sim, replay or forexconnect, got {!r}".format(kind))
 
 
-def load_calendar(settings: Dict[str, Any]) -> Any:
+def load_calendar(calendar_file: str) -> Any:
     from config.calendar import load_calendar as load
-    return load(settings.get("calendar_file") or None)
+    return load(calendar_file or None)
 
 
 class _TickQueue(object):
@@ -212,16 +213,11 @@ class FxcmSession(Actor):
     def check_settings(cls, settings: Dict[str, Any]) -> None:
         """At host start: a replay file without its header, the real SDK without credentials,
         or an impossible value of this section stops the host with one line."""
-        for key in ("clock_skew_warn_seconds", "login_wait_seconds"):
-            value = settings.get(key, 1.0)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ConfigError("fxcm_session.{}: must be a number > 0, got {!r}".format(
-                    key, value))
-        broker = settings.get("broker") or {}
-        kind = broker.get("kind")
+        config = FxcmSessionSettings.from_mapping(settings)
+        kind = config.broker_kind
         if kind == "replay":
             from actors.fxcm_session._replay_input import check_header
-            check_header(str((broker.get("replay") or {}).get("file", "")))
+            check_header(str((config.broker.get("replay") or {}).get("file", "")))
         elif kind == "forexconnect":
             missing = [name for name in ("FXCM_USERNAME", "FXCM_PASSWORD")
                        if not os.environ.get(name)]
@@ -229,41 +225,31 @@ class FxcmSession(Actor):
                 raise ConfigError("broker.kind forexconnect: {} must be set in the environment"
                                   .format(" and ".join(missing)))
 
-    def _setting(self, key: str) -> Any:
-        try:
-            return self.settings[key]
-        except KeyError:
-            raise ConfigError("actors[{}].settings.{}: missing".format(self.name, key)) from None
-
     # -- lifecycle -----------------------------------------------------------------------------
 
     def on_start(self) -> None:
-        self.symbols = [normalize_symbol(s) for s in self._setting("symbols")]
+        config = self.config = FxcmSessionSettings.from_mapping(self.settings)
+        self.symbols = list(config.symbols)
         self.symbol_set = frozenset(self.symbols)
-        self.basis = self._setting("price_basis")
-        self.stale_seconds = float(self._setting("stale_seconds"))
-        self.reconnect_cooldown = float(self._setting("reconnect_cooldown_seconds"))
-        login = self._setting("login_backoff")
-        self.login_backoff = Backoff(float(login["base_seconds"]), float(login["max_seconds"]),
-                                     float(login["jitter"]), factor=float(login["multiplier"]))
-        history = self._setting("history_backoff")
-        self.history_backoff = Backoff(
-            float(history["base_seconds"]), float(history["max_seconds"]),
-            float(history["jitter"]), factor=float(history["multiplier"]))
-        self.quota = HistoryQuota(QuotaSettings.from_dict(self._setting("quota")))
-        self.skew_warn_seconds = float(self.settings.get("clock_skew_warn_seconds", 1.0))
+        self.basis = config.price_basis
+        self.stale_seconds = config.stale_seconds
+        self.reconnect_cooldown = config.reconnect_cooldown_seconds
+        self.login_backoff = Backoff.from_settings(config.login_backoff)
+        self.history_backoff = Backoff.from_settings(config.history_backoff)
+        self.quota = HistoryQuota(config.quota)
+        self.skew_warn_seconds = config.clock_skew_warn_seconds
         # Credentials live only in the environment; whatever they are, they never leave here.
         self.secrets = [os.environ.get(name, "") for name in ("FXCM_USERNAME", "FXCM_PASSWORD")]
         self.secrets = [secret for secret in self.secrets if secret]
-        self.calendar = load_calendar(self.settings)
+        self.calendar = load_calendar(config.calendar_file)
         welcome: Dict[str, Any] = dict(self.client.welcome) if self.client is not None else {}
         joins = welcome.get("connects")
         # The router counts the joins of this name in this host run: a later one is a restart.
         self.restarted = isinstance(joins, int) and joins > 1
-        self._broker = make_broker(self.settings, self.calendar)
+        self._broker = make_broker(config, self.calendar)
         # Before the session thread can log in and stream: the timeline decides where from.
         self._keep_timeline(welcome.get("run"))
-        self.ticks = _TickQueue(int(self._setting("tick_queue_size")), self._wake_for_ticks,
+        self.ticks = _TickQueue(config.tick_queue_size, self._wake_for_ticks,
                                 getattr(self.broker, "blocking_ticks", False))
         self.broker.on_tick = self.ticks.put
         self.broker.on_status = self._on_broker_status
@@ -274,7 +260,7 @@ class FxcmSession(Actor):
                                         daemon=True)
         self._worker.start()
         self._commands.put(_Command("connect"))
-        self.every(float(self._setting("clock_interval_seconds")), self._publish_clock)
+        self.every(config.clock_interval_seconds, self._publish_clock)
         self.every(1.0, self._check_liveness)
         if self.restarted:
             log.warning("%s: restarted (join %d in this host run): the ticks the broker sent "
@@ -308,7 +294,7 @@ class FxcmSession(Actor):
             # The SDK's logout can block for 30 s; the host's stop timeout bounds the wait. A
             # login still waiting inside the SDK is not waited for: nothing follows it, and
             # the end of the process closes its connection.
-            timeout = float(self.settings.get("logout_timeout_seconds", 35.0))
+            timeout = self.config.logout_timeout_seconds
             self._worker.join(1.0 if self._in_login else timeout)
             if self._worker.is_alive() and self._in_login:
                 log.warning("%s: stopping with a login still in progress", self.name)
@@ -677,7 +663,7 @@ class FxcmSession(Actor):
         self._login_failures = 0
         self._next_login_at = 0.0
         # Asked of the broker here, on the thread that owns it (the SDK reads its offers).
-        known = self.broker.instruments(self.symbols, self.settings.get("instruments") or {})
+        known = self.broker.instruments(self.symbols, self.config.instruments)
         self.call_soon(functools.partial(self._publish_instruments, known))
         self.broker.subscribe(self.symbols)
         recovering = self._was_connected

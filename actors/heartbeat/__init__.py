@@ -29,11 +29,12 @@ from actors.heartbeat._payloads import (
     public_status,
     runtime_view,
 )
+from actors.heartbeat._settings import HeartbeatSettings
 from actors.heartbeat._stats import BarTracker
 
 __all__ = [
     "DISCONNECTED", "IDLE", "RECOVERING", "STATES", "STREAM", "BarTracker", "Change",
-    "DiagInputs", "DiagnosticMachine", "Heartbeat", "MarketView", "display_name", "iso_utc",
-    "note", "ohlcv_state", "price_state", "process_state", "public_command", "public_status",
-    "runtime_view",
+    "DiagInputs", "DiagnosticMachine", "Heartbeat", "HeartbeatSettings", "MarketView",
+    "display_name", "iso_utc", "note", "ohlcv_state", "price_state", "process_state",
+    "public_command", "public_status", "runtime_view",
 ]

@@ -53,12 +53,13 @@ from actors.heartbeat._payloads import (
     public_status,
     runtime_view,
 )
+from actors.heartbeat._settings import HeartbeatSettings
 from actors.heartbeat._stats import BarTracker
 from actors.host import merge_status
 from bus import ControlChannel, Delivery
 from config.calendar import TradingCalendar, load_calendar
 from protocol.contracts import channel_names
-from protocol.errors import ConfigError, ConnectorError
+from protocol.errors import ConnectorError
 from protocol.market import CLOCK_TOPIC, TF_MS, Bar, Clock, SessionState
 
 log = logging.getLogger("fxcm.heartbeat")
@@ -67,20 +68,6 @@ STATUS_PREFIX = "actor.status."
 # What a final bar on time may take after its bucket's close grace to reach Redis (the feed's
 # promise: close_grace_ms + 2 s).
 ON_TIME_DELIVERY_SECONDS = 2.0
-
-_NUMBERS = ("interval_seconds", "market_status_interval_seconds", "status_interval_seconds",
-            "stale_tick_seconds", "lag_warn_seconds", "lag_error_seconds",
-            "evaluate_interval_seconds", "status_stale_seconds", "stats_window_seconds",
-            "runtime_timeout_seconds")
-_NAMES = ("lag_timeframe", "session_tag", "session_actor", "snapshotter_actor", "publisher_actor",
-          "poller_actor", "aggregator_actor")
-
-
-def _setting(settings: dict[str, Any], key: str) -> Any:
-    if key not in settings:
-        raise ConfigError("heartbeat.{}: missing".format(key))
-    return settings[key]
-
 
 class Heartbeat(Actor):
     """See the module docstring. Settings: section ``heartbeat`` of runtime_settings.json (the
@@ -119,55 +106,30 @@ class Heartbeat(Actor):
 
     @classmethod
     def check_settings(cls, settings: dict[str, Any]) -> None:
-        for key in _NUMBERS:
-            value = _setting(settings, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ConfigError("heartbeat.{}: must be a number > 0, got {!r}".format(
-                    key, value))
-        for key in _NAMES:
-            value = _setting(settings, key)
-            if not isinstance(value, str) or not value:
-                raise ConfigError("heartbeat.{}: must be a non-empty string, got {!r}".format(
-                    key, value))
-        if settings["lag_timeframe"] not in TF_MS:
-            raise ConfigError("heartbeat.lag_timeframe: must be one of {}, got {!r}".format(
-                ", ".join(TF_MS), settings["lag_timeframe"]))
-        tag = settings["session_tag"]
-        if tag != "AUTO" and not all(c.isalnum() or c == "_" for c in tag):
-            raise ConfigError("heartbeat.session_tag: AUTO or a tag of letters, digits and _, "
-                              "got {!r}".format(tag))
-        if settings["lag_warn_seconds"] >= settings["lag_error_seconds"]:
-            raise ConfigError("heartbeat.lag_warn_seconds: must be < lag_error_seconds ({}), "
-                              "got {}".format(settings["lag_error_seconds"],
-                                              settings["lag_warn_seconds"]))
-        symbols = settings.get("symbols")
-        if not isinstance(symbols, list) or not symbols:
-            raise ConfigError("symbols: heartbeat needs at least one symbol")
+        HeartbeatSettings.from_mapping(settings)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     def on_start(self) -> None:
-        self.check_settings(self.settings)
-        s = self.settings
-        self.symbols: list[str] = list(s["symbols"])
-        self.lag_tf: str = s["lag_timeframe"]
-        self.calendar: TradingCalendar = load_calendar(s.get("calendar_file") or None)
-        tag = s["session_tag"]
+        config = self.config = HeartbeatSettings.from_mapping(self.settings)
+        self.symbols: list[str] = list(config.symbols)
+        self.lag_tf: str = config.lag_timeframe
+        self.calendar: TradingCalendar = load_calendar(config.calendar_file or None)
+        tag = config.session_tag
         self.market = MarketView(self.calendar, self.symbols,
                                  fixed_tag=None if tag == "AUTO" else tag)
-        self.machine = DiagnosticMachine(float(s["stale_tick_seconds"]),
-                                         float(s["lag_error_seconds"]))
-        self.tracker = BarTracker(self.calendar, int(float(s["stats_window_seconds"]) * 1000),
+        self.machine = DiagnosticMachine(config.stale_tick_seconds, config.lag_error_seconds)
+        self.tracker = BarTracker(self.calendar, int(config.stats_window_seconds * 1000),
                                   self.lag_tf)
         self.watch_from_ms = self.now_ms()
         client = self.client
         assert client is not None
         self._control = ControlChannel(client.endpoint, client.context)
         self._refresh_runtime()
-        self.every(float(s["evaluate_interval_seconds"]), self._evaluate)
-        self.every(float(s["interval_seconds"]), self._heartbeat)
-        self.every(float(s["market_status_interval_seconds"]), self._market_status)
-        self.every(float(s["status_interval_seconds"]), self._public_status)
+        self.every(config.evaluate_interval_seconds, self._evaluate)
+        self.every(config.interval_seconds, self._heartbeat)
+        self.every(config.market_status_interval_seconds, self._market_status)
+        self.every(config.status_interval_seconds, self._public_status)
         self._evaluate()
 
     def on_close(self) -> None:
@@ -224,21 +186,21 @@ class Heartbeat(Actor):
             return now_ms
         return now_ms + int((time.monotonic() - received) * 1000)
 
-    def _status_of(self, key: str) -> tuple[dict[str, Any] | None, float | None]:
-        """The newest status of the actor named by setting ``key``, and its age in seconds."""
-        entry = self.statuses.get(self.settings[key])
+    def _status_of(self, actor: str) -> tuple[dict[str, Any] | None, float | None]:
+        """The newest status of the actor named ``actor``, and its age in seconds."""
+        entry = self.statuses.get(actor)
         if entry is None:
             return None, None
         body, received = entry
         return body, time.monotonic() - received
 
     def _fresh(self, age: float | None) -> bool:
-        return age is not None and age <= float(self.settings["status_stale_seconds"])
+        return age is not None and age <= self.config.status_stale_seconds
 
     def _session_view(self) -> tuple[str | None, str, int | None]:
         """fxcm_session's state, reason and since: the newer of its ``session.state`` message
         and its status (a restarted heartbeat has only the latter until the next change)."""
-        status, age = self._status_of("session_actor")
+        status, age = self._status_of(self.config.session_actor)
         message = self.session
         from_status: tuple[str | None, str, int | None] = (None, "", None)
         if status is not None and self._fresh(age) and "session_state" in status:
@@ -250,7 +212,7 @@ class Heartbeat(Actor):
         return from_status
 
     def _history_error(self) -> str | None:
-        status, age = self._status_of("session_actor")
+        status, age = self._status_of(self.config.session_actor)
         if status is None or not self._fresh(age):
             return None
         backoff = status.get("backoff") or {}
@@ -261,7 +223,7 @@ class Heartbeat(Actor):
         return None
 
     def _login_retry_in(self) -> float | None:
-        status, age = self._status_of("session_actor")
+        status, age = self._status_of(self.config.session_actor)
         if status is None or not self._fresh(age):
             return None
         backoff = status.get("backoff") or {}
@@ -269,7 +231,7 @@ class Heartbeat(Actor):
         return retry if retry > 0 else None
 
     def _price_stream(self) -> tuple[dict[str, Any] | None, float | None]:
-        status, age = self._status_of("snapshotter_actor")
+        status, age = self._status_of(self.config.snapshotter_actor)
         stream = status.get("price_stream") if status is not None else None
         return (stream if isinstance(stream, dict) else None), age
 
@@ -292,7 +254,7 @@ class Heartbeat(Actor):
         """The runtime's state of fxcm_session; None when it is not configured, or has not
         been started yet (the host starts heartbeat first, so that it hears everything)."""
         actors = self.runtime.get("actors", {})
-        entry = actors.get(self.settings["session_actor"])
+        entry = actors.get(self.config.session_actor)
         if not isinstance(entry, dict):
             return None
         state = str(entry.get("state"))
@@ -310,11 +272,11 @@ class Heartbeat(Actor):
 
     def _market_known(self) -> bool:
         return (self.session is not None or self.clock is not None
-                or self._status_of("session_actor")[0] is not None)
+                or self._status_of(self.config.session_actor)[0] is not None)
 
     def _publisher(self) -> dict[str, Any]:
         """What redis_publisher's status says of Redis and its channel names, if it runs."""
-        status, age = self._status_of("publisher_actor")
+        status, age = self._status_of(self.config.publisher_actor)
         if status is None:
             return {}
         redis = status.get("redis")
@@ -370,7 +332,7 @@ class Heartbeat(Actor):
             return
         try:
             result = self._control.call({"op": "status"},
-                                        float(self.settings["runtime_timeout_seconds"]))
+                                        self.config.runtime_timeout_seconds)
             self.runtime = runtime_view(merge_status(result.get("status", {})))
         except ConnectorError as exc:
             self.runtime_errors += 1
@@ -394,9 +356,9 @@ class Heartbeat(Actor):
         """history_poller's ``feed``: the warmup's phase (warmup_cache, warmup, ready, failed),
         why it failed and when it retries, the bar store; a poller that says nothing of its
         phase is ready once it says ``ready``."""
-        status, _ = self._status_of("poller_actor")
+        status, _ = self._status_of(self.config.poller_actor)
         if status is None:
-            if self.settings["poller_actor"] not in self.runtime.get("actors", {}):
+            if self.config.poller_actor not in self.runtime.get("actors", {}):
                 return {"phase": "ready", "reason": "no history_poller in this host"}
             return {"phase": "warmup", "reason": "waiting for history_poller"}
         feed = status.get("feed")
@@ -411,14 +373,14 @@ class Heartbeat(Actor):
         return shown
 
     def _poller_number(self, key: str, default: float) -> float:
-        status, _ = self._status_of("poller_actor")
+        status, _ = self._status_of(self.config.poller_actor)
         value = number(status.get(key)) if status is not None else None
         return value if value is not None else default
 
     def _on_time_lag(self) -> float:
         """The most lag a feed on time shows at ``lag_timeframe``: the bar's length, the
         aggregator's close grace, and 2 s of delivery (the feed's promise, DESIGN.md)."""
-        status, _ = self._status_of("aggregator_actor")
+        status, _ = self._status_of(self.config.aggregator_actor)
         grace_ms = number(status.get("close_grace_ms")) if status is not None else None
         return TF_MS[self.lag_tf] / 1000.0 + (grace_ms if grace_ms is not None else 1500) / 1000.0 \
             + ON_TIME_DELIVERY_SECONDS
@@ -437,12 +399,12 @@ class Heartbeat(Actor):
         last_close = self.tracker.last_close_ms(self.lag_tf)
         silence = self._tick_silence(now_ms)
         calendar_open = self.market.is_open(now_ms)
-        ticks_alive = silence is not None and silence <= float(self.settings["stale_tick_seconds"])
+        ticks_alive = silence is not None and silence <= self.config.stale_tick_seconds
         stream, stream_age = self._price_stream()
-        publisher_status, publisher_age = self._status_of("publisher_actor")
+        publisher_status, publisher_age = self._status_of(self.config.publisher_actor)
         publisher = self._publisher()
-        channels = channel_names(self.settings.get("channels") or {})
-        session_status, session_age = self._status_of("session_actor")
+        channels = channel_names(self.config.channels)
+        session_status, session_age = self._status_of(self.config.session_actor)
         session_state, session_reason, session_since = self._session_view()
         backoff = backoff_blocks(session_status, session_age or 0.0, publisher_status,
                                  publisher_age or 0.0, now)
@@ -452,7 +414,7 @@ class Heartbeat(Actor):
         queue_depth = int(number(tick_queue.get("depth")) or 0) \
             if isinstance(tick_queue, dict) else 0
         cadence = tick_cadence_block(
-            silence, float(self.settings["stale_tick_seconds"]), calendar_open,
+            silence, self.config.stale_tick_seconds, calendar_open,
             backoff["fxcm_history"]["active"], poll_seconds,
             self._poller_number("idle_poll_multiplier", 1.0), self._timeframes())
         diag: dict[str, Any] = dict(view)
@@ -478,11 +440,11 @@ class Heartbeat(Actor):
             "ticks_alive": ticks_alive,
             "effective_market_open": calendar_open or ticks_alive,
             "redis_connected": bool(publisher.get("connected")),
-            "redis_required": bool((self.settings.get("redis") or {}).get("required", True)),
+            "redis_required": self.config.redis_required,
             "redis_channel": channels.get("ohlcv"),
             "poll_seconds": int(round(poll_seconds)),
             "lookback_minutes": int(self._poller_number("lookback_minutes", 0.0)),
-            "publish_interval_seconds": float(self.settings["interval_seconds"]),
+            "publish_interval_seconds": self.config.interval_seconds,
             "cycle_seconds": round(self.cycle_seconds, 6),
             "stream_targets": self._stream_targets(now_ms, mono),
             "published_bars": self.tracker.finals - self._finals_at_last_heartbeat,
@@ -520,7 +482,7 @@ class Heartbeat(Actor):
             "ts": iso_utc(wall_ms),
             "last_bar_close_ms": last_close,
             "tick_silence_seconds": context["tick_silence_seconds"],
-            "sleep_seconds": float(self.settings["interval_seconds"]),
+            "sleep_seconds": self.config.interval_seconds,
             "context": context,
         }
         next_open = self.market.next_open(now_ms)
@@ -531,16 +493,13 @@ class Heartbeat(Actor):
         return payload
 
     def _timeframes(self) -> list[str]:
-        timeframes = self.settings.get("timeframes")
-        if isinstance(timeframes, list) and timeframes:
-            return [str(tf) for tf in timeframes]
-        return [self.lag_tf]
+        return list(self.config.timeframes) or [self.lag_tf]
 
     def _stream_targets(self, now_ms: int, mono: float) -> list[dict[str, Any]]:
         """``context.stream_targets``: the live universe history_poller reports (after
         ``fxcm_set_universe``), else every configured symbol at ``lag_timeframe``; each with
         its newest final bar's lag and staleness."""
-        status, _ = self._status_of("poller_actor")
+        status, _ = self._status_of(self.config.poller_actor)
         universe = status.get("universe") if status is not None else None
         targets: list[tuple[str, str]] = []
         if isinstance(universe, dict) and isinstance(universe.get("targets"), list):
@@ -590,11 +549,11 @@ class Heartbeat(Actor):
     def public_status_payload(self, now_ms: int, wall: float) -> dict[str, Any]:
         market_open = self.market.is_open(now_ms)
         stream, age = self._price_stream()
-        price = price_state(stream, age, float(self.settings["status_stale_seconds"]))
+        price = price_state(stream, age, self.config.status_stale_seconds)
         lag, _ = self._lag_of_latest_target(now_ms)
         ohlcv = ohlcv_state(market_open, bool(self.tracker.targets), lag, self._on_time_lag(),
-                            float(self.settings["lag_warn_seconds"]),
-                            float(self.settings["lag_error_seconds"]))
+                            self.config.lag_warn_seconds,
+                            self.config.lag_error_seconds)
         state = self.machine.state
         feed = self._feed()
         text = note(state, self.machine.reason, market_open, price, ohlcv,

@@ -58,10 +58,11 @@ from actors.history_poller._jobs import (
     Scheduled,
     Scheduler,
 )
+from actors.history_poller._settings import HistoryPollerSettings
 from actors.history_poller._store import BarStore
 from bus import Backoff, Delivery
 from protocol.bars import bucket_end, bucket_start
-from protocol.errors import ConfigError, ConnectorError, ProtocolError, RequestTimeout
+from protocol.errors import ConnectorError, ProtocolError, RequestTimeout
 from protocol.market import (
     CLOCK_TOPIC,
     GAP_PREFIX,
@@ -70,7 +71,6 @@ from protocol.market import (
     SOURCE_REBUILT,
     SOURCE_STORE,
     TF_MS,
-    TIMEFRAMES,
     UNIVERSE_TOPIC,
     Bar,
     BarGap,
@@ -111,67 +111,26 @@ class HistoryPoller(Actor):
 
     @classmethod
     def check_settings(cls, settings: dict[str, Any]) -> None:
-        for key in ("max_targets", "warmup_bars", "max_bars", "chunk_bars", "republish_batch",
-                    "backfill_min_minutes", "backfill_max_minutes", "tail_guard_window_minutes",
-                    "not_ready_retries"):
-            value = settings.get(key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError("history_poller.{}: must be a positive integer".format(key))
-        if settings["backfill_min_minutes"] > settings["backfill_max_minutes"]:
-            raise ConfigError("history_poller.backfill_min_minutes: must be <= "
-                              "backfill_max_minutes")
-        if settings["chunk_bars"] > 5000:
-            raise ConfigError("history_poller.chunk_bars: at most 5000 bars per request")
-        for key in ("republish_window_hours", "republish_watermark_ttl_seconds",
-                    "tail_guard_near_window_minutes", "command_publish_chunk"):
-            value = settings.get(key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 1:
-                raise ConfigError("history_poller.{}: must be >= 1, got {!r}".format(key, value))
-        for key in ("poll_seconds", "request_timeout_seconds", "idle_poll_multiplier",
-                    "command_publish_rate", "progress_interval_seconds",
-                    "warmup_retry_base_seconds", "warmup_retry_max_seconds"):
-            if float(settings.get(key, 0)) <= 0:
-                raise ConfigError("history_poller.{}: must be > 0".format(key))
-        if settings["warmup_retry_max_seconds"] < settings["warmup_retry_base_seconds"]:
-            raise ConfigError("history_poller.warmup_retry_max_seconds: must be >= "
-                              "warmup_retry_base_seconds")
-        delay = settings.get("repair_delay_ms")
-        if not isinstance(delay, int) or isinstance(delay, bool) or delay < 0:
-            raise ConfigError("history_poller.repair_delay_ms: must be an integer >= 0")
-        timeframes = settings.get("timeframes")
-        if not isinstance(timeframes, list) or any(tf not in TIMEFRAMES for tf in timeframes):
-            raise ConfigError("timeframes: must be a list of {}".format(", ".join(TIMEFRAMES)))
-        try:
-            cls._targets_from(settings)
-        except ProtocolError as exc:
-            raise ConfigError("history_poller.targets: {}".format(exc)) from None
-
-    @staticmethod
-    def _targets_from(settings: dict[str, Any]) -> list[tuple[str, str]]:
-        spec = settings.get("targets") or ""
-        if spec:
-            return parse_targets(spec)
-        return [(normalize_symbol(symbol), "1m") for symbol in settings["symbols"]]
+        HistoryPollerSettings.from_mapping(settings)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def on_start(self) -> None:
         from config.calendar import load_calendar
 
-        settings = self.settings
-        self.calendar = load_calendar(settings.get("calendar_file") or None)
-        self.symbols = [normalize_symbol(s) for s in settings["symbols"]]
-        self.timeframes = [tf for tf in TIMEFRAMES if tf in settings["timeframes"]]
+        config = self.config = HistoryPollerSettings.from_mapping(self.settings)
+        self.calendar = load_calendar(config.calendar_file or None)
+        self.symbols = list(config.symbols)
+        self.timeframes = list(config.timeframes)
         self.derived_tfs = [tf for tf in self.timeframes if tf != "1m"]
-        self.basis = str(settings["price_basis"])
-        self.precision = Precision(settings.get("instruments"))
-        self.targets = self._targets_from(settings)
-        self.cache_enabled = bool(settings["cache"].get("enabled", True))
+        self.basis = config.price_basis
+        self.precision = Precision(config.instruments)
+        self.targets = list(config.stream_targets)
+        self.cache_enabled = config.cache_enabled
         # cache.enabled false (FXCM_CACHE_ENABLED=0): bars kept in memory only, no file
-        self.store = BarStore(settings["cache"]["dir"] if self.cache_enabled else None,
-                              int(settings["max_bars"]))
-        self.watermarks = Watermarks(int(float(settings["republish_watermark_ttl_seconds"])
-                                         * 1000))
+        self.store = BarStore(config.cache_dir if self.cache_enabled else None,
+                              config.max_bars)
+        self.watermarks = Watermarks(int(config.republish_watermark_ttl_seconds * 1000))
         self.republish_status: dict[str, Any] = {"state": "none"}
         self.tail_guard_status: dict[str, Any] = {}
         # the feed's phase (heartbeat.state and /readyz follow it): warmup_cache while the
@@ -179,21 +138,20 @@ class HistoryPoller(Actor):
         # with backoff) when a warmup could not fetch what it needed
         self.feed: dict[str, Any] = {"phase": "warmup_cache", "reason": "loading the bar store",
                                      "attempts": 0}
-        self.warmup_backoff = Backoff(float(settings["warmup_retry_base_seconds"]),
-                                      float(settings["warmup_retry_max_seconds"]), 0.2)
+        self.warmup_backoff = Backoff.from_settings(config.warmup_backoff)
         self.outbox: list[tuple[str, str, dict[str, Any]]] = []
         self.last_fetch_error = ""
         self.scheduler = Scheduler()
-        self.retry = RetryPolicy(int(settings["not_ready_retries"]), Backoff(0.25, 30.0, 0.2))
+        self.retry = RetryPolicy(config.not_ready_retries, Backoff(0.25, 30.0, 0.2))
         self.counts: Counter[str] = Counter()
         self.empty_minutes: set[tuple[str, int]] = set()  # history answered ok without a bar
-        self.gaps = GapBook(self.derived_tfs, self.calendar, int(settings["repair_delay_ms"]))
+        self.gaps = GapBook(self.derived_tfs, self.calendar, config.repair_delay_ms)
         self.ready = False
         welcome: dict[str, Any] = dict(self.client.welcome) if self.client is not None else {}
         joins = welcome.get("connects")
         # The router counts the joins of this name in this host run: a later one is a restart.
         self.restarted = isinstance(joins, int) and joins > 1
-        self.request_timeout = float(settings["request_timeout_seconds"])
+        self.request_timeout = config.request_timeout_seconds
         self.clock_ms = 0  # the pipeline clock; nothing is fetched before the first reading
         self.universe = self._initial_universe()
         self.live_start = 0  # minutes from here on belong to tick aggregation in this run
@@ -208,8 +166,8 @@ class HistoryPoller(Actor):
                                                               republish=not self.restarted))
         self._publish_universe()
         self.every(0.02, self._work)
-        self.every(float(settings["poll_seconds"]), self._repair_scan)
-        self.every(float(settings["poll_seconds"]), self._poll)
+        self.every(config.poll_seconds, self._repair_scan)
+        self.every(config.poll_seconds, self._poll)
 
     def on_close(self) -> None:
         store = getattr(self, "store", None)
@@ -251,16 +209,16 @@ class HistoryPoller(Actor):
     def _base_targets(self) -> list[list[str]] | None:
         """The static stream targets (``history_poller.targets``, the seed's stream.config);
         None: every configured symbol at every configured timeframe."""
-        if not self.settings.get("targets"):
+        if not self.config.targets:
             return None
         return [[symbol, tf] for symbol, tf in self.targets
                 if symbol in self.symbols and tf in self.timeframes]
 
     def _initial_universe(self) -> Universe:
         base = self._base_targets()
-        if not self.settings["dynamic_universe_enabled"]:
+        if not self.config.dynamic_universe_enabled:
             return Universe(base, "static", self.clock_ms)
-        spec = self.settings.get("dynamic_universe_default_targets") or ""
+        spec = self.config.dynamic_universe_default_targets
         if not spec:
             return Universe(None if base is None else self._bounded(base, base), "default",
                             self.clock_ms)
@@ -273,7 +231,7 @@ class HistoryPoller(Actor):
         (FXCM_DYNAMIC_UNIVERSE_MAX_TARGETS), as the predecessor's dynamic universe."""
         kept = [target for target in targets if (base is None or target in base)
                 and target[0] in self.symbols and target[1] in self.timeframes]
-        return kept[:int(self.settings["max_targets"])]
+        return kept[:self.config.max_targets]
 
     def _publish_universe(self) -> None:
         # latest-policy subscribers (the publisher) get the newest; a restarted one too
@@ -285,7 +243,7 @@ class HistoryPoller(Actor):
         predecessor did."""
         asked = [[normalize_symbol(t["symbol"]), normalize_tf(t["tf"])]
                  for t in args.get("targets", [])]
-        if not self.settings["dynamic_universe_enabled"]:
+        if not self.config.dynamic_universe_enabled:
             return {"applied": False, "reason": "the dynamic universe is disabled "
                     "(history_poller.dynamic_universe_enabled, FXCM_DYNAMIC_UNIVERSE_ENABLED)",
                     "targets": self.universe.targets}
@@ -297,7 +255,7 @@ class HistoryPoller(Actor):
                  ", ".join("{}:{}".format(*target) for target in kept) or "nothing")
         return {"applied": True, "targets": kept, "asked": len(asked),
                 "dropped": len(asked) - len(kept),
-                "capped": len(asked) > int(self.settings["max_targets"])}
+                "capped": len(asked) > self.config.max_targets}
 
     # -- persistence -------------------------------------------------------------------------
 
@@ -526,7 +484,7 @@ class HistoryPoller(Actor):
             self.outbox.pop(0)
 
     def _send_progress(self, now: float) -> None:
-        interval = float(self.settings["progress_interval_seconds"])
+        interval = self.config.progress_interval_seconds
         for item in self.scheduler.jobs:
             if item.job_id is None or item.requester is None or not item.progress:
                 continue
@@ -543,7 +501,7 @@ class HistoryPoller(Actor):
         """All bars of ``[start_ms, end_ms)`` in chunks of ``chunk_bars``, and the starts of
         the chunks that got no ``ok`` answer (their minutes stay unknown)."""
         step = TF_MS[tf]
-        chunk = int(self.settings["chunk_bars"]) * step
+        chunk = self.config.chunk_bars * step
         bars: list[Bar] = []
         failed: list[int] = []
         digits = self.precision.for_basis(symbol, self.basis)
@@ -610,7 +568,7 @@ class HistoryPoller(Actor):
         request) and remember the ones history answered without a bar. Only those minutes are
         taken from the answers (one in between may be on its way from tick aggregation), and
         only before ``before_ms``."""
-        chunk = int(self.settings["chunk_bars"]) * MINUTE_MS
+        chunk = self.config.chunk_bars * MINUTE_MS
         wanted = sorted(minutes)
         asked = set(wanted)
         runs: list[tuple[int, int]] = []
@@ -661,7 +619,7 @@ class HistoryPoller(Actor):
                     republish: bool = True) -> Job:
         counts: Counter[str] = Counter()
         started = time.monotonic()
-        warmup = lookback_minutes or int(self.settings["warmup_bars"])
+        warmup = lookback_minutes or self.config.warmup_bars
         if self.feed["phase"] != "failed":
             self.feed.update(phase="warmup_cache", reason="publishing the bar store's tail")
         # The store's tail first, for late joiners and a restarted publisher; not when only
@@ -669,7 +627,7 @@ class HistoryPoller(Actor):
         # ahead of live bars in the publisher's mailbox).
         for symbol in symbols if republish else ():
             for tf in self.timeframes:
-                for bar in self.store.bars(symbol, tf)[-int(self.settings["republish_batch"]):]:
+                for bar in self.store.bars(symbol, tf)[-self.config.republish_batch:]:
                     self.publish(bar_topic(symbol, tf), Bar(
                         bar.symbol, bar.tf, bar.open_time, bar.close_time, bar.open, bar.high,
                         bar.low, bar.close, bar.volume, bar.tick_count, True, bar.synthetic,
@@ -702,7 +660,7 @@ class HistoryPoller(Actor):
         if not self.ready or self.scheduler.busy(LIVE) or self.scheduler.busy(WARMUP):
             return
         end = self._horizon() - MINUTE_MS  # leave tick aggregation its grace
-        start = end - int(self.settings["tail_guard_window_minutes"]) * MINUTE_MS
+        start = end - self.config.tail_guard_window_minutes * MINUTE_MS
         for symbol in self.symbols:
             missing = self._missing(symbol, start, end)
             if missing:
@@ -734,12 +692,12 @@ class HistoryPoller(Actor):
         counts: Counter[str] = Counter()
         last = self.store.last(symbol, tf)
         start = last.open_time + TF_MS[tf] if last is not None else self._lookback_start(
-            symbol, self.clock_ms, int(self.settings["warmup_bars"]))
+            symbol, self.clock_ms, self.config.warmup_bars)
         bars, _ = yield from self._fetch(symbol, tf, start, self.clock_ms + 1, counts)
         self._accept(bars, self.clock_ms + 1, counts)
         quiet = counts["stored"] == 0
-        wait = float(self.settings["poll_seconds"]) * (
-            float(self.settings["idle_poll_multiplier"]) if quiet else 1.0)
+        wait = self.config.poll_seconds * (
+            self.config.idle_poll_multiplier if quiet else 1.0)
         self.next_poll[target] = time.monotonic() + wait
         self.counts["polls"] += 1
         self.counts["polled_bars"] += counts["stored"]
@@ -820,7 +778,7 @@ class HistoryPoller(Actor):
         coverage: dict[str, Any] = {}
         if self.clock_ms:
             end = self._horizon() - MINUTE_MS  # tick aggregation's minute is still coming
-            start = end - int(self.settings["tail_guard_near_window_minutes"]) * MINUTE_MS
+            start = end - self.config.tail_guard_near_window_minutes * MINUTE_MS
             missing = {symbol: len(self._missing(symbol, start, end)) for symbol in self.symbols}
             coverage = {"coverage_ok": not any(missing.values()), "missing": missing,
                         "window": [start, end],
@@ -836,9 +794,9 @@ class HistoryPoller(Actor):
             "tail_guard": dict(self.tail_guard_status),
             "commands": [{"job": item.job_id, "op": item.name, "progress": dict(item.progress)}
                          for item in self.scheduler.jobs if item.job_id is not None],
-            "poll_seconds": float(self.settings["poll_seconds"]),
-            "idle_poll_multiplier": float(self.settings["idle_poll_multiplier"]),
-            "lookback_minutes": int(self.settings["tail_guard_window_minutes"]),
+            "poll_seconds": self.config.poll_seconds,
+            "idle_poll_multiplier": self.config.idle_poll_multiplier,
+            "lookback_minutes": self.config.tail_guard_window_minutes,
         }
 
     def status(self) -> dict[str, Any]:

@@ -180,8 +180,8 @@ def publish_paced(poller: HistoryPoller, bars: Iterable[Bar], progress: dict[str
     """Publish ``bars`` (as a command's), ``command_publish_chunk`` at a time, paced to
     ``command_publish_rate`` a second, each only when the bus takes it (a full mailbox of the
     publisher holds this job back, never the actor's loop). Returns how many."""
-    chunk = int(poller.settings["command_publish_chunk"])
-    pause = chunk / float(poller.settings["command_publish_rate"])
+    chunk = poller.config.command_publish_chunk
+    pause = chunk / poller.config.command_publish_rate
     sent = 0
     for bar in bars:
         shown = as_command(bar)
@@ -207,7 +207,7 @@ def stored_tail(poller: HistoryPoller, symbol: str, tf: str, since_ms: int,
 def command_warmup(poller: HistoryPoller, args: dict[str, Any],
                    progress: dict[str, Any]) -> Job:
     plan = warmup_plan(args, poller.symbols, poller.timeframes,
-                       int(poller.settings["warmup_bars"]))
+                       poller.config.warmup_bars)
     require_cache(poller, "fxcm_warmup")
     counts: Counter[str] = Counter()
     end = poller._horizon() + MINUTE_MS
@@ -236,8 +236,8 @@ def command_warmup(poller: HistoryPoller, args: dict[str, Any],
 def command_backfill(poller: HistoryPoller, args: dict[str, Any],
                      progress: dict[str, Any]) -> Job:
     plan = backfill_plan(args, poller._horizon() + MINUTE_MS,
-                         int(poller.settings["backfill_min_minutes"]),
-                         int(poller.settings["backfill_max_minutes"]), poller.timeframes)
+                         poller.config.backfill_min_minutes,
+                         poller.config.backfill_max_minutes, poller.timeframes)
     require_cache(poller, "fxcm_backfill")
     counts: Counter[str] = Counter()
     progress.update(step="fetch", start_ms=plan.start_ms, end_ms=plan.end_ms)
@@ -270,7 +270,7 @@ def command_republish(poller: HistoryPoller, args: dict[str, Any],
     symbol = normalize_symbol(str(args["symbol"]))
     require_cache(poller, "fxcm_republish_tail")
     timeframes = [normalize_tf(tf) for tf in args.get("timeframes") or ["1m"]]
-    window = int(args.get("window_hours") or poller.settings["republish_window_hours"])
+    window = int(args.get("window_hours") or poller.config.republish_window_hours)
     force = bool(args.get("force", False))
     result = yield from republish(poller, symbol, timeframes, window, force, progress)
     return result
@@ -331,16 +331,16 @@ def command_tail_guard(poller: HistoryPoller, args: dict[str, Any],
     tfs = [tf for tf in asked_tfs if tf in poller.timeframes]
     end = poller._horizon() + MINUTE_MS
     asked_minutes = (int(args.get("window_hours") or 0) * 60
-                     or int(poller.settings["tail_guard_window_minutes"]))
+                     or poller.config.tail_guard_window_minutes)
     # older minutes than the store keeps could not be kept if repaired
-    window = min(asked_minutes, int(poller.settings["max_bars"]))
+    window = min(asked_minutes, poller.config.max_bars)
     start = end - window * MINUTE_MS
-    tiers = {"near": min(window, int(poller.settings["tail_guard_near_window_minutes"])),
+    tiers = {"near": min(window, poller.config.tail_guard_near_window_minutes),
              "far": window}
     repair = bool(args.get("repair", False))
     market_open = any(poller.calendar.is_open(poller.clock_ms, s) for s in poller.symbols)
     repair_allowed = repair and not (
-        market_open and poller.settings["tail_guard_repair_only_when_market_closed"])
+        market_open and poller.config.tail_guard_repair_only_when_market_closed)
     counts: Counter[str] = Counter()
     report: dict[str, Any] = {}
     symbols = [normalize_symbol(s) for s in args.get("symbols") or poller.symbols]

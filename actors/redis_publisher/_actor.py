@@ -97,7 +97,7 @@ class RedisPublisher(Actor):
 
     @classmethod
     def check_settings(cls, settings: dict[str, Any]) -> None:
-        PublisherConfig.from_settings(settings)
+        PublisherConfig.from_mapping(settings)
         for channel in PUBLISHED:
             try:
                 contracts.validator(channel)
@@ -106,7 +106,7 @@ class RedisPublisher(Actor):
 
     def __init__(self, name: str, settings: dict[str, Any] | None = None) -> None:
         super().__init__(name, settings)
-        self.config = PublisherConfig.from_settings(self.settings, name)
+        self.config = PublisherConfig.from_mapping(self.settings, name)
         metrics = self.metrics = Metrics()
         self.m_bars = metrics.counter(
             "fxcm_ohlcv_bars_total", "Bars published on the ohlcv channel", "symbol", "tf")
@@ -208,7 +208,7 @@ class RedisPublisher(Actor):
                       "back when that fills; fix cache.dir / journal_dir", self.name,
                       self.journal.unavailable)
         if cfg.redis_required:
-            self.sink = RedisSink(cfg.redis_url, cfg.socket_timeout, cfg.last_bars,
+            self.sink = RedisSink(cfg.redis_url, cfg.socket_timeout_seconds, cfg.last_bars,
                                   "fxcm-" + self.name, cfg.prefix + ":publisher:run")
             self.mode = DOWN
             self.down_since = time.monotonic()
@@ -445,7 +445,7 @@ class RedisPublisher(Actor):
             return
         now = time.monotonic()
         if self.mode == UP:
-            if now - self.last_contact >= self.config.health_check:
+            if now - self.last_contact >= self.config.health_check_seconds:
                 try:
                     self.sink.ping()  # quiet for a while: is Redis still there?
                 except RedisDown as exc:
@@ -502,11 +502,11 @@ class RedisPublisher(Actor):
                          self.config.channels[name] for name in PUBLISHED))
         else:
             log.warning("%s: Redis is back after %.1f s", self.name, down_for)
-        if self.awaited and self.config.resume_wait > 0:
+        if self.awaited and self.config.resume_wait_seconds > 0:
             self.mode = RESUMING
-            self.resume_until = time.monotonic() + self.config.resume_wait
+            self.resume_until = time.monotonic() + self.config.resume_wait_seconds
             self.set_state(DEGRADED, "redis back: waiting up to {:.0f} s for subscribers".format(
-                self.config.resume_wait))
+                self.config.resume_wait_seconds))
             self._check_resume(time.monotonic())
         else:
             self._start_draining()
@@ -525,7 +525,7 @@ class RedisPublisher(Actor):
         if missing:
             log.warning("%s: subscribers of %s did not all come back within %.0f s; "
                         "publishing the backlog anyway", self.name, ", ".join(sorted(missing)),
-                        self.config.resume_wait)
+                        self.config.resume_wait_seconds)
         self._start_draining()
 
     def _start_draining(self) -> None:

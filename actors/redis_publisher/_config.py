@@ -1,14 +1,16 @@
-"""redis_publisher's settings, checked once: every bad value is a ConfigError naming its key."""
+"""redis_publisher's settings: typed, frozen, checked once (``PublisherConfig.from_mapping``):
+every bad value is a ConfigError naming its key."""
 
 from __future__ import annotations
 
 import hmac
 import os
 import re
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping
 
-from bus import Backoff
+from bus import Backoff, BackoffSettings
+from config.fields import Fields
 from protocol.contracts import CHANNEL_SUFFIXES, channel_names
 from protocol.errors import ConfigError
 
@@ -22,48 +24,37 @@ def _key(name: str) -> str:
     return "{}.{}".format(SECTION, name)
 
 
-def _number(settings: dict[str, Any], name: str, kind: type, minimum: float,
-            where: str = "") -> Any:
-    path = where or _key(name)
-    value = settings.get(name)
-    if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
-        raise ConfigError("{}: must be {}, got {!r}".format(
-            path, "a number" if kind is float else "an integer", value))
-    if value < minimum:
-        raise ConfigError("{}: must be >= {}, got {}".format(path, minimum, value))
-    return kind(value)
-
-
 @dataclass(frozen=True)
 class PublisherConfig:
-    """Everything the publisher reads from its settings."""
+    """Everything the publisher reads from its settings: its own section and the shared
+    ``channels``, ``redis`` and ``cache.dir`` (the journal's default home)."""
 
     prefix: str
-    channels: dict[str, str]  # logical name -> Redis channel
-    last_bars: int
-    hmac_algo: str
-    journal_dir: str
-    journal_max_bytes: int
-    journal_segment_bytes: int
-    pipeline_max: int
-    dedup_capacity: int
-    socket_timeout: float
-    health_check: float
-    resume_wait: float
-    backoff_base: float
-    backoff_max: float
-    backoff_multiplier: float
-    backoff_jitter: float
+    channels: Dict[str, str]  # logical name -> Redis channel
+    journal_dir: str  # absolute, the actor's own directory under the configured one
     redis_url: str
     redis_required: bool
+    last_bars: int = 500
+    hmac_algo: str = "sha256"
+    journal_max_bytes: int = 268435456
+    journal_segment_bytes: int = 4194304
+    pipeline_max: int = 100
+    dedup_capacity: int = 50000
+    socket_timeout_seconds: float = 5.0
+    health_check_seconds: float = 5.0
+    resume_wait_seconds: float = 10.0
+    redis_backoff: BackoffSettings = field(default_factory=lambda: BackoffSettings(
+        2.0, 45.0, multiplier=2.0, jitter=0.25))
 
     @classmethod
-    def from_settings(cls, settings: dict[str, Any], actor_name: str = SECTION
-                      ) -> PublisherConfig:
+    def from_mapping(cls, settings: Mapping[str, Any], actor_name: str = SECTION
+                     ) -> PublisherConfig:
+        """Checked settings of the publisher named ``actor_name`` (its journal directory is
+        named after it); a ConfigError names the key that is wrong."""
+        shared = Fields(settings, "", cls)
+        own = Fields(settings, SECTION, cls)
         # channel naming is shared (the command handler reads the same section)
-        section = settings.get("channels")
-        if not isinstance(section, dict):
-            raise ConfigError("channels: must be an object")
+        section = shared.mapping_of("channels")
         prefix = section.get("prefix")
         if not isinstance(prefix, str) or not _PREFIX.match(prefix):
             raise ConfigError("channels.prefix: must be 1..64 letters, digits or _.:- "
@@ -79,7 +70,7 @@ class PublisherConfig:
             if name not in CHANNEL_SUFFIXES:
                 raise ConfigError("channels.{}: unknown channel (known: prefix, {})".format(
                     name, ", ".join(CHANNEL_SUFFIXES)))
-        algo = settings.get("hmac_algo")
+        algo = own.value("hmac_algo")
         try:
             if not isinstance(algo, str):
                 raise TypeError
@@ -87,53 +78,42 @@ class PublisherConfig:
         except (TypeError, ValueError):
             raise ConfigError("{}: not a hash algorithm this Python has for HMAC "
                               "(FXCM_HMAC_ALGO): {!r}".format(_key("hmac_algo"), algo)) from None
-        journal_dir = settings.get("journal_dir")
-        if not isinstance(journal_dir, str):
-            raise ConfigError("{}: must be a string".format(_key("journal_dir")))
+        journal_dir = own.string("journal_dir")
         if not journal_dir:
             cache = settings.get("cache") or {}
-            cache_dir = cache.get("dir", "") if isinstance(cache, dict) else ""
+            cache_dir = cache.get("dir", "") if isinstance(cache, Mapping) else ""
             if not isinstance(cache_dir, str) or not cache_dir:
                 raise ConfigError("{}: empty, and there is no cache.dir to put the journal in; "
                                   "set one of them".format(_key("journal_dir")))
             journal_dir = os.path.join(cache_dir, "journal")
         journal_dir = os.path.abspath(os.path.join(journal_dir, actor_name))
-        max_bytes = _number(settings, "journal_max_bytes", int, 1)
-        segment_bytes = _number(settings, "journal_segment_bytes", int, 1)
-        backoff = settings.get("redis_backoff")
-        if not isinstance(backoff, dict):
-            raise ConfigError("{}: must be an object".format(_key("redis_backoff")))
-        base = _number(backoff, "base_seconds", float, 0.001, _key("redis_backoff.base_seconds"))
-        cap = _number(backoff, "max_seconds", float, base, _key("redis_backoff.max_seconds"))
-        multiplier = _number(backoff, "multiplier", float, 1.0,
-                             _key("redis_backoff.multiplier"))
-        jitter = _number(backoff, "jitter", float, 0.0, _key("redis_backoff.jitter"))
-        if jitter > 1:
-            raise ConfigError("{}: must be within 0..1, got {}".format(
-                _key("redis_backoff.jitter"), jitter))
-        redis_section = settings.get("redis")
-        if not isinstance(redis_section, dict):
-            raise ConfigError("redis: must be an object")
+        redis_section = shared.mapping_of("redis")
         url = redis_section.get("url")
         required = redis_section.get("required")
         if not isinstance(url, str) or not isinstance(required, bool):
             raise ConfigError("redis.url / redis.required: must be a string and true/false")
         return cls(
-            prefix=prefix, channels=channels,
-            last_bars=_number(settings, "last_bars", int, 1),
-            hmac_algo=algo, journal_dir=journal_dir, journal_max_bytes=max_bytes,
-            journal_segment_bytes=segment_bytes,
-            pipeline_max=_number(settings, "pipeline_max", int, 1),
-            dedup_capacity=_number(settings, "dedup_capacity", int, 1),
-            socket_timeout=_number(settings, "socket_timeout_seconds", float, 0.01),
-            health_check=_number(settings, "health_check_seconds", float, 0.01),
-            resume_wait=_number(settings, "resume_wait_seconds", float, 0.0),
-            backoff_base=base, backoff_max=cap, backoff_multiplier=multiplier,
-            backoff_jitter=jitter, redis_url=url, redis_required=required)
+            prefix=prefix, channels=channels, journal_dir=journal_dir, redis_url=url,
+            redis_required=required,
+            last_bars=own.integer("last_bars", minimum=1), hmac_algo=algo,
+            journal_max_bytes=own.integer("journal_max_bytes", minimum=1),
+            journal_segment_bytes=own.integer("journal_segment_bytes", minimum=1),
+            pipeline_max=own.integer("pipeline_max", minimum=1),
+            dedup_capacity=own.integer("dedup_capacity", minimum=1),
+            socket_timeout_seconds=own.number("socket_timeout_seconds", minimum=0.01),
+            health_check_seconds=own.number("health_check_seconds", minimum=0.01),
+            resume_wait_seconds=own.number("resume_wait_seconds", minimum=0.0),
+            redis_backoff=BackoffSettings.from_mapping(own.value("redis_backoff"),
+                                                       _key("redis_backoff")))
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], actor_name: str = SECTION
+                      ) -> PublisherConfig:
+        """The same as ``from_mapping`` (the older name)."""
+        return cls.from_mapping(settings, actor_name)
 
     def backoff(self) -> Backoff:
-        return Backoff(self.backoff_base, self.backoff_max, self.backoff_jitter,
-                       factor=self.backoff_multiplier)
+        return Backoff.from_settings(self.redis_backoff)
 
     def key(self, name: str) -> str:
         """A late-joiner key: ``<prefix>:<name>``."""

@@ -3,5 +3,7 @@
 
 from actors.snapshotter._actor import Snapshotter
 from actors.snapshotter._book import OK, STALE, STATES, STOPPED, WAITING, PriceBook, Quote
+from actors.snapshotter._settings import SnapshotterSettings
 
-__all__ = ["OK", "STALE", "STATES", "STOPPED", "WAITING", "PriceBook", "Quote", "Snapshotter"]
+__all__ = ["OK", "STALE", "STATES", "STOPPED", "WAITING", "PriceBook", "Quote", "Snapshotter",
+           "SnapshotterSettings"]

@@ -19,22 +19,13 @@ from typing import Any
 
 from actors.base import LATEST, Actor, Subscribe, handles
 from actors.snapshotter._book import STATES, PriceBook
+from actors.snapshotter._settings import SnapshotterSettings
 from bus import Delivery
-from protocol.errors import ConfigError
 from protocol.market import Instrument, Precision, Tick
 
 log = logging.getLogger("fxcm.snapshotter")
 
 SNAPSHOT_TOPIC = "price.snapshot."
-
-
-def _number(settings: dict[str, Any], key: str) -> float:
-    value = settings.get(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError("snapshotter.{}: must be a number, got {!r}".format(key, value))
-    if value <= 0:
-        raise ConfigError("snapshotter.{}: must be > 0, got {}".format(key, value))
-    return float(value)
 
 
 class Snapshotter(Actor):
@@ -57,20 +48,15 @@ class Snapshotter(Actor):
 
     @classmethod
     def check_settings(cls, settings: dict[str, Any]) -> None:
-        interval = _number(settings, "price_snap_interval_seconds")
-        stale = _number(settings, "stale_seconds")
-        if stale < interval:
-            raise ConfigError("snapshotter.stale_seconds: must be >= price_snap_interval_seconds "
-                              "({}), got {}".format(interval, stale))
+        SnapshotterSettings.from_mapping(settings)
 
     def on_start(self) -> None:
-        self.check_settings(self.settings)
-        interval = float(self.settings["price_snap_interval_seconds"])
+        config = SnapshotterSettings.from_mapping(self.settings)
         # The broker's word on each symbol's precision reaches here in the tick stream
         # (``tick.$instrument.<SYMBOL>``); until then, the ``instruments`` setting.
-        self.book = PriceBook(interval, float(self.settings["stale_seconds"]), time.monotonic(),
-                              Precision(self.settings.get("instruments")))
-        self.every(interval, self._cycle)
+        self.book = PriceBook(config.price_snap_interval_seconds, config.stale_seconds,
+                              time.monotonic(), Precision(config.instruments))
+        self.every(config.price_snap_interval_seconds, self._cycle)
 
     def on_stop(self) -> None:
         if self.book is not None:

@@ -2,5 +2,6 @@
 
 from actors.tick_aggregator._actor import TickAggregator
 from actors.tick_aggregator._logic import Aggregator
+from actors.tick_aggregator._settings import TickAggregatorSettings
 
-__all__ = ["Aggregator", "TickAggregator"]
+__all__ = ["Aggregator", "TickAggregator", "TickAggregatorSettings"]

@@ -17,11 +17,11 @@ from typing import Any
 
 from actors.base import LOSSLESS, Actor, Subscribe, handles
 from actors.tick_aggregator._logic import Aggregator
+from actors.tick_aggregator._settings import TickAggregatorSettings
 from bus import Delivery
-from protocol.errors import ConfigError, ProtocolError
+from protocol.errors import ProtocolError
 from protocol.market import (
     GAP_PREFIX,
-    TIMEFRAMES,
     Bar,
     Clock,
     Instrument,
@@ -42,25 +42,11 @@ class TickAggregator(Actor):
 
     @classmethod
     def check_settings(cls, settings: dict[str, Any]) -> None:
-        name = "tick_aggregator"
-        # The shared list (config/settings.py resolves the older tick_aggregator.timeframes).
-        timeframes = settings.get("timeframes")
-        if not isinstance(timeframes, list) or "1m" not in timeframes:
-            raise ConfigError("timeframes: must be a list that includes 1m")
-        for tf in timeframes:
-            if tf not in TIMEFRAMES:
-                raise ConfigError("timeframes: unknown timeframe {!r} (known: {})".format(
-                    tf, ", ".join(TIMEFRAMES)))
-        for key in ("close_grace_ms", "max_synth_gap_minutes"):
-            value = settings.get(key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ConfigError("{}.{}: must be an integer >= 0".format(name, key))
-        interval = settings.get("live_publish_interval_seconds")
-        if not isinstance(interval, (int, float)) or interval < 0:
-            raise ConfigError("{}.live_publish_interval_seconds: must be >= 0".format(name))
+        TickAggregatorSettings.from_mapping(settings)
 
     def __init__(self, name: str, settings: dict[str, Any] | None = None) -> None:
         super().__init__(name, settings)
+        self.config = TickAggregatorSettings.from_mapping(self.settings)
         self._aggregator: Aggregator | None = None
         self._last_preview_ms = 0
         self.published: dict[str, int] = {}
@@ -72,14 +58,11 @@ class TickAggregator(Actor):
         if self._aggregator is None:
             from config.calendar import load_calendar
 
-            settings = self.settings
+            config = self.config
             self._aggregator = Aggregator(
-                list(settings["symbols"]),
-                [tf for tf in TIMEFRAMES if tf in settings["timeframes"]],
-                settings["price_basis"], int(settings["close_grace_ms"]),
-                int(settings["max_synth_gap_minutes"]),
-                load_calendar(settings.get("calendar_file") or None),
-                Precision(settings.get("instruments")))
+                list(config.symbols), list(config.timeframes), config.price_basis,
+                config.close_grace_ms, config.max_synth_gap_minutes,
+                load_calendar(config.calendar_file or None), Precision(config.instruments))
         return self._aggregator
 
     def snapshot(self) -> Any:
@@ -89,7 +72,7 @@ class TickAggregator(Actor):
         self.aggregator.restore(state)
 
     def on_start(self) -> None:
-        self.preview_ms = int(float(self.settings["live_publish_interval_seconds"]) * 1000)
+        self.preview_ms = int(self.config.live_publish_interval_seconds * 1000)
         _ = self.aggregator
 
     @handles("tick")
