@@ -17,6 +17,7 @@ from typing import Any
 
 from config.legacy import ENV_ALIASES, ENV_IGNORED, env_targets, redis_url, translate
 from protocol import wire
+from protocol.bars import PRICE_BASES
 from protocol.errors import ConfigError
 
 DEFAULTS_PATH = Path(__file__).with_name("runtime_settings.json")
@@ -455,7 +456,7 @@ def _check_pipeline(data: dict[str, Any]) -> None:
         instruments[symbol] = {"digits": digits}
     data["instruments"] = instruments
     _check_timeframes(data)
-    if data["price_basis"] not in ("mid", "bid", "ask"):
+    if data["price_basis"] not in PRICE_BASES:
         raise ConfigError("price_basis: must be mid, bid or ask, got {!r}".format(
             data["price_basis"]))
     broker = data["broker"]

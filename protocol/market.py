@@ -210,10 +210,6 @@ class Tick:
     bid: float
     ask: float
 
-    @property
-    def mid(self) -> float:
-        return (self.bid + self.ask) / 2.0
-
 
 # Where a bar came from, on the bus (``Bar.source``), and the word the ``ohlcv`` contract uses
 # for it (seed 001 section 1.1: ``stream``, ``tick_agg``, ``history_s3``); the only mapping.

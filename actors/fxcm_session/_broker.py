@@ -30,15 +30,6 @@ LOST = "lost"
 RECONNECTING = "reconnecting"
 RECONNECTED = "reconnected"
 
-PRICE_BASES = ("mid", "bid", "ask")
-
-
-def basis_price(bid: float, ask: float, basis: str) -> float:
-    if basis == "mid":
-        return (bid + ask) / 2.0
-    return bid if basis == "bid" else ask
-
-
 class Broker(object):
     """Base class; see the module docstring for the threading rules."""
 
