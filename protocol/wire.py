@@ -34,6 +34,11 @@ actor's next handler raises ``InjectedCrash`` (``crash``) or first blocks up to 
 held by a live connection, reserved for the host's actors, or malformed) or the topic or type
 of a PUB/SEND the name may not put on the bus (docs/architecture.md, "Trust").
 
+HELLO's meta is a msgpack map: ``subscriptions`` (``[topic, policy, bound]`` each),
+``prefetch``, ``ack_mode`` (``ACK_MODES``), ``pid``, ``transport``, ``incarnation`` and, for the
+host's own actors, ``token``; the client writes it (``BusClient._hello_frames``), the router
+reads what it needs into its peer record and keeps no other copy.
+
 The header is a msgpack map: ``sender``, ``seq`` (per sender), ``ts`` (ns) and optional ``type``,
 ``corr`` and ``reply_to``. Bodies are msgpack. Packers are per thread: never share one.
 
@@ -73,6 +78,13 @@ DENY = b"DENY"
 
 VERBS = frozenset([HELLO, WELCOME, SEND, PUB, DELIVER, REPLY, ACK, CREDIT, PING, PONG, BYE,
                    RESET, CTRL, PUBN, SENDN, DELIVERN, FAULT, DENY])
+
+# The longest path of a unix socket (``ipc://``): sun_path is 108 bytes including the NUL.
+IPC_PATH_MAX = 107
+
+# How an actor acknowledges deliveries (HELLO meta ``ack_mode``): each as handled, or with a
+# checkpoint that the router keeps and hands back in WELCOME.
+ACK_MODES = ("auto", "checkpoint")
 
 # The kinds of injected fault (FAULT), and the longest stall one may ask for.
 FAULT_KINDS = ("crash", "stall", "release")
