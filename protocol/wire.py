@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import struct
 import threading
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import msgpack
 
@@ -75,9 +75,6 @@ RESET = b"RESET"
 CTRL = b"CTRL"
 FAULT = b"FAULT"
 DENY = b"DENY"
-
-VERBS = frozenset([HELLO, WELCOME, SEND, PUB, DELIVER, REPLY, ACK, CREDIT, PING, PONG, BYE,
-                   RESET, CTRL, PUBN, SENDN, DELIVERN, FAULT, DENY])
 
 # The longest path of a unix socket (``ipc://``): sun_path is 108 bytes including the NUL.
 IPC_PATH_MAX = 107
@@ -226,15 +223,3 @@ def decode_header(data: bytes) -> Header:
         optional.append(value)
     return Header(sender, seq, ts, optional[0], optional[1], optional[2])
 
-
-def check_signature(frames: List[bytes]) -> bytes:
-    """Return the verb of a frame list that starts with the signature, else raise."""
-    if len(frames) < 2:
-        raise ProtocolError("expected at least 2 frames (signature, verb), got {}".format(
-            len(frames)))
-    if frames[0] != SIGNATURE:
-        raise ProtocolError("bad signature {!r}".format(bytes(frames[0][:8])))
-    verb = frames[1]
-    if verb not in VERBS:
-        raise ProtocolError("unknown verb {!r}".format(bytes(verb[:16])))
-    return bytes(verb)
