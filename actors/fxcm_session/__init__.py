@@ -3,8 +3,8 @@
 Portable: runs on Python 3.7 too (the forexconnect broker only there).
 """
 
-from actors.fxcm_session._broker import Broker
+from actors.fxcm_session._broker import Broker, redact
 from actors.fxcm_session._quota import Decision, HistoryQuota, QuotaSettings
-from actors.fxcm_session._session import FxcmSession, redact
+from actors.fxcm_session._session import FxcmSession
 
 __all__ = ["Broker", "Decision", "FxcmSession", "HistoryQuota", "QuotaSettings", "redact"]

@@ -30,6 +30,14 @@ LOST = "lost"
 RECONNECTING = "reconnecting"
 RECONNECTED = "reconnected"
 
+def redact(text: str, secrets: List[str]) -> str:
+    """Hide credentials in a message (the SDK's login errors contain the user name)."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
 class Broker(object):
     """Base class; see the module docstring for the threading rules."""
 

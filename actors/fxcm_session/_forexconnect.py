@@ -37,7 +37,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-from actors.fxcm_session._broker import LOST, RECONNECTED, RECONNECTING, Broker
+from actors.fxcm_session._broker import LOST, RECONNECTED, RECONNECTING, Broker, redact
 from actors.fxcm_session._clock import ClockSkew
 from protocol.bars import basis_price
 from protocol.errors import BrokerError, ConfigError, HistoryNotReady, LoginFailed, ProtocolError
@@ -176,10 +176,7 @@ class ForexConnectBroker(Broker):
         self.status_changes: List[str] = []
 
     def redact(self, text: str) -> str:
-        for secret in (self.user, self._password):
-            if secret:
-                text = text.replace(secret, "***")
-        return text
+        return redact(text, [self.user, self._password])
 
     # -- the clock -------------------------------------------------------------------------
 
