@@ -117,10 +117,6 @@ class EmbeddedRedis:
         """The URL without its password, for the screen and the logs."""
         return "unix://" + self.socket_path
 
-    @property
-    def tcp_url(self) -> str:
-        return "redis://127.0.0.1:{}".format(self.port)
-
     def start(self, timeout: float = 15.0) -> None:
         if self.port and not port_is_free(self.port):
             raise ConfigError("redis.embedded_port: 127.0.0.1:{} is in use; choose another "

@@ -19,7 +19,6 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -232,5 +231,3 @@ class ProcessRunner(Runner):
             self.process.kill()
             self.process.wait()
 
-
-RunnerFactory = Callable[[ActorSpec, int], Runner]

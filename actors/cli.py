@@ -368,7 +368,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    from actors.tools._connect import load_channels, redact_url, resolve_redis_url
+    from actors.tools._connect import load_channels, resolve_redis_url
+    from config.settings import redact_url
 
     configure_logging("WARNING")
     run_dir = _run_dir(args)

@@ -46,6 +46,8 @@ from bus import (
     write_private_atomic,
 )
 from config import ActorSpec, Settings
+from config.settings import redact_url
+from protocol.contracts import channel_names
 from protocol.errors import ConfigError, ConnectorError, RequestTimeout
 
 log = logging.getLogger("fxcm.host")
@@ -99,16 +101,6 @@ def unwritable(directory: str) -> str | None:
     except OSError as exc:
         return exc.strerror or str(exc)
     return None
-
-
-def _without_password(url: str) -> str:
-    """A Redis URL fit for a log line."""
-    scheme, sep, rest = url.partition("://")
-    if "@" not in rest:
-        return url
-    credentials, _, where = rest.rpartition("@")
-    user = credentials.partition(":")[0]
-    return "{}{}{}:***@{}".format(scheme, sep, user, where)
 
 
 def watch_lines(run_dir: str, socket_path: str, password_path: str,
@@ -332,8 +324,8 @@ class Host:
                  "  tap       {}  -> fxcm tap --run-dir {}".format(
                      router.settings.tap_endpoint, self.run_dir)]
         if self.redis is not None:
-            prefix = self.settings.raw["channels"]["prefix"]
-            channels = " ".join("{}:{}".format(prefix, name) for name in (
+            names = channel_names(self.settings.raw["channels"])
+            channels = " ".join(names[name] for name in (
                 "ohlcv", "price_tik", "heartbeat", "market_status", "status"))
             if self.redis.port:
                 lines.append("  redis     {} and 127.0.0.1:{} (embedded; password in {})".format(
@@ -344,7 +336,7 @@ class Host:
             lines.extend("            " + line for line in watch_lines(
                 self.run_dir, self.redis.socket_path, self.redis.password_path, channels))
         elif self.settings.raw["redis"]["required"]:
-            lines.append("  redis     {}".format(_without_password(
+            lines.append("  redis     {}".format(redact_url(
                 self.settings.raw["redis"]["url"])))
         else:
             lines.append("  redis     off (FXCM_REDIS_REQUIRED=0: file-only)")

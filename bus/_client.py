@@ -139,7 +139,6 @@ class BusClient(object):
         self._last_recv = 0.0
         self._liveness = 3.0
         self._last_handled = 0  # highest delivery id handled
-        self._last_acked = 0
         self._handled_since_ack = 0
         self._bye_answered = False
         self._keepalive: Optional[threading.Thread] = None
@@ -196,7 +195,6 @@ class BusClient(object):
         self._generation += 1
         self.buffer.clear()
         self._last_handled = 0
-        self._last_acked = 0
         self._handled_since_ack = 0
 
     def _hello_frames(self) -> List[bytes]:
@@ -623,7 +621,6 @@ class BusClient(object):
         self._generation += 1
         self.buffer.clear()
         self._last_handled = 0
-        self._last_acked = 0
         self._handled_since_ack = 0
         self.welcome = {}
         self._raw_send(self._hello_frames())
@@ -679,7 +676,6 @@ class BusClient(object):
         self._raw_send(frames)
         self.stats["acked"] += self._handled_since_ack
         self._handled_since_ack = 0
-        self._last_acked = self._last_handled
 
 
 class ControlChannel(object):

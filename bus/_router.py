@@ -44,8 +44,6 @@ DIRECT = "@direct"  # the topic name of an actor's point-to-point mailbox
 # inproc socket's own routing ids, made by ZeroMQ, start with a zero byte).
 IPC_TAG = b"\xff"
 
-IPC_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
-
 # Sane maxima for what a HELLO may declare (a 2**64 bound is not a bound).
 MAX_PREFETCH = 65536
 MAX_MAILBOX_BOUND = 10000000
@@ -98,10 +96,10 @@ class RouterSettings(object):
 def ipc_endpoint(run_dir: str, name: str) -> str:
     """``ipc://`` endpoint for a socket file in the run dir; refuses paths the kernel would cut."""
     path = os.path.join(os.path.abspath(run_dir), name)
-    if len(path.encode("utf-8")) > IPC_PATH_MAX:
+    if len(path.encode("utf-8")) > wire.IPC_PATH_MAX:
         raise EndpointError(
             "ipc path {} is {} bytes; unix sockets allow at most {}: choose a shorter run dir"
-            .format(path, len(path.encode("utf-8")), IPC_PATH_MAX))
+            .format(path, len(path.encode("utf-8")), wire.IPC_PATH_MAX))
     return "ipc://" + path
 
 
@@ -120,7 +118,6 @@ class _Actor(object):
         self.conn: Optional[bytes] = None
         self.transport = ""
         self.pid = 0
-        self.meta: Dict[str, Any] = {}
         self.prefetch = 1
         self.ack_mode = "auto"
         self.inflight: OrderedDict[int, Tuple[Mailbox, Envelope]] = OrderedDict()
@@ -464,7 +461,7 @@ class Router(object):
                 or not 1 <= prefetch <= MAX_PREFETCH:
             raise ProtocolError("HELLO prefetch must be an integer in 1..{}".format(MAX_PREFETCH))
         ack_mode = meta.get("ack_mode", "auto")
-        if ack_mode not in ("auto", "checkpoint"):
+        if ack_mode not in wire.ACK_MODES:
             raise ProtocolError("HELLO ack_mode must be 'auto' or 'checkpoint'")
         token = meta.pop("token", None)
         incarnation = meta.pop("incarnation", None)
@@ -506,7 +503,6 @@ class Router(object):
         actor.detached_at = None
         actor.trusted = trusted
         actor.incarnation = incarnation if isinstance(incarnation, str) else ""
-        actor.meta = meta
         # the socket it came on, not what it claims: ipc peers are watched for liveness
         actor.transport = "ipc" if conn[:1] == IPC_TAG else "inproc"
         pid = meta.get("pid", 0)

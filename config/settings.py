@@ -18,6 +18,7 @@ from typing import Any
 from bus._backoff import BackoffSettings
 from config.legacy import ENV_ALIASES, ENV_IGNORED, env_targets, redis_url, translate
 from protocol import wire
+from protocol.bars import PRICE_BASES
 from protocol.errors import ConfigError
 
 DEFAULTS_PATH = Path(__file__).with_name("runtime_settings.json")
@@ -91,7 +92,17 @@ RENAMED = {"redis.port": "redis.embedded_port"}
 VERSION_OVERRIDE = "FXCM_CONNECTOR_VERSION_OVERRIDE"
 REQUIRED_VERSION = "FXCM_CONNECTOR_REQUIRED_VERSION"
 
-IPC_PATH_MAX = 107
+
+
+def redact_url(url: str) -> str:
+    """A URL fit for logs, status and the screen: the password, if any, shown as ``***``
+    (``redis://user:***@host``). The one home of this rule."""
+    scheme, sep, rest = url.partition("://")
+    if "@" not in rest:
+        return url
+    credentials, _, where = rest.rpartition("@")
+    user = credentials.partition(":")[0]
+    return "{}{}{}{}@{}".format(scheme, sep, user, ":***" if ":" in credentials else "", where)
 
 
 @dataclass(frozen=True)
@@ -446,7 +457,7 @@ def _check_pipeline(data: dict[str, Any]) -> None:
         instruments[symbol] = {"digits": digits}
     data["instruments"] = instruments
     _check_timeframes(data)
-    if data["price_basis"] not in ("mid", "bid", "ask"):
+    if data["price_basis"] not in PRICE_BASES:
         raise ConfigError("price_basis: must be mid, bid or ask, got {!r}".format(
             data["price_basis"]))
     broker = data["broker"]
@@ -475,7 +486,7 @@ def _check_pipeline(data: dict[str, Any]) -> None:
     if redis_url != "embedded" and not redis_url.startswith(("redis://", "rediss://",
                                                               "unix://")):
         raise ConfigError("redis.url: must be 'embedded' or a redis://, rediss:// or unix:// URL, "
-                          "got {!r}".format(redis_url))
+                          "got {!r}".format(redact_url(redis_url)))
     if not 0 <= data["redis"]["embedded_port"] <= 65535:
         raise ConfigError("redis.embedded_port: must be within 0..65535, got {}".format(
             data["redis"]["embedded_port"]))
@@ -592,10 +603,10 @@ def _build(data: dict[str, Any]) -> Settings:
     run_dir = _typed(data, "run_dir", str, "") or default_run_dir()
     for socket_name in ("bus.sock", "tap.sock"):
         path = os.path.join(os.path.abspath(run_dir), socket_name)
-        if len(path.encode("utf-8")) > IPC_PATH_MAX:
+        if len(path.encode("utf-8")) > wire.IPC_PATH_MAX:
             raise ConfigError("run_dir: the ipc path {} is {} bytes, unix sockets allow {}; "
                               "choose a shorter run dir".format(
-                                  path, len(path.encode("utf-8")), IPC_PATH_MAX))
+                                  path, len(path.encode("utf-8")), wire.IPC_PATH_MAX))
 
     actors_raw = data["actors"]
     if not isinstance(actors_raw, list):

@@ -26,8 +26,6 @@ FXCM_TF = {"1m": "m1", "5m": "m5", "15m": "m15", "30m": "m30", "1h": "H1", "4h":
            "1d": "D1"}
 _FROM_FXCM_TF = {code: tf for tf, code in FXCM_TF.items()}
 
-SESSION_STATES = ("CONNECTING", "STREAM", "IDLE", "DISCONNECTED", "RECOVERING")
-
 # The pipeline clock travels in the tick stream (same producer, same ordered mailbox), so that a
 # checkpointed consumer replays ticks and clock in exactly the order it first saw them, and a
 # bar closed by the clock before a crash is closed by it again after the restart.
@@ -196,10 +194,6 @@ class Precision(object):
             self.broker = {str(k): int(v) for k, v in state.items()}
 
 
-def finite(value: float) -> bool:
-    return not (math.isnan(value) or math.isinf(value))
-
-
 @message("tick")
 @dataclass(frozen=True)
 class Tick:
@@ -209,10 +203,6 @@ class Tick:
     ts_ms: int
     bid: float
     ask: float
-
-    @property
-    def mid(self) -> float:
-        return (self.bid + self.ask) / 2.0
 
 
 # Where a bar came from, on the bus (``Bar.source``), and the word the ``ohlcv`` contract uses
@@ -225,7 +215,6 @@ SOURCE_STORE = "store"          # the bar store's tail, republished at start
 SOURCE_COMMAND = "command"      # what a command published (warmup, backfill, republish_tail...)
 WIRE_SOURCE = {SOURCE_TICK: "tick_agg", SOURCE_DERIVED: "tick_agg", SOURCE_HISTORY: "stream",
                SOURCE_REBUILT: "stream", SOURCE_STORE: "stream", SOURCE_COMMAND: "history_s3"}
-WIRE_SOURCES = ("stream", "tick_agg", "history_s3")
 
 
 def wire_source(source: str) -> str:
@@ -360,10 +349,6 @@ class Instrument:
     point_size: float
     broker_name: str
     subscribed: bool
-
-    @property
-    def mid_digits(self) -> int:
-        return self.digits + 1
 
 
 # The live universe: which (symbol, tf) the feed publishes on ``ohlcv`` (seed 001: stream

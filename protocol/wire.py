@@ -34,6 +34,11 @@ actor's next handler raises ``InjectedCrash`` (``crash``) or first blocks up to 
 held by a live connection, reserved for the host's actors, or malformed) or the topic or type
 of a PUB/SEND the name may not put on the bus (docs/architecture.md, "Trust").
 
+HELLO's meta is a msgpack map: ``subscriptions`` (``[topic, policy, bound]`` each),
+``prefetch``, ``ack_mode`` (``ACK_MODES``), ``pid``, ``transport``, ``incarnation`` and, for the
+host's own actors, ``token``; the client writes it (``BusClient._hello_frames``), the router
+reads what it needs into its peer record and keeps no other copy.
+
 The header is a msgpack map: ``sender``, ``seq`` (per sender), ``ts`` (ns) and optional ``type``,
 ``corr`` and ``reply_to``. Bodies are msgpack. Packers are per thread: never share one.
 
@@ -44,7 +49,7 @@ from __future__ import annotations
 
 import struct
 import threading
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import msgpack
 
@@ -71,8 +76,12 @@ CTRL = b"CTRL"
 FAULT = b"FAULT"
 DENY = b"DENY"
 
-VERBS = frozenset([HELLO, WELCOME, SEND, PUB, DELIVER, REPLY, ACK, CREDIT, PING, PONG, BYE,
-                   RESET, CTRL, PUBN, SENDN, DELIVERN, FAULT, DENY])
+# The longest path of a unix socket (``ipc://``): sun_path is 108 bytes including the NUL.
+IPC_PATH_MAX = 107
+
+# How an actor acknowledges deliveries (HELLO meta ``ack_mode``): each as handled, or with a
+# checkpoint that the router keeps and hands back in WELCOME.
+ACK_MODES = ("auto", "checkpoint")
 
 # The kinds of injected fault (FAULT), and the longest stall one may ask for.
 FAULT_KINDS = ("crash", "stall", "release")
@@ -214,15 +223,3 @@ def decode_header(data: bytes) -> Header:
         optional.append(value)
     return Header(sender, seq, ts, optional[0], optional[1], optional[2])
 
-
-def check_signature(frames: List[bytes]) -> bytes:
-    """Return the verb of a frame list that starts with the signature, else raise."""
-    if len(frames) < 2:
-        raise ProtocolError("expected at least 2 frames (signature, verb), got {}".format(
-            len(frames)))
-    if frames[0] != SIGNATURE:
-        raise ProtocolError("bad signature {!r}".format(bytes(frames[0][:8])))
-    verb = frames[1]
-    if verb not in VERBS:
-        raise ProtocolError("unknown verb {!r}".format(bytes(verb[:16])))
-    return bytes(verb)

@@ -201,8 +201,14 @@ def test_garbage_on_the_ipc_socket_is_counted_and_the_bus_keeps_working(
     garbage: list[list[bytes]] = [
         [b"FXA1"],
         [b"XXXX", b"PUB", b"t", b"h", b"b"],
+        [b"FXA2", b"PUB", b"t", b"h", b"b"],  # another version of the wire
+        [b"", b"PUB", b"t", b"h", b"b"],
+        [b"PUB", b"FXA1", b"t", b"h", b"b"],  # signature and verb swapped
         [b"FXA1", b"SEND", b"echo"],
         [b"FXA1", b"NOPE", b"x"],
+        [b"FXA1", b"pub", b"t", b"h", b"b"],  # verbs are upper case
+        [b"FXA1", b"", b"x"],
+        [b"FXA1", b"DELIVER", b"x"],  # a verb of the router's, not a peer's
         [b"FXA1", b"PUB", b"t", b"h", b"x" * (wire.MAX_FRAME_BYTES + 1)],
         [b"FXA1", b"HELLO", b"\xff\xfe", wire.pack({})],
         [b"FXA1", b"HELLO", b"name", b"\xc1"],

@@ -26,12 +26,13 @@ import redis
 
 from actors.host import Host
 from config.settings import load_defaults
-from protocol.market import WIRE_SOURCES
 from tests.helpers import host_in_thread, open_calendar, wait_for
 
 FIXTURES = Path(__file__).with_name("fixtures") / "seed"
 SECRET = "compat-secret"
 SYMBOLS = ["EURUSD", "XAUUSD"]
+# the ohlcv ``source`` words of seed 001 section 1.1
+WIRE_SOURCES = ("stream", "tick_agg", "history_s3")
 
 # Keys whose value the seed gives as an int where the predecessor's own types say float
 # (a number either way to every consumer): compared as numbers.

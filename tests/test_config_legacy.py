@@ -30,7 +30,7 @@ from actors._parent import exit_with_parent
 from actors._redis_server import find_redis_server
 from config.envfile import load_env_files
 from config.legacy import ENV_ALIASES, ENV_IGNORED, LEGACY_KEYS, REDIS_VARIABLES, Dropped
-from config.settings import ENVIRONMENT, REQUIRED_VERSION, VERSION_OVERRIDE
+from config.settings import ENVIRONMENT, REQUIRED_VERSION, VERSION_OVERRIDE, redact_url
 from protocol.errors import ConfigError
 from tests.helpers import (
     REPO_ROOT,
@@ -304,6 +304,23 @@ def test_a_bad_redis_port_names_the_variable() -> None:
         load(None, FXCM_REDIS_PORT="six")
     with pytest.raises(ConfigError, match="^FXCM_REDIS_PORT: must be within 1..65535"):
         load(None, FXCM_REDIS_PORT="0")
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("redis://:s3cret@db:6379/0", "redis://:***@db:6379/0"),
+    ("rediss://feed:s3:cr@t@db:6380/1", "rediss://feed:***@db:6380/1"),
+    ("redis://feed@db:6379/0", "redis://feed@db:6379/0"),
+    ("redis://db:6379/0", "redis://db:6379/0"),
+    ("unix:///run/fxcm/redis.sock", "unix:///run/fxcm/redis.sock"),
+])
+def test_a_redis_url_is_shown_without_its_password(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
+def test_a_malformed_redis_url_is_refused_without_showing_its_password() -> None:
+    with pytest.raises(ConfigError, match="^redis.url: must be") as refused:
+        load(None, FXCM_REDIS_URL="http://feed:s3cret@db:6379/0")
+    assert "s3cret" not in str(refused.value) and "feed:***@db" in str(refused.value)
 
 
 def test_the_embedded_servers_port_has_a_name_of_its_own() -> None:

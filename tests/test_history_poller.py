@@ -162,7 +162,7 @@ def test_warmup_after_two_hours_of_downtime_fills_the_gap_and_no_key_has_two_fin
             assert finals.setdefault(item.key, item).same_values(item), item.key
     reloaded = BarStore(str(cache), 3000)
     reloaded.load("EURUSD", "1m")
-    stored = reloaded.open_times("EURUSD", "1m")
+    stored = {bar.open_time for bar in reloaded.bars("EURUSD", "1m")}
     gap = range(downtime_start, downtime_start + 115 * MINUTE_MS, MINUTE_MS)
     assert [minute for minute in gap if minute not in stored] == []
     history = [b for b in bars if b.source == "history" and b.tf == "1m"]
@@ -252,7 +252,7 @@ def test_tail_guard_reports_the_exact_missing_minutes_and_repairs_them(
         window = range(first["start_ms"], first["end_ms"], MINUTE_MS)
         disk = BarStore(str(tmp_path / "cache"), 3000)  # appends are flushed: what it holds
         disk.load("EURUSD", "1m")
-        stored = disk.open_times("EURUSD", "1m")
+        stored = {bar.open_time for bar in disk.bars("EURUSD", "1m")}
         expected = [m for m in window if m not in stored]
         assert set(holes) <= set(expected)
         assert [m for start_ms, end_ms in entry["missing_ranges"]

@@ -27,10 +27,7 @@ from protocol.errors import (
 )
 from protocol.messages import from_wire, lookup, message, registered, to_wire, wire_name
 from protocol.wire import (
-    SIGNATURE,
-    VERBS,
     Header,
-    check_signature,
     decode_header,
     make_header,
     pack,
@@ -289,28 +286,6 @@ def test_unpack_u64_of_a_wrong_length_frame_raises_protocol_error_naming_it(leng
 def test_unpack_u32_of_a_wrong_length_frame_raises_protocol_error_naming_it(length: int) -> None:
     with pytest.raises(ProtocolError, match="credit"):
         unpack_u32(b"\x00" * length, "credit")
-
-
-# --- signature and verb -------------------------------------------------------------------------
-
-@pytest.mark.parametrize("verb", sorted(VERBS))
-def test_check_signature_returns_the_verb_of_a_well_formed_frame_list(verb: bytes) -> None:
-    assert check_signature([SIGNATURE, verb, b"payload"]) == verb
-
-
-@pytest.mark.parametrize(("frames", "named"), [
-    pytest.param([], "2 frames", id="no-frames"),
-    pytest.param([SIGNATURE], "2 frames", id="signature-only"),
-    pytest.param([b"FXA2", b"SEND"], "signature", id="other-version"),
-    pytest.param([b"", b"SEND"], "signature", id="empty-signature"),
-    pytest.param([b"SEND", SIGNATURE], "signature", id="swapped"),
-    pytest.param([SIGNATURE, b"NOPE"], "verb", id="unknown-verb"),
-    pytest.param([SIGNATURE, b"send"], "verb", id="lowercase-verb"),
-    pytest.param([SIGNATURE, b""], "verb", id="empty-verb"),
-])
-def test_check_signature_rejects_malformed_frames(frames: List[bytes], named: str) -> None:
-    with pytest.raises(ProtocolError, match=named):
-        check_signature(frames)
 
 
 # --- message registry ---------------------------------------------------------------------------

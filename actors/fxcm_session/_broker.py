@@ -30,13 +30,12 @@ LOST = "lost"
 RECONNECTING = "reconnecting"
 RECONNECTED = "reconnected"
 
-PRICE_BASES = ("mid", "bid", "ask")
-
-
-def basis_price(bid: float, ask: float, basis: str) -> float:
-    if basis == "mid":
-        return (bid + ask) / 2.0
-    return bid if basis == "bid" else ask
+def redact(text: str, secrets: List[str]) -> str:
+    """Hide credentials in a message (the SDK's login errors contain the user name)."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
 
 
 class Broker(object):

@@ -37,8 +37,9 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-from actors.fxcm_session._broker import LOST, RECONNECTED, RECONNECTING, Broker
+from actors.fxcm_session._broker import LOST, RECONNECTED, RECONNECTING, Broker, redact
 from actors.fxcm_session._clock import ClockSkew
+from protocol.bars import basis_price
 from protocol.errors import BrokerError, ConfigError, HistoryNotReady, LoginFailed, ProtocolError
 from protocol.market import (
     FXCM_TF,
@@ -175,10 +176,7 @@ class ForexConnectBroker(Broker):
         self.status_changes: List[str] = []
 
     def redact(self, text: str) -> str:
-        for secret in (self.user, self._password):
-            if secret:
-                text = text.replace(secret, "***")
-        return text
+        return redact(text, [self.user, self._password])
 
     # -- the clock -------------------------------------------------------------------------
 
@@ -414,12 +412,11 @@ class ForexConnectBroker(Broker):
             self._mode_checked = fx
             self._read_back_open_price_mode(fx)
         times = table["Date"].astype("int64") // 1000000
-        columns = {}
+        columns: Dict[str, Any] = {}
         for part in ("Open", "High", "Low", "Close"):
             bid = table["Bid" + part]
             ask = table["Ask" + part]
-            columns[part] = (bid + ask) / 2.0 if basis == "mid" else (bid if basis == "bid"
-                                                                      else ask)
+            columns[part] = basis_price(bid, ask, basis)  # element-wise on the columns
         volume = table["Volume"]
         return [[int(times[i]), float(columns["Open"][i]), float(columns["High"][i]),
                  float(columns["Low"][i]), float(columns["Close"][i]), float(volume[i])]

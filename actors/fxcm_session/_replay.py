@@ -42,9 +42,9 @@ import threading
 import time
 from typing import Any, Dict, List, Optional
 
-from actors.fxcm_session._broker import StreamingBroker, basis_price
+from actors.fxcm_session._broker import StreamingBroker
 from actors.fxcm_session._replay_input import ReplayIndex
-from protocol.bars import fold
+from protocol.bars import basis_price, fold
 from protocol.errors import BrokerError, ConfigError
 
 log = logging.getLogger("fxcm.session")

@@ -33,7 +33,7 @@ from collections import Counter, deque
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from actors.base import Actor, handles
-from actors.fxcm_session._broker import LOST, RECONNECTED, RECONNECTING, Broker
+from actors.fxcm_session._broker import LOST, RECONNECTED, RECONNECTING, Broker, redact
 from actors.fxcm_session._quota import HistoryQuota
 from actors.fxcm_session._settings import FxcmSessionSettings
 from bus import Backoff, Delivery
@@ -68,14 +68,6 @@ STREAM = "STREAM"
 IDLE = "IDLE"
 DISCONNECTED = "DISCONNECTED"
 RECOVERING = "RECOVERING"
-
-
-def redact(text: str, secrets: List[str]) -> str:
-    """Hide credentials in a message (the SDK's login errors contain the user name)."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
 
 
 def make_broker(config: FxcmSessionSettings, calendar: Any) -> Broker:

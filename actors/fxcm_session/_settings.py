@@ -11,6 +11,7 @@ from typing import Any, Dict, Mapping, Tuple
 from actors.fxcm_session._quota import QuotaSettings
 from bus import BackoffSettings
 from config.fields import Fields
+from protocol.bars import PRICE_BASES
 from protocol.errors import ConfigError, ProtocolError
 from protocol.market import normalize_symbol
 
@@ -60,7 +61,7 @@ class FxcmSessionSettings:
         return cls(
             symbols=symbols, broker=dict(broker),
             quota=QuotaSettings.from_mapping(own.value("quota"), own.name("quota")),
-            price_basis=shared.string("price_basis", ("mid", "bid", "ask")),
+            price_basis=shared.string("price_basis", PRICE_BASES),
             calendar_file=shared.string("calendar_file"),
             instruments=dict(shared.mapping_of("instruments")),
             stale_seconds=own.number("stale_seconds", above=0),

@@ -28,8 +28,8 @@ import time
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Tuple
 
-from actors.fxcm_session._broker import LOST, StreamingBroker, basis_price
-from protocol.bars import OHLC, bucket_start
+from actors.fxcm_session._broker import LOST, StreamingBroker
+from protocol.bars import OHLC, basis_price, bucket_start
 from protocol.errors import BrokerError, HistoryNotReady, LoginFailed
 from protocol.market import MINUTE_MS, TF_MS, Instrument
 

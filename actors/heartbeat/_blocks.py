@@ -28,7 +28,6 @@ WARMUP = "warmup"
 WARMUP_CACHE = "warmup_cache"
 STREAM = "stream"
 IDLE = "idle"
-FEED_STATES = (WARMUP, WARMUP_CACHE, STREAM, IDLE)
 
 
 def number(value: Any) -> float | None:

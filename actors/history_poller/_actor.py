@@ -61,7 +61,7 @@ from actors.history_poller._jobs import (
 from actors.history_poller._settings import HistoryPollerSettings
 from actors.history_poller._store import BarStore
 from bus import Backoff, Delivery
-from protocol.bars import bucket_end, bucket_start
+from protocol.bars import bucket_end, bucket_start, derive
 from protocol.errors import ConnectorError, ProtocolError, RequestTimeout
 from protocol.market import (
     CLOCK_TOPIC,
@@ -355,11 +355,7 @@ class HistoryPoller(Actor):
                                 for minute in range(start, end, MINUTE_MS)) if bar is not None]
         if not bars:
             return False
-        volume = sum(b.tick_count for b in bars)
-        derived = Bar(symbol, tf, start, start + TF_MS[tf] - 1, bars[0].open,
-                      max(b.high for b in bars), min(b.low for b in bars), bars[-1].close,
-                      float(volume), volume, True, all(b.synthetic for b in bars),
-                      SOURCE_REBUILT)
+        derived = derive(symbol, tf, start, bars, SOURCE_REBUILT)
         if self.store.put(derived) != "stored":
             return False
         if publish:

@@ -7,6 +7,7 @@ from typing import Any, Dict, Mapping, Tuple
 
 from bus import BackoffSettings
 from config.fields import Fields
+from protocol.bars import PRICE_BASES
 from protocol.errors import ConfigError, ProtocolError
 from protocol.market import TIMEFRAMES, normalize_symbol, parse_targets
 
@@ -121,7 +122,7 @@ class HistoryPollerSettings:
         return cls(
             symbols=symbols, timeframes=tuple(tf for tf in TIMEFRAMES if tf in timeframes),
             stream_targets=stream_targets,
-            price_basis=shared.string("price_basis", ("mid", "bid", "ask")),
+            price_basis=shared.string("price_basis", PRICE_BASES),
             calendar_file=shared.string("calendar_file"),
             instruments=dict(shared.mapping_of("instruments")),
             cache_dir=cache_dir, cache_enabled=cache_enabled,

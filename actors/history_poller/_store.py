@@ -29,7 +29,7 @@ import os
 import time
 import zlib
 from collections import Counter
-from typing import Any, Iterable
+from typing import Any
 
 from protocol.market import TF_MS, Bar
 
@@ -177,10 +177,6 @@ class BarStore:
         bars = self._bars.get((symbol, tf))
         return bars.last() if bars is not None else None
 
-    def open_times(self, symbol: str, tf: str) -> set[int]:
-        bars = self._bars.get((symbol, tf))
-        return set(bars.by_time) if bars is not None else set()
-
     # -- writing ---------------------------------------------------------------------------
 
     def put(self, bar: Bar) -> str:
@@ -259,12 +255,6 @@ class BarStore:
         for symbol, tf in list(self._bars):
             if self._appended[(symbol, tf)]:
                 self.compact(symbol, tf)
-
-    def put_many(self, bars: Iterable[Bar]) -> Counter[str]:
-        outcome: Counter[str] = Counter()
-        for bar in bars:
-            outcome[self.put(bar)] += 1
-        return outcome
 
     # -- failure ---------------------------------------------------------------------------
 

@@ -45,8 +45,9 @@ from actors.redis_publisher._render import (
     price_tik,
 )
 from actors.redis_publisher._signing import signer_from_environment
-from actors.redis_publisher._sink import RedisDown, RedisSink, WriteResult, redact
+from actors.redis_publisher._sink import RedisDown, RedisSink, WriteResult
 from bus import Delivery
+from config.settings import redact_url
 from protocol import contracts
 from protocol.errors import ConfigError
 from protocol.market import (
@@ -498,7 +499,7 @@ class RedisPublisher(Actor):
         self.down_since = None
         if first:
             log.info("%s: Redis at %s; publishing on %s", self.name,
-                     redact(self.config.redis_url), ", ".join(
+                     redact_url(self.config.redis_url), ", ".join(
                          self.config.channels[name] for name in PUBLISHED))
         else:
             log.warning("%s: Redis is back after %.1f s", self.name, down_for)
@@ -575,7 +576,7 @@ class RedisPublisher(Actor):
         self.next_log = now + self.backoff.compute(self.log_lines)
         log.warning("%s: Redis at %s unreachable (%s); %d probe(s) failed (every %.2f s), next "
                     "word in %.0f s; final bars and command results go to the journal",
-                    self.name, redact(self.config.redis_url), self.last_error,
+                    self.name, redact_url(self.config.redis_url), self.last_error,
                     self.failures - self.logged_failures, _PROBE_SECONDS, self.next_log - now)
         self.logged_failures = self.failures
 
@@ -671,7 +672,7 @@ class RedisPublisher(Actor):
             "connected": self.connected,
             "required": self.config.redis_required,
             "mode": self.mode,
-            "url": redact(self.config.redis_url),
+            "url": redact_url(self.config.redis_url),
             "channel": self.config.channels[OHLCV],
             "down_seconds": round(down, 3),
             "reconnect_attempts": int(self.m_attempts.total()),

@@ -34,6 +34,7 @@ from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
 from actors.redis_publisher._render import Message
+from config.settings import redact_url
 from protocol.errors import ConnectorError
 
 log = logging.getLogger("fxcm.redis_publisher")
@@ -86,16 +87,6 @@ class WriteResult:
         self.errors: list[str] = []
 
 
-def redact(url: str) -> str:
-    """A Redis URL fit for logs and status (no password)."""
-    scheme, sep, rest = url.partition("://")
-    if "@" not in rest:
-        return url
-    credentials, _, where = rest.rpartition("@")
-    user = credentials.partition(":")[0]
-    return "{}{}{}{}@{}".format(scheme, sep, user, ":***" if ":" in credentials else "", where)
-
-
 class RedisSink:
     def __init__(self, url: str, socket_timeout: float, last_bars: int, client_name: str,
                  marker_key: str = "") -> None:
@@ -136,7 +127,7 @@ class RedisSink:
             client.close()
             raise RedisDown("{}: {}".format(type(exc).__name__, exc)) from None
         except ValueError as exc:
-            raise RedisDown("redis.url {}: {}".format(redact(self.url), exc)) from None
+            raise RedisDown("redis.url {}: {}".format(redact_url(self.url), exc)) from None
         self.client = client
 
     def _client(self, named: bool) -> redis.Redis:
@@ -148,7 +139,7 @@ class RedisSink:
     def _deny(self, command: str) -> None:
         if command not in self.denied:
             log.warning("Redis at %s denies %s (ACL): going on without it (docs/operations.md, "
-                        "Redis ACL)", redact(self.url), command.upper())
+                        "Redis ACL)", redact_url(self.url), command.upper())
         self.denied[command] = self.denied.get(command, 0) + 1
 
     def _server_run_id(self, client: redis.Redis) -> str:

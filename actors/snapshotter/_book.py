@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from protocol.bars import basis_price
 from protocol.market import Precision, PriceSnapshot, Tick, round_price
 
 WAITING = "waiting"
@@ -104,7 +105,8 @@ class PriceBook:
         """Bid, ask and mid of ``tick`` at the instrument's precision."""
         digits = self.precision.digits(tick.symbol)
         return (round_price(tick.bid, digits), round_price(tick.ask, digits),
-                round_price(tick.mid, digits + 1))
+                round_price(basis_price(tick.bid, tick.ask, "mid"),
+                            self.precision.for_basis(tick.symbol, "mid")))
 
     def tick_silence(self, mono: float) -> float:
         """Seconds since the last tick arrived (since the start, before the first one)."""

@@ -45,51 +45,23 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from protocol.bars import OHLC, bucket_end, bucket_start
+from protocol.bars import Bucket, basis_price, bucket_end, bucket_start
 from protocol.market import (
     MINUTE_MS,
-    TF_MS,
+    SOURCE_DERIVED,
+    SOURCE_TICK,
     Bar,
     BarGap,
     Instrument,
     Precision,
     Tick,
-    round_price,
 )
 
-SOURCE_TICK = "tick"
-SOURCE_DERIVED = "derived"
 
+class _Bucket(Bucket):
+    """A bar being built (protocol.bars), in the form the checkpoint keeps."""
 
-def price_of(tick: Tick, basis: str) -> float:
-    if basis == "mid":
-        return (tick.bid + tick.ask) / 2.0
-    return tick.bid if basis == "bid" else tick.ask
-
-
-class _Bucket(OHLC):
-    """A bar being built: the fold of protocol.bars plus its open time and whether it is
-    synthetic (every minute in it was)."""
-
-    __slots__ = ("open_time", "synthetic")
-
-    def __init__(self, open_time: int, price: float, ts_ms: int, count: int = 1,
-                 synthetic: bool = False) -> None:
-        super().__init__(price, ts_ms)
-        self.open_time = open_time
-        self.count = count
-        self.synthetic = synthetic
-
-    def merge_bar(self, bar: Bar) -> None:
-        """Fold a later final 1m bar into this derived bucket."""
-        if bar.high > self.high:
-            self.high = bar.high
-        if bar.low < self.low:
-            self.low = bar.low
-        self.close = bar.close
-        self.close_ts = bar.close_time
-        self.count += bar.tick_count
-        self.synthetic = self.synthetic and bar.synthetic
+    __slots__ = ()
 
     def to_state(self) -> list[Any]:
         return [self.open_time, self.open, self.high, self.low, self.close, self.close_ts,
@@ -165,7 +137,7 @@ class Aggregator:
             self.counters["unknown_symbol"] += 1
             return []
         self.ticks_since_clock = True
-        price = price_of(tick, self.basis)
+        price = basis_price(tick.bid, tick.ask, self.basis)
         minute = tick.ts_ms - tick.ts_ms % MINUTE_MS
         current = state.current
         if current is not None and minute == current.open_time:
@@ -323,15 +295,10 @@ class Aggregator:
                 self.counters["bars_derived"] += 1
                 bucket = None
             if bucket is None:
-                bucket = _Bucket(start, bar.open, bar.open_time, count=bar.tick_count,
-                                 synthetic=bar.synthetic)
-                bucket.high = bar.high
-                bucket.low = bar.low
-                bucket.close = bar.close
-                bucket.close_ts = bar.close_time
+                bucket = _Bucket.of_minute(start, bar)
                 state.derived[tf] = bucket
             else:
-                bucket.merge_bar(bar)
+                bucket.add_minute(bar)
             if bar.open_time + MINUTE_MS >= self._bucket_end(start, tf):
                 out.append(self._bar(symbol, tf, bucket, complete=True))
                 self.counters["bars_derived"] += 1
@@ -365,12 +332,8 @@ class Aggregator:
     # -- output ----------------------------------------------------------------------------
 
     def _bar(self, symbol: str, tf: str, bucket: _Bucket, complete: bool) -> Bar:
-        digits = self.precision.for_basis(symbol, self.basis)
-        return Bar(symbol, tf, bucket.open_time, bucket.open_time + TF_MS[tf] - 1,
-                   round_price(bucket.open, digits), round_price(bucket.high, digits),
-                   round_price(bucket.low, digits), round_price(bucket.close, digits),
-                   float(bucket.count), bucket.count, complete, bucket.synthetic,
-                   SOURCE_TICK if tf == "1m" else SOURCE_DERIVED)
+        return bucket.to_bar(symbol, tf, complete, SOURCE_TICK if tf == "1m" else SOURCE_DERIVED,
+                             self.precision.for_basis(symbol, self.basis))
 
     # -- checkpoint ------------------------------------------------------------------------
 

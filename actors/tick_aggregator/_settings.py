@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Tuple
 
 from config.fields import Fields
+from protocol.bars import PRICE_BASES
 from protocol.errors import ConfigError
 from protocol.market import TIMEFRAMES
 
@@ -42,7 +43,7 @@ class TickAggregatorSettings:
         return cls(
             symbols=shared.strings("symbols"),
             timeframes=tuple(tf for tf in TIMEFRAMES if tf in timeframes),
-            price_basis=shared.string("price_basis", ("mid", "bid", "ask")),
+            price_basis=shared.string("price_basis", PRICE_BASES),
             calendar_file=shared.string("calendar_file"),
             instruments=dict(shared.mapping_of("instruments")),
             close_grace_ms=own.integer("close_grace_ms", minimum=0),

@@ -11,8 +11,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from actors._redis_server import SOCKET_FILE, embedded_url, read_password
-from actors.redis_publisher import CHANNEL_SUFFIXES
 from bus import check_run_dir
+from protocol import contracts
+from protocol.contracts import CHANNEL_SUFFIXES
 from protocol.errors import ConfigError
 
 ENV_REDIS_URL = "FXCM_REDIS_URL"
@@ -60,16 +61,14 @@ def configured_redis_url(config_path: str | None,
 
 def channel_names(channels: Mapping[str, Any]) -> dict[str, str]:
     """Logical name -> Redis channel, from the shared ``channels`` section, named as the
-    publisher names them (``""`` = ``<prefix>:<suffix>``)."""
-    prefix = str(channels.get("prefix") or "")
-    names: dict[str, str] = {}
-    for name, suffix in CHANNEL_SUFFIXES.items():
-        override = channels.get(name) or ""
-        if not override and not prefix:
-            raise ConfigError("channels.prefix: empty, and channels.{} is empty too".format(
-                name))
-        names[name] = str(override or "{}:{}".format(prefix, suffix))
-    return names
+    publisher names them (``protocol.contracts.channel_names``); an empty prefix is refused
+    where a channel needs it (the publisher would not start)."""
+    if not channels.get("prefix"):
+        for name in CHANNEL_SUFFIXES:
+            if not channels.get(name):
+                raise ConfigError("channels.prefix: empty, and channels.{} is empty too"
+                                  .format(name))
+    return contracts.channel_names(channels)
 
 
 def load_channels(config_path: str | None) -> tuple[str, dict[str, str]]:
@@ -81,10 +80,3 @@ def load_channels(config_path: str | None) -> tuple[str, dict[str, str]]:
     return str(section["prefix"]), channel_names(section)
 
 
-def redact_url(url: str) -> str:
-    """A Redis URL fit for the screen: no password."""
-    scheme, sep, rest = url.partition("://")
-    if "@" not in rest:
-        return url
-    credentials, _, where = rest.rpartition("@")
-    return "{}{}{}:***@{}".format(scheme, sep, credentials.partition(":")[0], where)

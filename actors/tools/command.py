@@ -28,7 +28,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from actors.command_handler import sign
-from actors.tools._connect import configured_redis_url, load_channels, redact_url, resolve_redis_url
+from actors.tools._connect import configured_redis_url, load_channels, resolve_redis_url
+from config.settings import redact_url
 from protocol.errors import ConfigError
 
 ENV_SECRET = "FXCM_HMAC_SECRET"

@@ -121,10 +121,6 @@ class Board:
                 self.market_status = payload
                 self._change("market", payload.get("state"), payload.get("next_open_utc"), now)
 
-    def take_price(self, payload: dict[str, Any]) -> None:
-        with self._lock:
-            self._take_price(payload)
-
     def take_bar(self, symbol: str, tf: str, bar: dict[str, Any], source: Any = None) -> None:
         with self._lock:
             self._take_bar(symbol, tf, bar, source)

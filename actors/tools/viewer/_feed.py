@@ -12,9 +12,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from actors.tools._connect import redact_url
 from actors.tools.viewer._board import WATCHED, Board, as_dict, host_view
 from bus import Backoff
+from config.settings import redact_url
 from protocol.errors import ConfigError, ConnectorError
 
 # Redis: connect/read timeout, and the reconnect backoff (bus.Backoff).
