@@ -475,7 +475,9 @@ def test_any_value_anywhere_renders_every_mode_without_a_panel_failing(
 # -- the real viewer under a pseudo-terminal ---------------------------------------------------
 
 def clean_env() -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("FXCM_")}
+    # COLUMNS and LINES would override the pty's size (a pytest-xdist worker sets 80x24)
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith("FXCM_") and key not in ("COLUMNS", "LINES")}
     env["PYTHONPATH"] = str(REPO_ROOT)
     env["TERM"] = "xterm-256color"
     return env
