@@ -56,8 +56,8 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 # One test file a worker (module fixtures and fixed ports stay in one process), longest first
-# (tests/conftest.py); most tests wait on wall-clock minutes, so three workers share two cores.
-TEST_WORKERS ?= 3
+# (tests/conftest.py); most tests wait on wall-clock minutes, so four workers share two cores
+TEST_WORKERS ?= 4
 test: $(STAMP) venv37 lint
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 

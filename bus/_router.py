@@ -385,6 +385,12 @@ class Router(object):
             log.exception("router loop died")
             raise
         finally:
+            # close() frees an inproc name later, on the context's reaper thread; unbind frees
+            # it now, so a router started right after this one (a restart in-process) can bind
+            try:
+                sock.unbind(self.settings.inproc_endpoint)
+            except zmq.ZMQError:
+                pass
             for opened in (sock, ipc, tap):
                 if opened is not None:
                     opened.close(0)

@@ -68,7 +68,7 @@ def python37() -> str:
 
 
 # The files that wait minutes of wall clock on live minutes, longest first. `make test` runs one
-# file a worker in collection order (pytest -n 3 --dist loadfile --no-loadscope-reorder); these
+# file a worker in collection order (pytest -n 4 --dist loadfile --no-loadscope-reorder); these
 # start first, so the rest of the suite fills the other workers around them.
 LONG_FILES = ("test_final_bars_crash_drill.py", "test_final_bars.py",
               "test_commands_on_redis.py", "test_set_universe_on_redis.py")

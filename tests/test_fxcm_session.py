@@ -205,7 +205,7 @@ def test_sim_disconnect_leads_to_recovering_then_stream_with_a_new_subscription(
         probe.collect(recovered, 60, "DISCONNECTED then STREAM")
         seen = states(probe.received)
         after = seen[seen.index("DISCONNECTED"):]
-        assert after.index("RECOVERING") < after.index("STREAM")
+        assert "RECOVERING" in after and after.index("RECOVERING") < after.index("STREAM"), seen
         probe.collect(lambda received: any(
             kind == "actor.status" and body["broker"]["subscriptions"] == 2
             and body["session_state"] == "STREAM" for kind, body in received[-5:]), 30,

@@ -165,7 +165,7 @@ HOW: dict[str, Run | Long | Terminal | Skip] = {
         "make bench itself (minutes of benchmarks)"),
     ".venv/bin/python -m tests.bench crash": Skip(
         "minutes of crash drills (make bench runs it too); the same drill on the sim is "
-        "tests/test_final_bars.py"),
+        "tests/test_final_bars_crash_drill.py"),
     "make chaos": Skip("minutes of fault injection; a short chaos run is part of make test "
                        "(tests/test_chaos_short.py)"),
     "make soak DURATION=30m": Skip("30 minutes; a 40-second soak is part of make test"),
