@@ -30,6 +30,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from protocol.states import LIFECYCLE
+
 log = logging.getLogger("fxcm.http")
 
 StatusSource = Callable[[], dict[str, Any]]
@@ -90,7 +92,8 @@ _FAMILIES = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily}
 HOST_FAMILIES = frozenset(
     [name + "_total" for name, _ in _ROUTER_COUNTERS.values()]
     + [name + ("_total" if counter else "") for name, _, counter in _ACTOR_FIGURES.values()]
-    + ["fxcm_actor_up", "fxcm_actor_restarts_total", "fxcm_metric_conflicts"])
+    + ["fxcm_actor_up", "fxcm_actor_restarts_total", "fxcm_metric_conflicts",
+       "fxcm_invalid_state_transitions_total"])
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -184,6 +187,28 @@ def actor_metrics(statuses: dict[str, Any],
     for (name, actor), count in sorted(conflicts.items()):
         gauge.add_metric([name, actor], float(count))
     yield gauge
+    yield invalid_transitions(statuses)
+
+
+def invalid_transitions(statuses: dict[str, Any]) -> CounterMetricFamily:
+    """``fxcm_invalid_state_transitions_total{actor, machine}``: moves a state table of
+    ``protocol.states`` refused (``Actor.check_transition``); each actor's lifecycle is always
+    there (0), other machines once they count one."""
+    family = CounterMetricFamily(
+        "fxcm_invalid_state_transitions",
+        "State changes their machine's table does not allow (a bug; protocol.states)",
+        labels=["actor", "machine"])
+    for actor in sorted(statuses):
+        status = statuses[actor]
+        counted = status.get("invalid_transitions") if isinstance(status, dict) else None
+        counts = dict(counted) if isinstance(counted, dict) else {}
+        counts.setdefault(LIFECYCLE.name, 0)
+        for machine, count in sorted(counts.items()):
+            try:
+                family.add_metric([actor, str(machine)], float(count))
+            except (TypeError, ValueError):
+                continue
+    return family
 
 
 class BusCollector(Collector):

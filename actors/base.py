@@ -42,17 +42,21 @@ import zmq
 from bus import LATEST, LOSSLESS, BusClient, Delivery, Subscription
 from protocol import wire
 from protocol.errors import ConfigError, InjectedCrash, ProtocolError
+from protocol.states import (
+    DEGRADED,
+    FAULTED,
+    LIFECYCLE,
+    RUNNING,
+    STARTING,
+    STOPPED,
+    STOPPING,
+    StateTable,
+)
 
-__all__ = ["LATEST", "LOSSLESS", "Actor", "RunOptions", "Subscribe", "handles"]
+__all__ = ["DEGRADED", "FAULTED", "LATEST", "LOSSLESS", "RUNNING", "STARTING", "STOPPED",
+           "STOPPING", "Actor", "RunOptions", "Subscribe", "handles"]
 
 log = logging.getLogger("fxcm.actor")
-
-STARTING = "starting"
-RUNNING = "running"
-DEGRADED = "degraded"
-STOPPING = "stopping"
-STOPPED = "stopped"
-FAULTED = "faulted"
 
 # How long an injected fault waits for a message to handle before the loop takes it anyway (an
 # actor without subscriptions, such as command_handler, may never get one).
@@ -147,6 +151,8 @@ class Actor(object):
         self.settings = dict(settings or {})
         self.state = STARTING
         self.state_reason = ""
+        # moves a state table refused, by machine (protocol.states): a bug, counted
+        self.invalid_transitions: Dict[str, int] = {}
         self.client: Optional[BusClient] = None
         self._handlers = {t: getattr(self, n) for t, n in self._handler_names.items()}
         self._timers: List[_Timer] = []
@@ -199,6 +205,8 @@ class Actor(object):
         client = self.client
         result: Dict[str, Any] = {"state": self.state, "reason": self.state_reason}
         result.update(self.counters)
+        if self.invalid_transitions:
+            result["invalid_transitions"] = dict(self.invalid_transitions)
         if client is not None:
             result["bus"] = dict(client.stats)
         return result
@@ -234,11 +242,24 @@ class Actor(object):
         self._bus.reply(delivery, msg_type, body)
 
     def set_state(self, state: str, reason: str = "") -> None:
+        """Move the lifecycle (``protocol.states.LIFECYCLE``) to ``state``, with a reason."""
+        self.check_transition(LIFECYCLE, self.state, state)
         if state != self.state:
             log.info("%s: %s -> %s%s", self.name, self.state, state,
                      " ({})".format(reason) if reason else "")
         self.state = state
         self.state_reason = reason
+
+    def check_transition(self, table: StateTable, old: str, new: str) -> bool:
+        """True when ``table`` allows ``old -> new``. A refused move raises in tests
+        (``FXCM_STRICT_STATES=1``); in production it is logged, counted in
+        ``fxcm_invalid_state_transitions_total`` and made anyway (the caller goes on)."""
+        if table.check(old, new):
+            return True
+        self.invalid_transitions[table.name] = self.invalid_transitions.get(table.name, 0) + 1
+        log.error("%s: invalid %s transition %s -> %s (a bug: counted in "
+                  "fxcm_invalid_state_transitions_total)", self.name, table.name, old, new)
+        return False
 
     def call_soon(self, fn: Callable[[], Any]) -> None:
         """Run ``fn`` on the actor's loop. Safe from any thread and from signal handlers."""

@@ -20,6 +20,8 @@ from typing import List, Optional, Tuple
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# A move a state table refuses raises in tests (protocol.states), in hosts started by tests too.
+os.environ["FXCM_STRICT_STATES"] = "1"
 # Not resolved: a venv's python is a symlink, and following it would lose the venv.
 VENV37_PYTHON = REPO_ROOT / ".venv37" / "bin" / "python"
 PYTHON37_ENV = "FXCM_PYTHON37"

@@ -54,6 +54,7 @@ from protocol.market import (
     normalize_tf,
     tick_topic,
 )
+from protocol.states import CONNECTING, DISCONNECTED, IDLE, RECOVERING, SESSION, STREAM
 
 log = logging.getLogger("fxcm.session")
 
@@ -62,12 +63,6 @@ log = logging.getLogger("fxcm.session")
 # not subscribed (it stays so until the operator acts and the session logs in again).
 NOT_READY_RETRY_SECONDS = 5.0
 NOT_SUBSCRIBED_RETRY_SECONDS = 300.0
-
-CONNECTING = "CONNECTING"
-STREAM = "STREAM"
-IDLE = "IDLE"
-DISCONNECTED = "DISCONNECTED"
-RECOVERING = "RECOVERING"
 
 
 def make_broker(config: FxcmSessionSettings, calendar: Any) -> Broker:
@@ -353,6 +348,7 @@ class FxcmSession(Actor):
     def _set_session(self, state: str, reason: str) -> None:
         if state == self.session_state and reason == self.session_reason:
             return
+        self.check_transition(SESSION, self.session_state, state)
         if state == self.session_state:
             log.info("%s: session %s (%s)", self.name, state, reason)
         else:

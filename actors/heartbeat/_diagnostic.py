@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-STREAM = "STREAM"
-IDLE = "IDLE"
-DISCONNECTED = "DISCONNECTED"
-RECOVERING = "RECOVERING"
+from protocol.states import DISCONNECTED, IDLE, RECOVERING, STREAM
+
+# heartbeat's diagnostic state: fxcm_session's session states but CONNECTING (shown as
+# RECOVERING), judged again at every beat from what it hears, so any move is possible
 STATES = (STREAM, IDLE, DISCONNECTED, RECOVERING)
 
 HISTORY = 20  # changes kept for the heartbeat's context

@@ -58,6 +58,7 @@ from protocol.market import (
     Universe,
     wire_source,
 )
+from protocol.states import DOWN, DRAINING, OFF, PUBLISHER, RESUMING, UP
 
 log = logging.getLogger("fxcm.redis_publisher")
 
@@ -75,11 +76,6 @@ _DRAIN_TURN_SECONDS = 0.05
 # The channels this actor writes (every one but the commands input).
 PUBLISHED = tuple(name for name in CHANNEL_SUFFIXES if name != "commands")
 
-UP = "up"
-DOWN = "down"
-RESUMING = "resuming"
-DRAINING = "draining"
-OFF = "off"
 
 
 class RedisPublisher(Actor):
@@ -164,7 +160,7 @@ class RedisPublisher(Actor):
             "Durable messages held in memory (journal full); the bus is held back meanwhile")
         self.m_flushes = metrics.counter(
             "fxcm_redis_pipelines_total", "Pipelines executed against Redis")
-        self.mode = OFF
+        self.mode = OFF  # protocol.states.PUBLISHER; moves only through _set_mode
         self.connected = False
         self.last_error = ""
         self.down_since: float | None = None
@@ -211,11 +207,11 @@ class RedisPublisher(Actor):
         if cfg.redis_required:
             self.sink = RedisSink(cfg.redis_url, cfg.socket_timeout_seconds, cfg.last_bars,
                                   "fxcm-" + self.name, cfg.prefix + ":publisher:run")
-            self.mode = DOWN
+            self._set_mode(DOWN)
             self.down_since = time.monotonic()
             self._connect(first=True)
         else:
-            self.mode = OFF
+            self._set_mode(OFF)
             self.set_state(RUNNING, "redis.required is false: file-only, journal in {}".format(
                 cfg.journal_dir))
             log.warning("%s: redis.required is false: no Redis; final bars and command results "
@@ -504,7 +500,7 @@ class RedisPublisher(Actor):
         else:
             log.warning("%s: Redis is back after %.1f s", self.name, down_for)
         if self.awaited and self.config.resume_wait_seconds > 0:
-            self.mode = RESUMING
+            self._set_mode(RESUMING)
             self.resume_until = time.monotonic() + self.config.resume_wait_seconds
             self.set_state(DEGRADED, "redis back: waiting up to {:.0f} s for subscribers".format(
                 self.config.resume_wait_seconds))
@@ -532,7 +528,7 @@ class RedisPublisher(Actor):
     def _start_draining(self) -> None:
         self.awaited = {}
         if self._backlog():
-            self.mode = DRAINING
+            self._set_mode(DRAINING)
             self.set_state(DEGRADED, "redis back: publishing the backlog")
             log.info("%s: publishing the backlog: %d journaled, %d held, %d conflated",
                      self.name, len(self.journal), len(self.held), len(self.conflated))
@@ -541,8 +537,12 @@ class RedisPublisher(Actor):
             self._now_up()
 
     def _now_up(self) -> None:
-        self.mode = UP
+        self._set_mode(UP)
         self.set_state(RUNNING, "")
+
+    def _set_mode(self, mode: str) -> None:
+        self.check_transition(PUBLISHER, self.mode, mode)
+        self.mode = mode
 
     def _backlog(self) -> bool:
         return bool(len(self.journal) or self.held or self.conflated)
@@ -557,7 +557,7 @@ class RedisPublisher(Actor):
         if self.mode in (UP, DRAINING, RESUMING):
             log.warning("%s: Redis went away (%s); final bars and command results go to the "
                         "journal in %s", self.name, reason, self.config.journal_dir)
-        self.mode = DOWN
+        self._set_mode(DOWN)
         self.connected = False
         self.last_error = reason
         if self.down_since is None:

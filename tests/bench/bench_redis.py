@@ -55,12 +55,12 @@ import zmq
 from actors._redis_server import EmbeddedRedis
 from actors.base import LOSSLESS, Actor, RunOptions, Subscribe, handles
 from actors.redis_publisher import RedisPublisher
-from actors.redis_publisher._actor import DRAINING
 from actors.redis_publisher._render import Message
 from actors.redis_publisher._sink import WriteResult
 from bus import BusClient, Router, RouterSettings
 from config.settings import SHARED_KEYS, load_defaults
 from protocol.market import TF_MS, Bar
+from protocol.states import DRAINING
 
 from ._results import Row, compare, median
 
