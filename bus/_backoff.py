@@ -34,6 +34,9 @@ class BackoffSettings:
         values = {}
         for name in BACKOFF_KEYS:
             value = section.get(name, getattr(cls, name, None))
+            if value is None:
+                raise ConfigError("{}.{}: missing (a backoff section needs base_seconds and "
+                                  "max_seconds)".format(key, name))
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ConfigError("{}.{}: must be a number, got {!r}".format(key, name, value))
             values[name] = float(value)

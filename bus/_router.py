@@ -327,6 +327,7 @@ class Router(object):
                 finally:
                     os.umask(old_umask)
         except BaseException as exc:
+            _unbind_quietly(sock, settings.inproc_endpoint)
             for opened in (sock, ipc, tap):
                 if opened is not None:
                     opened.close(0)
@@ -385,12 +386,7 @@ class Router(object):
             log.exception("router loop died")
             raise
         finally:
-            # close() frees an inproc name later, on the context's reaper thread; unbind frees
-            # it now, so a router started right after this one (a restart in-process) can bind
-            try:
-                sock.unbind(self.settings.inproc_endpoint)
-            except zmq.ZMQError:
-                pass
+            _unbind_quietly(sock, self.settings.inproc_endpoint)
             for opened in (sock, ipc, tap):
                 if opened is not None:
                     opened.close(0)
@@ -468,7 +464,8 @@ class Router(object):
             raise ProtocolError("HELLO prefetch must be an integer in 1..{}".format(MAX_PREFETCH))
         ack_mode = meta.get("ack_mode", "auto")
         if ack_mode not in wire.ACK_MODES:
-            raise ProtocolError("HELLO ack_mode must be 'auto' or 'checkpoint'")
+            raise ProtocolError("HELLO ack_mode must be one of {}".format(
+                ", ".join(wire.ACK_MODES)))
         token = meta.pop("token", None)
         incarnation = meta.pop("incarnation", None)
         trusted = _same_secret(token, self.token)
@@ -1236,4 +1233,13 @@ def _remove_stale_socket(endpoint: str) -> None:
     try:
         os.unlink(path)
     except FileNotFoundError:
+        pass
+
+
+def _unbind_quietly(sock: zmq.Socket, endpoint: str) -> None:
+    """close() frees an inproc name later, on the context's reaper thread; unbind frees it
+    now, so a router started right after this one (a restart in-process) can bind."""
+    try:
+        sock.unbind(endpoint)
+    except zmq.ZMQError:
         pass

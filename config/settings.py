@@ -10,6 +10,7 @@ import copy
 import dataclasses
 import json
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,16 +94,22 @@ VERSION_OVERRIDE = "FXCM_CONNECTOR_VERSION_OVERRIDE"
 REQUIRED_VERSION = "FXCM_CONNECTOR_REQUIRED_VERSION"
 
 
-
 def redact_url(url: str) -> str:
     """A URL fit for logs, status and the screen: the password, if any, shown as ``***``
     (``redis://user:***@host``). The one home of this rule."""
     scheme, sep, rest = url.partition("://")
+    if not sep:  # no scheme (a malformed URL, in a config error): all of it may be secret
+        scheme, rest = "", url
+    rest = _PASSWORD_PARAMETER.sub(r"\1***", rest)
     if "@" not in rest:
-        return url
+        return scheme + sep + rest
     credentials, _, where = rest.rpartition("@")
     user = credentials.partition(":")[0]
     return "{}{}{}{}@{}".format(scheme, sep, user, ":***" if ":" in credentials else "", where)
+
+
+# redis-py takes a password in the query too (``?password=...``)
+_PASSWORD_PARAMETER = re.compile(r"([?&]password=)[^&]*", re.IGNORECASE)
 
 
 @dataclass(frozen=True)

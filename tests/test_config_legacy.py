@@ -312,6 +312,8 @@ def test_a_bad_redis_port_names_the_variable() -> None:
     ("redis://feed@db:6379/0", "redis://feed@db:6379/0"),
     ("redis://db:6379/0", "redis://db:6379/0"),
     ("unix:///run/fxcm/redis.sock", "unix:///run/fxcm/redis.sock"),
+    ("default:s3cret@db:6379", "default:***@db:6379"),  # no scheme: a config error shows it
+    ("redis://db:6379/0?password=s3cret&db=1", "redis://db:6379/0?password=***&db=1"),
 ])
 def test_a_redis_url_is_shown_without_its_password(url: str, shown: str) -> None:
     assert redact_url(url) == shown

@@ -211,7 +211,7 @@ def test_backoff_from_checked_settings_is_the_same_backoff() -> None:
                                                                 "be >= 1"),
     ({"base_seconds": 1, "max_seconds": 2, "jitter": 1.5}, "a.backoff.jitter: must be within"),
     ({"base_seconds": "1", "max_seconds": 2}, "a.backoff.base_seconds: must be a number"),
-    ({"max_seconds": 2}, "a.backoff.base_seconds: must be a number"),
+    ({"max_seconds": 2}, "a.backoff.base_seconds: missing"),
     ([1, 2], "a.backoff: must be an object"),
 ])
 def test_a_bad_backoff_section_is_refused_naming_the_key(section: Any, message: str) -> None:
@@ -281,6 +281,10 @@ def test_history_targets_are_the_given_ones_else_every_symbol_at_1m() -> None:
     assert every_symbol.stream_targets == tuple((symbol, "1m") for symbol in given["symbols"])
     chosen = HistoryPollerSettings.from_mapping(dict(given, targets="XAU/USD:m1,EURUSD:5m"))
     assert chosen.stream_targets == (("XAUUSD", "1m"), ("EURUSD", "5m"))
+    # no targets, whichever way (an actor's own settings may give a list): no static base
+    nothing: tuple[Any, ...] = ("", [])
+    for none in nothing:
+        assert HistoryPollerSettings.from_mapping(dict(given, targets=none)).targets == ""
 
 
 def test_the_publisher_journal_is_under_cache_dir_named_after_the_actor() -> None:
@@ -293,3 +297,8 @@ def test_the_publisher_channels_are_resolved_to_redis_names() -> None:
     given = dict(delivered("redis_publisher"), channels={"prefix": "desk", "ohlcv": "bars"})
     channels = PublisherConfig.from_mapping(given).channels
     assert (channels["ohlcv"], channels["heartbeat"]) == ("bars", "desk:heartbeat")
+
+
+def test_a_quota_interval_named_the_seeds_way_applies_to_its_timeframe() -> None:
+    quota = QuotaSettings.from_mapping(shipped_quota(min_interval_seconds={"m1": 3, "H1": 9}))
+    assert quota.min_interval_seconds == {"1m": 3.0, "1h": 9.0}

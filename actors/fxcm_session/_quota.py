@@ -75,13 +75,13 @@ class QuotaSettings(object):
         intervals = {}  # type: Dict[str, float]
         for tf, seconds in own.mapping_of("min_interval_seconds").items():
             try:
-                normalize_tf(tf)
+                canonical = normalize_tf(tf)  # "m1" and "1m" name one key
             except ProtocolError as exc:
                 raise ConfigError("{}.min_interval_seconds.{}: {}".format(key, tf, exc)) from None
             if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
                 raise ConfigError("{}.min_interval_seconds.{}: must be a number >= 0".format(
                     key, tf))
-            intervals[str(tf)] = float(seconds)
+            intervals[canonical] = float(seconds)
         targets = []
         for index, target in enumerate(own.strings("priority_targets")):
             symbol, _, tf = target.rpartition(":")

@@ -126,8 +126,9 @@ class HistoryPollerSettings:
             calendar_file=shared.string("calendar_file"),
             instruments=dict(shared.mapping_of("instruments")),
             cache_dir=cache_dir, cache_enabled=cache_enabled,
+            # none given ("" or []): every symbol at every timeframe (_base_targets)
             targets=targets if isinstance(targets, str) else ",".join(
-                "{}:{}".format(*target) for target in stream_targets),
+                "{}:{}".format(*target) for target in stream_targets) if targets else "",
             max_targets=counts["max_targets"],
             dynamic_universe_enabled=own.flag("dynamic_universe_enabled"),
             dynamic_universe_default_targets=defaults,

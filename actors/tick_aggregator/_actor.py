@@ -124,6 +124,7 @@ class TickAggregator(Actor):
         result["aggregation"] = counters
         result["published"] = dict(self.published)
         result["gap_notices"] = self.gaps_published
+        result["close_grace_ms"] = self.config.close_grace_ms  # heartbeat's on-time lag
         result["digits"] = {symbol: self.aggregator.precision.for_basis(
             symbol, self.aggregator.basis) for symbol in self.aggregator.symbols}
         result["metrics"] = {
