@@ -458,10 +458,17 @@ def test_the_host_is_not_ready_until_the_poller_has_warmed_the_feed_up(
     # Every actor runs, but without fxcm_session's clock the poller cannot warm the feed up,
     # and an orchestrator must not route consumers to this host.
     with host_process(tmp_path, run_dir, [poller()], cache={"dir": str(tmp_path / "cache")}):
-        code, body = ready_answer(run_dir)  # before its first status, it counts as not ready
-        assert code == 503 and body["ready"] is False and body["not_running"] == []
-        code, body = wait_for(lambda: (answer := ready_answer(run_dir))[1]["reasons"] != [
-            "history_poller: no feed phase reported yet"] and answer, 60, "the poller's status")
+        # still starting, or running before its first status: not ready either way
+        code, body = ready_answer(run_dir)
+        assert code == 503 and body["ready"] is False, body
+
+        def phase_reported() -> tuple[int, dict[str, Any]] | None:
+            answer = ready_answer(run_dir)
+            reasons = answer[1]["reasons"]
+            return answer if answer[1]["not_running"] == [] and reasons and reasons != [
+                "history_poller: no feed phase reported yet"] else None
+
+        code, body = wait_for(phase_reported, 60, "the poller's status")
         assert code == 503 and body["reasons"] == [
             "history_poller: feed phase warmup_cache (waiting for the pipeline clock "
             "(fxcm_session's clock))"], body
