@@ -190,13 +190,14 @@ class HistoryPoller(Actor):
         """At (re)start, what gaps told before would have said: the derived buckets in
         progress, and those that just ended, are this poller's to build too (a bucket tick
         aggregation builds as well comes out identical: one final); minutes of the last
-        ``RESTART_REPAIR_MINUTES`` still missing a few seconds after their end are repaired
-        in the live lane, ahead of the warmup (they may be a gap told to the crashed
-        instance)."""
+        ``RESTART_REPAIR_MINUTES`` and the minute in progress still missing a few seconds
+        after their end are repaired in the live lane, ahead of the warmup (they may be a gap
+        told to the crashed instance: a session lost just before this restart leaves the
+        minute in progress partial, and its notice died with the old instance)."""
         for symbol in self.symbols:
             self.gaps.own(symbol, self.live_start - 2 * MINUTE_MS, self.live_start + MINUTE_MS)
             recent = self._missing(symbol, self.live_start - RESTART_REPAIR_MINUTES * MINUTE_MS,
-                                   self.live_start)
+                                   self.live_start + MINUTE_MS)
             self.gaps.queue(symbol, recent, RESTART_REPAIR_SETTLE_MS)
 
     @handles("instrument")
