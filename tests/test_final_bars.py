@@ -142,7 +142,8 @@ def finals(subscriber: RedisSubscriber) -> dict[Key, dict[str, Any]]:
 def unsettled(monitor: Monitor) -> dict[str, Any]:
     """What is still going on (empty when the replay is over and nothing is left to do: no
     poller job, no gap minute due, empty mailboxes of the aggregator, the poller and the
-    publisher)."""
+    publisher). A minute ``waiting`` for a clock that stopped at the file's end is not work
+    left: the poller has handled every clock message (its mailbox is empty)."""
     status, actors = monitor.get()
     session = actors.get("fxcm_session", {})
     poller = actors.get("history_poller", {})

@@ -327,6 +327,8 @@ def test_a_session_gap_names_its_minutes_and_the_derived_buckets_holding_them() 
                                          ("15m", t0), ("1h", t0)}
     assert owned == 4
     # each minute is due once it has ended, plus the delay, on the pipeline clock
+    assert book.status(t0 + 5 * MINUTE_MS + 249)["waiting"] == {"EURUSD": 2}
+    assert book.status(t0 + 5 * MINUTE_MS + 250)["due"] == {"EURUSD": 1}
     assert book.pop_due("EURUSD", t0 + 5 * MINUTE_MS + 249) == []
     assert book.pop_due("EURUSD", t0 + 5 * MINUTE_MS + 250) == [t0 + 4 * MINUTE_MS]
     assert book.pop_due("EURUSD", t0 + 7 * MINUTE_MS) == [t0 + 5 * MINUTE_MS]

@@ -811,7 +811,7 @@ class HistoryPoller(Actor):
             "jobs": self.scheduler.names() if hasattr(self, "scheduler") else [],
             "lanes": {LANES[lane]: sum(1 for item in self.scheduler.jobs if item.lane == lane)
                       for lane in range(len(LANES))} if hasattr(self, "scheduler") else {},
-            "gaps": self.gaps.status() if hasattr(self, "gaps") else {},
+            "gaps": self.gaps.status(self.clock_ms) if hasattr(self, "gaps") else {},
             "counts": dict(getattr(self, "counts", {})),
             "targets": ["{}:{}".format(s, tf) for s, tf in getattr(self, "targets", [])],
             "metrics": {

@@ -128,6 +128,15 @@ class GapBook:
                 dropped += 1
         return dropped
 
-    def status(self) -> dict[str, Any]:
+    def status(self, now_ms: int) -> dict[str, Any]:
+        """Owned buckets and due minutes per symbol: ``due`` those whose time has come (the
+        next clock hands them to a job), ``waiting`` those the clock has yet to reach (a
+        stopped clock, at a replay's end, never does)."""
+        due: dict[str, int] = {}
+        waiting: dict[str, int] = {}
+        for symbol, minutes in self.due.items():
+            for at in minutes.values():
+                counts = due if at <= now_ms else waiting
+                counts[symbol] = counts.get(symbol, 0) + 1
         return {"owned": {symbol: len(owned) for symbol, owned in self.owned.items() if owned},
-                "due": {symbol: len(due) for symbol, due in self.due.items() if due}}
+                "due": due, "waiting": waiting}
