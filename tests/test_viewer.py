@@ -20,7 +20,7 @@ from typing import Any
 import pexpect
 import pytest
 import redis
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import config
@@ -451,6 +451,8 @@ SNAPSHOT_PATHS = _paths(seed_snapshot(host={"reachable": True, "actors": {"a": {
 @settings(max_examples=150, deadline=None)
 @given(index=st.integers(0, len(SNAPSHOT_PATHS) - 1), value=JSON,
        mode=st.sampled_from(sorted(MODES)))
+@example(index=SNAPSHOT_PATHS.index(("now",)), value=-62135596801, mode="0")  # year 0
+@example(index=SNAPSHOT_PATHS.index(("now",)), value=1e300, mode="1")
 def test_any_value_anywhere_renders_every_mode_without_a_panel_failing(
         index: int, value: Any, mode: str) -> None:
     snap = seed_snapshot(host={"reachable": True, "actors": {"a": {

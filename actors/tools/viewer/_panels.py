@@ -112,14 +112,22 @@ def to_seconds(value: Any) -> float | None:
     return seconds / 1000.0 if seconds > 1e11 else seconds
 
 
+def utc_moment(seconds: float) -> datetime.datetime | None:
+    """``seconds`` as a UTC datetime; None for a number no calendar holds (year 0, 1e300)."""
+    try:
+        return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
 def clock(value: Any, with_date: bool = False) -> str:
     """A time as ``HH:MM:SS`` UTC (``-`` missing, ``?`` not a time)."""
     if value is None or value == "":
         return MISSING
     seconds = to_seconds(value)
-    if seconds is None:
+    moment = utc_moment(seconds) if seconds is not None else None
+    if moment is None:
         return WRONG
-    moment = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
     return moment.strftime("%m-%d %H:%M:%S" if with_date else "%H:%M:%S")
 
 
@@ -133,7 +141,9 @@ def since(snapshot: Mapping[str, Any], value: Any) -> str:
 
 
 def _utc(ms: float, tf: str) -> str:
-    moment = datetime.datetime.fromtimestamp(ms / 1000.0, datetime.timezone.utc)
+    moment = utc_moment(ms / 1000.0)
+    if moment is None:
+        return WRONG
     return moment.strftime("%m-%d %H:%M" if TF_MS.get(tf, 0) >= TF_MS["4h"] else "%H:%M")
 
 
@@ -173,9 +183,9 @@ def market_is_open(snapshot: Mapping[str, Any]) -> bool:
 def _header(snapshot: Mapping[str, Any]) -> Text:
     now = number(snapshot.get("now"))
     line = Text("fxcm viewer", style="bold")
-    if now is not None:
-        line.append("  " + datetime.datetime.fromtimestamp(now, datetime.timezone.utc).strftime(
-            "%Y-%m-%d %H:%M:%S UTC"))
+    moment = utc_moment(now) if now is not None else None
+    if moment is not None:
+        line.append("  " + moment.strftime("%Y-%m-%d %H:%M:%S UTC"))
     mode = str(snapshot.get("mode") or "1")
     name = MODES.get(mode, MODES["1"])[0]
     line.append("   mode {} {}".format(mode if mode in MODES else "1", name), style="bold cyan")
