@@ -226,6 +226,24 @@ def control_call(run_dir: str, request: dict[str, Any], timeout: float = 5.0
         channel.close()
 
 
+def ask_host(args: argparse.Namespace, request: dict[str, Any]
+             ) -> tuple[dict[str, Any] | None, int]:
+    """``request`` to the host of ``args``' run dir: (answer, 0), or (None, exit code) after
+    saying why on stderr (1: no host or no answer, 2: an unsafe run dir)."""
+    run_dir = _run_dir(args)
+    if not os.path.exists(os.path.join(run_dir, "bus.json")):
+        print("no host runs in {}".format(run_dir), file=sys.stderr)
+        return None, 1
+    try:
+        return control_call(run_dir, request, args.timeout), 0
+    except ConfigError as exc:  # an unsafe run dir
+        print(str(exc), file=sys.stderr)
+        return None, 2
+    except ConnectorError as exc:
+        print("no answer from the host in {}: {}".format(run_dir, exc), file=sys.stderr)
+        return None, 1
+
+
 def fetch_status(run_dir: str, timeout: float = 5.0) -> dict[str, Any]:
     from actors.host import merge_status
 
@@ -285,18 +303,12 @@ def format_status(status: dict[str, Any]) -> str:
 
 def cmd_status(args: argparse.Namespace) -> int:
     configure_logging("WARNING")
-    run_dir = _run_dir(args)
-    if not os.path.exists(os.path.join(run_dir, "bus.json")):
-        print("no host runs in {}".format(run_dir), file=sys.stderr)
-        return 1
-    try:
-        status = fetch_status(run_dir, args.timeout)
-    except ConfigError as exc:  # an unsafe run dir
-        print(str(exc), file=sys.stderr)
-        return 2
-    except ConnectorError as exc:
-        print("no answer from the host in {}: {}".format(run_dir, exc), file=sys.stderr)
-        return 1
+    answer, code = ask_host(args, {"op": "status"})
+    if answer is None:
+        return code
+    from actors.host import merge_status
+
+    status = merge_status(answer.get("status", {}))
     if args.json:
         print(json.dumps(status, indent=2, default=str))
     else:
@@ -310,21 +322,12 @@ def cmd_fault(args: argparse.Namespace) -> int:
     """``fxcm crash|stall|release NAME``: a drill (as ``make chaos`` does) on a running host
     whose config enables them (``bus.drills: true``)."""
     configure_logging("WARNING")
-    run_dir = _run_dir(args)
-    if not os.path.exists(os.path.join(run_dir, "bus.json")):
-        print("no host runs in {}".format(run_dir), file=sys.stderr)
-        return 1
     request: dict[str, Any] = {"op": args.command, "name": args.name}
     if args.command == "stall":
         request["seconds"] = args.seconds
-    try:
-        result = control_call(run_dir, request, args.timeout)
-    except ConfigError as exc:  # an unsafe run dir
-        print(str(exc), file=sys.stderr)
-        return 2
-    except ConnectorError as exc:
-        print("no answer from the host in {}: {}".format(run_dir, exc), file=sys.stderr)
-        return 1
+    result, code = ask_host(args, request)
+    if result is None:
+        return code
     if not result.get("ok"):
         print("{} {}: {}".format(args.command, args.name, result.get("error")), file=sys.stderr)
         return 1
@@ -339,18 +342,9 @@ def cmd_detach(args: argparse.Namespace) -> int:
     """``fxcm detach NAME``: drop the mailboxes of an attached actor that is gone for good, so
     that the producers feeding them are no longer held back."""
     configure_logging("WARNING")
-    run_dir = _run_dir(args)
-    if not os.path.exists(os.path.join(run_dir, "bus.json")):
-        print("no host runs in {}".format(run_dir), file=sys.stderr)
-        return 1
-    try:
-        result = control_call(run_dir, {"op": "detach", "name": args.name}, args.timeout)
-    except ConfigError as exc:  # an unsafe run dir
-        print(str(exc), file=sys.stderr)
-        return 2
-    except ConnectorError as exc:
-        print("no answer from the host in {}: {}".format(run_dir, exc), file=sys.stderr)
-        return 1
+    result, code = ask_host(args, {"op": "detach", "name": args.name})
+    if result is None:
+        return code
     if not result.get("ok"):
         print("detach {}: {}".format(args.name, result.get("error")), file=sys.stderr)
         return 1
